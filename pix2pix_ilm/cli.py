@@ -1,0 +1,212 @@
+"""``pix2pix-ilm`` command line: one subcommand per job.
+
+Each subcommand parses its flags into a config dataclass (or plain arguments) and calls one function of
+the module that owns the job. A :class:`~pix2pix_ilm.errors.UsageError` becomes one line on stderr and
+exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pix2pix_ilm import __version__
+from pix2pix_ilm.config import TestConfig, TrainConfig, add_dataclass_arguments, dataclass_from_args
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.norms import NORM_NAMES
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return action.help or ""  # defaults are already written into the help texts
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pix2pix_ilm.train import train
+
+    train(dataclass_from_args(TrainConfig, args), explicit=args.explicit_options)
+    return 0
+
+
+def _explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """Destinations of the options actually typed (``--continue`` keeps the saved values of the others)."""
+    typed = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+    return {action.dest for action in parser._actions if any(opt in typed for opt in action.option_strings)}
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from pix2pix_ilm.test import run_test
+
+    run_test(dataclass_from_args(TestConfig, args))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pix2pix_ilm.metrics import run_eval_command
+
+    run_eval_command(
+        results_dir=args.results_dir,
+        metrics=args.metrics,
+        lpips_backbone=args.lpips_backbone,
+        json_path=args.json,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    return 0
+
+
+def _cmd_table6(args: argparse.Namespace) -> int:
+    from pix2pix_ilm.experiments import run_table6
+
+    run_table6(args)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from pix2pix_ilm.networks import parameter_table
+
+    print(
+        parameter_table(args.netG, args.netD, ngf=args.ngf, ndf=args.ndf, ilm_group_size=args.ilm_group_size)
+    )
+    return 0
+
+
+def _cmd_visdom(args: argparse.Namespace) -> int:
+    from pix2pix_ilm.visual import serve_visdom
+
+    serve_visdom(host=args.host, port=args.port, env_path=args.env_path)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pix2pix_ilm.bench import run_bench
+
+    run_bench(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pix2pix-ilm",
+        description="pix2pix image-to-image translation with Instance-Level Meta Normalization (ILM Norm).",
+        epilog="Run 'pix2pix-ilm <command> --help' for the options of a command.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pix2pix-ilm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    p = sub.add_parser(
+        "train",
+        help="train a pix2pix model",
+        description="Train pix2pix on aligned A|B images. Writes <checkpoints-dir>/<name>/: config.json, "
+        "latest.pt, epoch_<n>.pt, loss_log.jsonl, web/index.html.",
+        formatter_class=_Formatter,
+    )
+    add_dataclass_arguments(p, TrainConfig)
+    p.set_defaults(func=_cmd_train)
+    train_parser = p
+
+    p = sub.add_parser(
+        "test",
+        help="translate images with a trained run",
+        description="Translate images with a trained run; the architecture is read from the run's config.json. "
+        "Writes <results-dir>/<name>/<phase>_<epoch>/images/ and index.html.",
+        formatter_class=_Formatter,
+    )
+    add_dataclass_arguments(p, TestConfig)
+    p.set_defaults(func=_cmd_test)
+
+    p = sub.add_parser(
+        "eval",
+        help="score test outputs: RMSE, PSNR, MAE, SSIM, LPIPS",
+        description="Pair every <stem>_fake_B.png with <stem>_real_B.png under <results-dir>/images/, print "
+        "mean ± std per metric and write the scores as JSON (default: <results-dir>/metrics.json).",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--results-dir", required=True, help="a test output folder, e.g. results/RUN/test_latest")
+    p.add_argument(
+        "--metrics", default="rmse,ssim,lpips", help="comma-separated metric names (default: rmse,ssim,lpips)"
+    )
+    p.add_argument(
+        "--lpips-backbone",
+        default=None,
+        help="local ImageNet AlexNet weights for LPIPS (torchvision's alexnet-owt-*.pth or a features-only file); "
+        "default: $PIX2PIX_ILM_LPIPS_BACKBONE, else lpips' own download",
+    )
+    p.add_argument(
+        "--json", default=None, help="where to write the scores (default: <results-dir>/metrics.json)"
+    )
+    p.add_argument("--device", default="auto", help="device for LPIPS: cpu, cuda or auto (default: auto)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per LPIPS batch (default: 16)")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser(
+        "table6",
+        help="reproduce the paper's Table 6 (train, test and eval three configurations)",
+        formatter_class=_Formatter,
+    )
+    from pix2pix_ilm.experiments import add_table6_arguments
+
+    add_table6_arguments(p)
+    p.set_defaults(func=_cmd_table6)
+
+    p = sub.add_parser(
+        "models",
+        help="print parameter counts of G and D for every norm choice",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--netG", default="unet_256", help="generator (default: unet_256)")
+    p.add_argument("--netD", default="basic", help="discriminator (default: basic)")
+    p.add_argument("--ngf", type=int, default=64, help="generator width (default: 64)")
+    p.add_argument("--ndf", type=int, default=64, help="discriminator width (default: 64)")
+    p.add_argument("--ilm-group-size", type=int, default=1, help="ILM key-group size K (default: 1)")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser(
+        "visdom",
+        help="start a local visdom server that works offline",
+        description="Start a visdom server for live previews. Unlike 'python -m visdom.server' it does not "
+        "download browser assets, so it starts without internet. It binds to 127.0.0.1 (this machine only) "
+        "unless --host says otherwise; use --host 0.0.0.0 only on a network you trust.",
+        formatter_class=_Formatter,
+    )
+    p.add_argument("--port", type=int, default=8097, help="port (default: 8097)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--env-path", default=None, help="where visdom stores environments (default: ~/.visdom)")
+    p.set_defaults(func=_cmd_visdom)
+
+    p = sub.add_parser(
+        "bench",
+        help="benchmark training and inference against a plain eager baseline",
+        formatter_class=_Formatter,
+    )
+    from pix2pix_ilm.bench import add_bench_arguments
+
+    add_bench_arguments(p)
+    p.set_defaults(func=_cmd_bench)
+    parser.train_parser = train_parser  # type: ignore[attr-defined]
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pix2pix-ilm`` and ``python -m pix2pix_ilm``."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "command", None) == "train":
+        args.explicit_options = _explicit_options(parser.train_parser, argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as err:
+        print(f"pix2pix-ilm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pix2pix-ilm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["main", "build_parser", "NORM_NAMES"]

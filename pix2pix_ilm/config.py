@@ -1,0 +1,273 @@
+"""Options as dataclasses: one field = one command-line flag = one key in ``config.json``.
+
+Each field's ``metadata`` holds its help text (and, where needed, its choices or a custom flag name);
+:func:`add_dataclass_arguments` turns the fields into ``argparse`` flags and :func:`dataclass_from_args`
+builds the dataclass back. A run's ``config.json`` stores every field, so ``test`` needs no architecture flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import re
+import types
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from pix2pix_ilm import __version__
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.norms import NORM_NAMES
+
+GAN_MODES = ("vanilla", "lsgan", "wgangp")
+PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+DIRECTIONS = ("AtoB", "BtoA")
+PRECISIONS = ("fp32", "bf16")
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | None = None, **kw: Any) -> Any:
+    """A dataclass field carrying its command-line help (and choices / flag name)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, **kw})
+
+
+@dataclass
+class DataOptions:
+    """Where the images come from and how they are prepared."""
+
+    dataroot: str = opt("", "folder with <phase>/ subfolders of aligned A|B images", required=True)
+    phase: str = opt("train", "subfolder of --dataroot to read (train, val, test, ...)")
+    direction: str = opt(
+        "AtoB", "AtoB: left half is the input; BtoA: right half is the input", choices=DIRECTIONS
+    )
+    preprocess: str = opt("resize_and_crop", "how images are scaled and cropped", choices=PREPROCESS_MODES)
+    load_size: int = opt(286, "scale images to this size (before cropping)")
+    crop_size: int = opt(256, "then crop to this size (the network's input size)")
+    no_flip: bool = opt(False, "do not flip images horizontally at random")
+    max_dataset_size: int | None = opt(None, "use at most this many images (after --subset)")
+    subset: str | None = opt(
+        None,
+        "START:END slice of the naturally sorted file list (1.jpg, 2.jpg, ..., 10.jpg), e.g. 0:200 for the "
+        "first 200 images; Python slice semantics",
+    )
+    input_nc: int = opt(3, "channels of the input image")
+    output_nc: int = opt(3, "channels of the output image")
+    skip_bad_images: bool = opt(
+        False, "skip images that cannot be decoded (with a warning) instead of stopping"
+    )
+    num_workers: int = opt(0, "data-loading worker processes (0 = in the training process)")
+
+
+@dataclass
+class NetworkOptions:
+    """Generator and discriminator architecture."""
+
+    netG: str = opt(
+        "unet_256", "generator: unet_<2^k> (unet_256 = 8 downsamplings), resnet_6blocks, resnet_9blocks"
+    )
+    netD: str = opt("basic", "discriminator: basic (70x70 PatchGAN), n_layers, pixel (1x1 PatchGAN)")
+    n_layers_D: int = opt(3, "number of strided layers of the n_layers discriminator")
+    ngf: int = opt(64, "generator filters in the last conv layer")
+    ndf: int = opt(64, "discriminator filters in the first conv layer")
+    netG_norm: str = opt("instance", "norm layers of the generator", choices=NORM_NAMES, flag="--netG-norm")
+    netD_norm: str = opt(
+        "instance", "norm layers of the discriminator", choices=NORM_NAMES, flag="--netD-norm"
+    )
+    ilm_group_size: int = opt(1, "ILM key-group size K (the paper uses 1 for pix2pix)")
+    num_groups: int = opt(32, "groups of group / ilm_gn norms (one per channel in narrower layers)")
+    ilm_mean_activation: str = opt(
+        "tanh", "ILM decoder activation of D_mu", choices=("tanh", "sigmoid", "relu", "identity")
+    )
+    ilm_var_activation: str = opt(
+        "sigmoid", "ILM decoder activation of D_gamma", choices=("tanh", "sigmoid", "relu", "identity")
+    )
+    no_dropout: bool = opt(False, "no dropout in the generator")
+    init_type: str = opt("normal", "weight initialization", choices=INIT_TYPES)
+    init_gain: float = opt(0.02, "scale of the weight initialization")
+
+
+@dataclass
+class TrainConfig(DataOptions, NetworkOptions):
+    """Every option of a training run; saved as ``config.json`` in the run folder."""
+
+    name: str = opt("", "run name: outputs go to <checkpoints-dir>/<name>/", required=True)
+    checkpoints_dir: str = opt("checkpoints", "folder holding the run folders")
+    gan_mode: str = opt("vanilla", "GAN objective", choices=GAN_MODES)
+    lambda_l1: float = opt(100.0, "weight of the L1 loss")
+    lambda_gp: float = opt(10.0, "weight of the gradient penalty (wgangp only)")
+    lr: float = opt(2e-4, "Adam learning rate")
+    beta1: float = opt(0.5, "Adam beta1")
+    n_epochs: int = opt(100, "epochs at the initial learning rate")
+    n_epochs_decay: int = opt(100, "epochs of linear decay of the learning rate to zero")
+    batch_size: int = opt(1, "images per step")
+    seed: int = opt(0, "random seed (weights, data order, augmentation, dropout)")
+    device: str = opt("auto", "cpu, cuda, cuda:N, or auto (cuda when available)")
+    precision: str = opt(
+        "fp32", "fp32, or bf16 autocast (faster on GPUs and bf16-capable CPUs)", choices=PRECISIONS
+    )
+    channels_last: bool = opt(False, "use the channels-last memory format")
+    compile: bool = opt(False, "torch.compile the generator and discriminator")
+    sync_batch: bool = opt(False, "with batch norm under torchrun: synchronise statistics across processes")
+    print_freq: int = opt(100, "log losses every N iterations")
+    display_freq: int = opt(400, "update visdom / the HTML page every N iterations")
+    save_latest_freq: int = opt(5000, "save latest.pt every N iterations (and at every epoch end)")
+    save_epoch_freq: int = opt(5, "keep epoch_<n>.pt every N epochs")
+    no_display: bool = opt(False, "no visdom previews")
+    display_server: str = opt("http://127.0.0.1", "visdom server")
+    display_port: int = opt(8097, "visdom port")
+    display_env: str = opt("", "visdom environment (default: the run name)")
+    no_html: bool = opt(False, "do not write web/index.html")
+    no_progress: bool = opt(False, "no progress bar")
+    continue_train: bool = opt(False, "resume the run from its latest.pt", flag="--continue")
+    overwrite: bool = opt(False, "delete an existing run of the same name and start again")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.checkpoints_dir) / self.name
+
+    @property
+    def total_epochs(self) -> int:
+        return self.n_epochs + self.n_epochs_decay
+
+
+@dataclass
+class TestConfig:
+    """Options of ``pix2pix-ilm test``; the architecture comes from the run's ``config.json``."""
+
+    name: str = opt("", "run name (a folder under --checkpoints-dir)", required=True)
+    dataroot: str = opt("", "folder with <phase>/ subfolders of images", required=True)
+    checkpoints_dir: str = opt("checkpoints", "folder holding the run folders")
+    phase: str = opt("test", "subfolder of --dataroot to read")
+    epoch: str = opt("latest", "which checkpoint: latest or an epoch number")
+    results_dir: str = opt("results", "outputs go to <results-dir>/<name>/<phase>_<epoch>/")
+    num_test: int | None = opt(None, "translate at most this many images")
+    subset: str | None = opt(None, "START:END slice of the naturally sorted file list")
+    single: bool = opt(False, "the images are single inputs (no B half); writes fake_B only")
+    train_mode_dropout: bool = opt(
+        False,
+        "keep dropout active at test time, as the pix2pix paper does (default: eval mode, deterministic)",
+    )
+    batch_size: int = opt(1, "images per forward pass")
+    device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
+    seed: int = opt(0, "random seed (only matters with --train-mode-dropout)")
+    skip_bad_images: bool = opt(False, "skip images that cannot be decoded instead of stopping")
+
+
+T = TypeVar("T")
+
+
+def _field_type(tp: Any) -> tuple[type, bool]:
+    """(base type, optional) for a field annotation."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, required: bool = True, skip: tuple[str, ...] = ()
+) -> None:
+    """Add one flag per field of ``cls``; fields marked ``required`` are required when ``required`` is set."""
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        base, optional = _field_type(hints[f.name])
+        kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", "")}
+        if base is bool:
+            kwargs["action"] = "store_true"
+            kwargs["default"] = f.default
+        else:
+            kwargs["type"] = base
+            kwargs["default"] = f.default
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+            if required and f.metadata.get("required"):
+                kwargs["required"] = True
+            elif f.default is not None and f.default != "":
+                kwargs["help"] += f" (default: {f.default})"
+            kwargs["metavar"] = None if kwargs.get("choices") else f.name.upper()
+        names = [flag_name(f)]
+        if "-" in names[0][2:]:
+            names.append("--" + f.name)  # also accept the junyanz spelling, e.g. --netG_norm
+        parser.add_argument(*names, **kwargs)
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """Build ``cls`` from the parsed arguments (fields without a flag keep their defaults)."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**values)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:
+    """Rebuild ``cls`` from a dict; unknown keys are an error, missing keys take their defaults."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UsageError(f"{source}: unknown option(s) {', '.join(unknown)} (written by a newer version?)")
+    return cls(**data)
+
+
+def environment_info() -> dict[str, str]:
+    """Versions recorded next to every run's options."""
+    import torch
+
+    return {
+        "pix2pix_ilm": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def save_run_config(config: TrainConfig, path: Path) -> None:
+    """Write ``config.json``: every option plus package and torch versions (atomically)."""
+    from pix2pix_ilm.checkpoint import atomic_write_bytes
+
+    payload = {"config": config_to_dict(config), "environment": environment_info()}
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """Read a run's ``config.json`` back into a :class:`TrainConfig`."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UsageError(
+            f"no trained run at {run_dir}: {path.name} not found (check --name and --checkpoints-dir)"
+        )
+    try:
+        payload = json.loads(path.read_text())
+        return config_from_dict(TrainConfig, payload["config"], source=str(path))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UsageError(f"{path} is not a valid run config: {err}") from err
+
+
+def parse_subset(text: str | None) -> slice | None:
+    """``"START:END"`` → ``slice(START, END)``; either bound may be empty."""
+    if text is None or text == "":
+        return None
+    match = re.fullmatch(r"\s*(-?\d*)\s*:\s*(-?\d*)\s*", text)
+    if not match:
+        raise UsageError(f"--subset must look like START:END (e.g. 0:200), got {text!r}")
+    start, end = (int(v) if v else None for v in match.groups())
+    return slice(start, end)
+
+
+def config_differences(a: Any, b: Any, keys: tuple[str, ...] | None = None) -> list[str]:
+    """``["netG: unet_256 != unet_128", ...]`` for the fields where two configs differ."""
+    da, db = config_to_dict(a), config_to_dict(b)
+    names = keys if keys is not None else tuple(da)
+    return [f"{k}: {da.get(k)!r} != {db.get(k)!r}" for k in names if da.get(k) != db.get(k)]
+
+
+ARCHITECTURE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(NetworkOptions)) + ("input_nc", "output_nc")

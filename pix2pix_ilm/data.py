@@ -1,0 +1,299 @@
+"""Aligned (A|B side by side) and single-image datasets, their transforms, and a deterministic sampler.
+
+Determinism: the order of an epoch and every image's random crop/flip come from ``(seed, epoch)`` alone,
+not from a global RNG. A run resumed in the middle of an epoch therefore sees exactly the images and jitter
+an uninterrupted run would have seen, with any number of data-loading workers.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from pix2pix_ilm.errors import UsageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that orders ``2.jpg`` before ``10.jpg``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def list_images(folder: Path | str) -> list[Path]:
+    """Image files directly in ``folder``, naturally sorted; hidden files and other extensions are ignored."""
+    folder = Path(folder)
+    if folder.is_file():
+        raise UsageError(f"{folder} is a file, not a folder of images")
+    if not folder.is_dir():
+        raise UsageError(f"image folder not found: {folder}")
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    return sorted(files, key=natural_key)
+
+
+def load_rgb(path: Path, channels: int = 3) -> Image.Image:
+    """Decode an image fully and convert it to RGB (or L for 1 channel).
+
+    Conversions: palette and RGBA/LA images are converted by PIL (alpha dropped), grayscale is repeated to
+    RGB, 16-bit and 32-bit integer images are scaled to 8 bits (top 8 bits) rather than clipped.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(img, dtype=np.int64)
+                shift = 8 if img.mode.startswith("I;16") or array.max() < 65536 else 24
+                img = Image.fromarray(np.clip(array >> shift, 0, 255).astype(np.uint8), mode="L")
+            elif img.mode == "F":
+                array = np.asarray(img, dtype=np.float32)
+                img = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
+            return img.convert("L" if channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UsageError(f"cannot decode image {path}: {err}") from err
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UsageError(f"cannot decode image {path}: {err}") from err
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """How to turn a PIL image into the network's input (see ``--preprocess``)."""
+
+    preprocess: str = "resize_and_crop"
+    load_size: int = 286
+    crop_size: int = 256
+    flip: bool = True
+    train: bool = True  # test mode: no randomness (resize to the crop size, or centre crop)
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the transformed image for an input of that size."""
+        if self.preprocess == "resize_and_crop":
+            return (self.crop_size, self.crop_size)
+        if self.preprocess == "crop":
+            return (self.crop_size, self.crop_size)
+        if self.preprocess in ("scale_width", "scale_width_and_crop"):
+            if self.preprocess == "scale_width_and_crop":
+                return (self.crop_size, self.crop_size)
+            return (self.load_size, _round4(max(int(self.load_size * height / width), self.crop_size)))
+        return (_round4(width), _round4(height))
+
+    def apply(self, images: Sequence[Image.Image], rng: torch.Generator | None) -> list[Image.Image]:
+        """Apply the same random resize/crop/flip to every image of ``images``."""
+        width, height = images[0].size
+        out = list(images)
+        size = None
+        if self.preprocess == "resize_and_crop":
+            size = (self.load_size, self.load_size) if self.train else (self.crop_size, self.crop_size)
+        elif self.preprocess in ("scale_width", "scale_width_and_crop"):
+            new_h = max(int(self.load_size * height / width), self.crop_size)
+            size = (self.load_size, new_h)
+        elif self.preprocess == "none":
+            size = (_round4(width), _round4(height))
+        if size is not None and size != (width, height):
+            out = [img.resize(size, Image.BICUBIC) for img in out]
+        if self.preprocess in ("resize_and_crop", "crop", "scale_width_and_crop"):
+            width, height = out[0].size
+            if width < self.crop_size or height < self.crop_size:
+                raise UsageError(
+                    f"image of {width}x{height} is smaller than --crop-size {self.crop_size} "
+                    f"(with --preprocess {self.preprocess})"
+                )
+            if self.train:
+                x = int(torch.randint(0, width - self.crop_size + 1, (1,), generator=rng))
+                y = int(torch.randint(0, height - self.crop_size + 1, (1,), generator=rng))
+            else:
+                x, y = (width - self.crop_size) // 2, (height - self.crop_size) // 2
+            out = [img.crop((x, y, x + self.crop_size, y + self.crop_size)) for img in out]
+        if self.train and self.flip and float(torch.rand((1,), generator=rng)) < 0.5:
+            out = [img.transpose(Image.FLIP_LEFT_RIGHT) for img in out]
+        return out
+
+
+def _round4(value: int) -> int:
+    return max(4, int(round(value / 4)) * 4)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL image → float tensor (C, H, W) in [-1, 1]."""
+    array = np.asarray(img, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+class AlignedDataset(Dataset):
+    """Images holding A (left half) and B (right half) side by side; ``direction`` picks the input.
+
+    Items are requested as ``(index, augmentation_seed)`` pairs by :class:`EpochBatchSampler`; a plain index
+    uses no randomness (test mode).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        transform: TransformSpec,
+        direction: str = "AtoB",
+        input_nc: int = 3,
+        output_nc: int = 3,
+    ) -> None:
+        if direction not in ("AtoB", "BtoA"):
+            raise UsageError(f"--direction must be AtoB or BtoA, got {direction!r}")
+        self.paths = list(paths)
+        self.transform = transform
+        self.direction = direction
+        self.input_nc, self.output_nc = input_nc, output_nc
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        path = self.paths[index]
+        image = load_rgb(path)
+        width, height = image.size
+        if width != 2 * height:
+            raise UsageError(
+                f"aligned image {path} is {width}x{height}: its width must be twice its height (A|B side by side)"
+            )
+        half = width // 2
+        left, right = image.crop((0, 0, half, height)), image.crop((half, 0, width, height))
+        real_a, real_b = (left, right) if self.direction == "AtoB" else (right, left)
+        rng = torch.Generator().manual_seed(seed) if seed is not None else None
+        real_a, real_b = self.transform.apply([real_a, real_b], rng)
+        if self.input_nc == 1:
+            real_a = real_a.convert("L")
+        if self.output_nc == 1:
+            real_b = real_b.convert("L")
+        return {"A": to_tensor(real_a), "B": to_tensor(real_b), "path": str(path), "index": index}
+
+
+class SingleDataset(Dataset):
+    """A folder of plain input images (no B half), for ``test --single``."""
+
+    def __init__(self, paths: Sequence[Path], transform: TransformSpec, input_nc: int = 3) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+        self.input_nc = input_nc
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        index = item[0] if isinstance(item, tuple) else item
+        path = self.paths[index]
+        (real_a,) = self.transform.apply([load_rgb(path, self.input_nc)], None)
+        return {"A": to_tensor(real_a), "path": str(path), "index": index}
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of ``(index, augmentation_seed)`` for one epoch, reproducible from ``(seed, epoch)``.
+
+    With ``num_replicas > 1`` (torchrun), each global batch of ``batch_size * num_replicas`` samples is split
+    between the processes, so the union of the processes' batches is the single-process batch of that size;
+    an incomplete last global batch is dropped there so that every process takes the same number of steps.
+    ``start_batch`` skips the batches already done (exact mid-epoch resume).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        *,
+        shuffle: bool = True,
+        start_batch: int = 0,
+        rank: int = 0,
+        num_replicas: int = 1,
+    ) -> None:
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
+        self.start_batch, self.rank, self.num_replicas = start_batch, rank, num_replicas
+
+    def _plan(self) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = (
+            torch.randperm(self.num_samples, generator=gen)
+            if self.shuffle
+            else torch.arange(self.num_samples)
+        )
+        seeds = torch.randint(0, 2**62, (self.num_samples,), generator=gen)
+        return order, seeds
+
+    def batches_per_epoch(self) -> int:
+        global_batch = self.batch_size * self.num_replicas
+        if self.num_replicas > 1:
+            return self.num_samples // global_batch
+        return -(-self.num_samples // global_batch)
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch() - self.start_batch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order, seeds = self._plan()
+        global_batch = self.batch_size * self.num_replicas
+        for b in range(self.start_batch, self.batches_per_epoch()):
+            lo = b * global_batch + self.rank * self.batch_size
+            hi = min(lo + self.batch_size, self.num_samples, (b + 1) * global_batch)
+            yield [(int(order[i]), int(seeds[order[i]])) for i in range(lo, hi)]
+
+
+def select_files(files: list[Path], subset: slice | None, max_size: int | None) -> list[Path]:
+    """Apply ``--subset`` (a slice of the naturally sorted list) then ``--max-dataset-size``."""
+    if subset is not None:
+        files = files[subset]
+    if max_size is not None:
+        if max_size < 1:
+            raise UsageError(f"--max-dataset-size must be >= 1, got {max_size}")
+        files = files[:max_size]
+    return files
+
+
+def validate_images(
+    paths: Sequence[Path], *, aligned: bool, skip_bad: bool, min_size: int | None = None
+) -> list[Path]:
+    """Check every file's header before any work, so a bad file cannot stop a run hours later.
+
+    Returns the usable paths. A file that cannot be opened or (aligned data) whose width is not twice its
+    height is an error naming it, or, with ``skip_bad``, skipped with one warning giving the count.
+    """
+    good: list[Path] = []
+    bad: list[str] = []
+    for path in paths:
+        try:
+            width, height = image_size(path)
+            if aligned and width != 2 * height:
+                raise UsageError(
+                    f"aligned image {path} is {width}x{height}: its width must be twice its height (A|B side by side)"
+                )
+            if width < 1 or height < 1:
+                raise UsageError(f"image {path} is empty ({width}x{height})")
+        except UsageError as err:
+            if not skip_bad:
+                raise UsageError(f"{err} (use --skip-bad-images to skip such files)") from err
+            bad.append(str(err))
+            continue
+        good.append(path)
+    if bad:
+        warnings.warn(f"skipped {len(bad)} bad image(s), e.g. {bad[0]}", stacklevel=2)
+    if not good:
+        raise UsageError("no usable images left after skipping bad ones")
+    return good

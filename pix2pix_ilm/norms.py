@@ -1,0 +1,223 @@
+"""Normalization layers: ILM Norm (Jia, Chen & Chen, CVPR 2019) and the norm factory.
+
+Every network in this package gets its norm layers from :func:`make_norm`, so a norm is chosen by name
+(``"instance"``, ``"ilm_in"``, ...) and its options flow through one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORM_NAMES: tuple[str, ...] = ("none", "batch", "instance", "group", "layer", "ilm_in", "ilm_gn", "ilm_ln")
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+    "identity": lambda t: t,
+}
+STANDARDIZATIONS: tuple[str, ...] = ("instance", "group", "layer")
+
+
+def ilm_hidden_size(num_key_groups: int, reduction: int = 16, min_hidden: int = 2) -> int:
+    """Width M of ILM's encoder: ``num_key_groups // reduction``, but at least ``min_hidden``."""
+    return max(min_hidden, num_key_groups // reduction)
+
+
+def _group_stats(
+    channel_mean: torch.Tensor, channel_var: torch.Tensor, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance of groups of ``group_size`` consecutive channels.
+
+    Combines per-channel statistics (all over the same number of pixels) with the law of total variance,
+    so the input is read once whatever grouping the caller needs.
+    """
+    if group_size == 1:
+        return channel_mean, channel_var
+    batch, channels = channel_mean.shape
+    mean_c = channel_mean.reshape(batch, channels // group_size, group_size)
+    var_c = channel_var.reshape(batch, channels // group_size, group_size)
+    mean_g = mean_c.mean(dim=2)
+    var_g = var_c.mean(dim=2) + (mean_c - mean_g.unsqueeze(2)).pow(2).mean(dim=2)
+    return mean_g, var_g
+
+
+class ILMNorm(nn.Module):
+    """Instance-Level Meta Normalization on top of IN, GN or LN (paper §3, Eq. 3–6).
+
+    For an input ``x`` of shape (N, C, H, W):
+
+    * Key features (Eq. 3): the C channels are split into ``N_k = C / K`` key groups of ``K`` consecutive
+      channels; μ and γ are each group's mean and variance over (K, H, W).
+      γ is the **unbiased** variance (divisor ``K·H·W − 1``), as in the authors' code (``x.var(-1)``), so the
+      learned encoder sees the same inputs as in the paper. With a single element per group the divisor is
+      clamped to 1 instead of producing NaN.
+    * Encoder (Eq. 4): one linear ``W1: N_k → M`` without bias, followed by ReLU, **shared** by μ and γ.
+    * Decoders (Eq. 5): ``D_μ = tanh(W2·E_μ)``, ``D_γ = sigmoid(W3·E_γ)``; ``W2, W3: M → N_k`` without bias.
+      The two activations can be changed (``mean_activation``, ``var_activation``) for the paper's Table 7.
+    * Alignment (Eq. 6): each key-group value is repeated K times to C channels;
+      ``ω = D_γ↑ + B_ω``, ``β = D_μ↑ + B_β`` with per-channel parameters initialised to 1 and 0.
+    * Output: ``ω · x_s + β`` where ``x_s`` is the standardization of the underlying norm: per channel
+      (``"instance"``), per group of ``C / num_groups`` channels (``"group"``) or over all channels
+      (``"layer"``). The standardization uses the **biased** variance, like ``torch.nn.InstanceNorm2d``,
+      ``GroupNorm`` and ``LayerNorm``, so ILM+IN with ω = 1 and β = 0 equals plain IN.
+
+    Everything is computed per sample, so a sample's output never depends on the rest of the batch.
+    Cost: one read of ``x`` for the per-channel statistics (key features and standardization are derived from
+    them), and one fused multiply-add for the output; the K-fold repeat is a broadcast, never materialized.
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        standardization: str = "instance",
+        *,
+        key_group_size: int = 16,
+        num_groups: int = 32,
+        reduction: int = 16,
+        min_hidden: int = 2,
+        eps: float = 1e-5,
+        mean_activation: str = "tanh",
+        var_activation: str = "sigmoid",
+    ) -> None:
+        super().__init__()
+        if standardization not in STANDARDIZATIONS:
+            raise ValueError(f"standardization must be one of {STANDARDIZATIONS}, got {standardization!r}")
+        for label, act in (("mean_activation", mean_activation), ("var_activation", var_activation)):
+            if act not in ACTIVATIONS:
+                raise ValueError(f"{label} must be one of {sorted(ACTIVATIONS)}, got {act!r}")
+        if num_channels < 1 or key_group_size < 1:
+            raise ValueError(
+                f"ILM needs num_channels >= 1 and key_group_size >= 1, got {num_channels} and {key_group_size}"
+            )
+        if num_channels % key_group_size:
+            raise ValueError(
+                f"ILM key group size K={key_group_size} must divide the number of channels C={num_channels}"
+            )
+        if reduction < 1 or min_hidden < 1:
+            raise ValueError(f"ILM reduction and min_hidden must be >= 1, got {reduction} and {min_hidden}")
+        groups = {"instance": num_channels, "layer": 1, "group": num_groups}[standardization]
+        if groups < 1 or num_channels % groups:
+            raise ValueError(
+                f"number of groups G={groups} must divide the number of channels C={num_channels}"
+            )
+        self.num_channels = num_channels
+        self.standardization = standardization
+        self.key_group_size = key_group_size
+        self.num_key_groups = num_channels // key_group_size
+        self.num_groups = groups
+        self.hidden_size = ilm_hidden_size(self.num_key_groups, reduction, min_hidden)
+        self.eps = eps
+        self.mean_activation = mean_activation
+        self.var_activation = var_activation
+        self.encoder = nn.Linear(self.num_key_groups, self.hidden_size, bias=False)  # W1, shared
+        self.mean_decoder = nn.Linear(self.hidden_size, self.num_key_groups, bias=False)  # W2
+        self.var_decoder = nn.Linear(self.hidden_size, self.num_key_groups, bias=False)  # W3
+        self.weight_bias = nn.Parameter(torch.ones(num_channels))  # B_ω
+        self.bias_bias = nn.Parameter(torch.zeros(num_channels))  # B_β
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_channels}, standardization={self.standardization}, K={self.key_group_size}, "
+            f"N_k={self.num_key_groups}, M={self.hidden_size}, G={self.num_groups}, eps={self.eps}, "
+            f"activations=({self.mean_activation}, {self.var_activation})"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.num_channels:
+            raise ValueError(f"ILMNorm expects (N, {self.num_channels}, H, W) input, got {tuple(x.shape)}")
+        batch, channels, height, width = x.shape
+        pixels = height * width
+        # Statistics in fp32 even under autocast: variances of bf16 activations are too coarse.
+        stats_input = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        channel_var, channel_mean = torch.var_mean(stats_input, dim=(2, 3), correction=0)
+
+        key_mean, key_var = _group_stats(channel_mean, channel_var, self.key_group_size)  # μ, γ (biased)
+        key_count = self.key_group_size * pixels
+        key_var = key_var * (key_count / max(key_count - 1, 1))  # unbiased γ, as in the authors' code
+
+        encoded_mean = F.relu(self.encoder(key_mean.to(self.encoder.weight.dtype)))  # E_μ
+        encoded_var = F.relu(self.encoder(key_var.to(self.encoder.weight.dtype)))  # E_γ
+        decoded_mean = ACTIVATIONS[self.mean_activation](self.mean_decoder(encoded_mean))  # D_μ
+        decoded_var = ACTIVATIONS[self.var_activation](self.var_decoder(encoded_var))  # D_γ
+        # Alignment: repeat each key-group value K times (a view + broadcast, no copy of the activations).
+        omega = decoded_var.unsqueeze(2) + self.weight_bias.view(self.num_key_groups, self.key_group_size)
+        beta = decoded_mean.unsqueeze(2) + self.bias_bias.view(self.num_key_groups, self.key_group_size)
+        omega = omega.reshape(batch, channels)
+        beta = beta.reshape(batch, channels)
+
+        group_size = channels // self.num_groups
+        norm_mean, norm_var = _group_stats(channel_mean, channel_var, group_size)
+        rstd = torch.rsqrt(norm_var + self.eps)
+        if group_size > 1:
+            norm_mean = norm_mean.repeat_interleave(group_size, dim=1)
+            rstd = rstd.repeat_interleave(group_size, dim=1)
+        # ω·(x − m)·rstd + β as one multiply-add on x: scale = ω·rstd, shift = β − m·scale.
+        scale = omega * rstd
+        shift = beta - norm_mean * scale
+        return torch.addcmul(shift.to(x.dtype)[:, :, None, None], x, scale.to(x.dtype)[:, :, None, None])
+
+
+def resolve_num_groups(num_channels: int, num_groups: int) -> int:
+    """Groups for GroupNorm-based layers: ``num_groups``, or one per channel when the layer is narrower."""
+    return min(num_groups, num_channels)
+
+
+def make_norm(
+    name: str,
+    num_channels: int,
+    *,
+    ilm_group_size: int = 16,
+    num_groups: int = 32,
+    eps: float = 1e-5,
+    ilm_reduction: int = 16,
+    ilm_min_hidden: int = 2,
+    ilm_mean_activation: str = "tanh",
+    ilm_var_activation: str = "sigmoid",
+) -> nn.Module:
+    """Build the norm layer called ``name`` for a feature map with ``num_channels`` channels.
+
+    Names (:data:`NORM_NAMES`):
+
+    * ``none`` – identity.
+    * ``batch`` – ``BatchNorm2d`` with affine parameters and running statistics (as pix2pix).
+    * ``instance`` – ``InstanceNorm2d`` without affine parameters or running statistics (as pix2pix).
+    * ``group`` – ``GroupNorm`` with ``num_groups`` groups (fewer, one per channel, if the layer is narrower).
+    * ``layer`` – layer norm over (C, H, W) with per-channel affine, i.e. ``GroupNorm(1, C)``.
+    * ``ilm_in`` / ``ilm_gn`` / ``ilm_ln`` – :class:`ILMNorm` over IN / GN / LN; ``ilm_group_size`` is the
+      key-group size K (pix2pix in the paper uses K = 1).
+
+    Raises ``ValueError`` for an unknown name or channel counts the layer cannot divide.
+    """
+    if name not in NORM_NAMES:
+        raise ValueError(f"unknown norm {name!r}; valid names: {', '.join(NORM_NAMES)}")
+    if num_channels < 1:
+        raise ValueError(f"num_channels must be >= 1, got {num_channels}")
+    groups = resolve_num_groups(num_channels, num_groups)
+    if name in ("group", "ilm_gn") and num_channels % groups:
+        raise ValueError(f"number of groups {groups} must divide the number of channels {num_channels}")
+    if name == "none":
+        return nn.Identity()
+    if name == "batch":
+        return nn.BatchNorm2d(num_channels, eps=eps, affine=True, track_running_stats=True)
+    if name == "instance":
+        return nn.InstanceNorm2d(num_channels, eps=eps, affine=False, track_running_stats=False)
+    if name == "group":
+        return nn.GroupNorm(groups, num_channels, eps=eps)
+    if name == "layer":
+        return nn.GroupNorm(1, num_channels, eps=eps)
+    standardization = {"ilm_in": "instance", "ilm_gn": "group", "ilm_ln": "layer"}[name]
+    return ILMNorm(
+        num_channels,
+        standardization,
+        key_group_size=ilm_group_size,
+        num_groups=groups,
+        reduction=ilm_reduction,
+        min_hidden=ilm_min_hidden,
+        eps=eps,
+        mean_activation=ilm_mean_activation,
+        var_activation=ilm_var_activation,
+    )

@@ -1,0 +1,114 @@
+"""Inference with a trained run: ``config.json`` + checkpoint → G → images and an HTML page.
+
+No architecture flags: everything about the networks comes from the run's ``config.json``, checked against
+the config stored inside the checkpoint. Preprocessing is the training one without randomness:
+``resize_and_crop`` resizes straight to the crop size (the whole image is seen), ``crop`` takes the centre,
+and nothing is flipped.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from pix2pix_ilm.checkpoint import load_checkpoint
+from pix2pix_ilm.config import (
+    ARCHITECTURE_KEYS,
+    TestConfig,
+    TrainConfig,
+    config_differences,
+    config_from_dict,
+    load_run_config,
+    parse_subset,
+)
+from pix2pix_ilm.data import (
+    AlignedDataset,
+    SingleDataset,
+    TransformSpec,
+    list_images,
+    select_files,
+    validate_images,
+)
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.model import Pix2PixModel, resolve_device
+
+
+def checkpoint_path(run_dir: Path, epoch: str) -> Path:
+    """``latest`` → ``latest.pt``; ``N`` → ``epoch_N.pt``."""
+    if epoch == "latest":
+        return run_dir / "latest.pt"
+    if not epoch.isdigit():
+        raise UsageError(f"--epoch must be 'latest' or an epoch number, got {epoch!r}")
+    return run_dir / f"epoch_{int(epoch)}.pt"
+
+
+def load_generator_for_inference(
+    run_dir: Path, epoch: str = "latest", device: str = "auto"
+) -> tuple[Pix2PixModel, TrainConfig]:
+    """The run's model with the weights of ``epoch`` loaded (config from ``config.json``, verified)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"no run at {run_dir} (check --name and --checkpoints-dir)")
+    config = load_run_config(run_dir)
+    path = checkpoint_path(run_dir, epoch)
+    if not path.is_file():
+        available = sorted(p.name for p in run_dir.glob("*.pt"))
+        raise UsageError(f"checkpoint {path} not found; available: {', '.join(available) or 'none'}")
+    state = load_checkpoint(path)
+    if "config" in state:
+        stored = config_from_dict(TrainConfig, state["config"], source=str(path))
+        diffs = config_differences(config, stored, ARCHITECTURE_KEYS)
+        if diffs:
+            raise UsageError(f"{path} does not match {run_dir / 'config.json'}: " + "; ".join(diffs))
+    config.device = device
+    model = Pix2PixModel(config, resolve_device(device))
+    model.load_state_dict(state, with_optimizers=False)
+    return model, config
+
+
+def run_test(options: TestConfig) -> Path:
+    """Translate the images of ``<dataroot>/<phase>``; returns the output folder."""
+    from tqdm import tqdm
+
+    from pix2pix_ilm.visual import save_image, tensor_to_image, write_gallery
+
+    run_dir = Path(options.checkpoints_dir) / options.name
+    model, config = load_generator_for_inference(run_dir, options.epoch, options.device)
+    folder = Path(options.dataroot) / options.phase
+    files = select_files(list_images(folder), parse_subset(options.subset), options.num_test)
+    if not files:
+        raise UsageError(f"no images in {folder}")
+    files = validate_images(files, aligned=not options.single, skip_bad=options.skip_bad_images)
+    transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, flip=False, train=False)
+    if options.single:
+        dataset = SingleDataset(files, transform, config.input_nc)
+    else:
+        dataset = AlignedDataset(files, transform, config.direction, config.input_nc, config.output_nc)
+    if options.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
+    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False)
+    out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}"
+    image_dir = out_dir / "images"
+    torch.manual_seed(options.seed)
+    labels = ("real_A", "fake_B") if options.single else ("real_A", "fake_B", "real_B")
+    rows = []
+    start = time.time()
+    for batch in tqdm(loader, desc=f"test {options.name}", unit="batch", disable=None):
+        fake_b = model.translate(batch["A"], train_mode_dropout=options.train_mode_dropout).cpu()
+        visuals = {"real_A": batch["A"], "fake_B": fake_b}
+        if not options.single:
+            visuals["real_B"] = batch["B"]
+        for i, path in enumerate(batch["path"]):
+            stem = Path(path).stem
+            for label in labels:
+                save_image(tensor_to_image(visuals[label][i]), image_dir / f"{stem}_{label}.png")
+            rows.append((stem, [(label, f"images/{stem}_{label}.png") for label in labels]))
+    mode = "train-mode dropout" if options.train_mode_dropout else "eval mode"
+    write_gallery(
+        out_dir / "index.html", f"{options.name}: {options.phase}, epoch {options.epoch} ({mode})", rows
+    )
+    print(f"translated {len(rows)} images in {time.time() - start:.1f} s -> {out_dir}")
+    return out_dir

@@ -1,0 +1,446 @@
+"""The training loop: epochs, learning-rate schedule, progress, checkpoints, loss log, previews.
+
+Counters saved with every checkpoint: ``epoch`` (1-based, the epoch in progress), ``batches_done`` (batches of
+that epoch already trained) and ``iteration`` (steps since the start). Data order and jitter are a function of
+``(seed, epoch)`` (see :mod:`pix2pix_ilm.data`), and the global RNG (dropout) is saved, so ``--continue``
+reproduces an uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from pix2pix_ilm.checkpoint import load_checkpoint, save_checkpoint
+from pix2pix_ilm.config import (
+    ARCHITECTURE_KEYS,
+    TrainConfig,
+    config_differences,
+    config_from_dict,
+    config_to_dict,
+    load_run_config,
+    parse_subset,
+    save_run_config,
+)
+from pix2pix_ilm.data import (
+    AlignedDataset,
+    EpochBatchSampler,
+    TransformSpec,
+    list_images,
+    select_files,
+    validate_images,
+)
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.model import Pix2PixModel, resolve_device
+from pix2pix_ilm.networks import unet_depth
+
+CHECKPOINT_FORMAT = 1
+
+
+class NonFiniteLossError(UsageError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# -- checks before any work ----------------------------------------------------------------------------
+def check_train_config(config: TrainConfig) -> None:
+    """Reject impossible or contradictory options before any work, showing the offending values."""
+    problems = []
+    if not config.name or any(c in config.name for c in "/\\") or config.name in (".", ".."):
+        problems.append(f"--name must be a plain folder name, got {config.name!r}")
+    for flag, value, minimum in (
+        ("--n-epochs", config.n_epochs, 0),
+        ("--n-epochs-decay", config.n_epochs_decay, 0),
+        ("--batch-size", config.batch_size, 1),
+        ("--load-size", config.load_size, 1),
+        ("--crop-size", config.crop_size, 1),
+        ("--ngf", config.ngf, 1),
+        ("--ndf", config.ndf, 1),
+        ("--ilm-group-size", config.ilm_group_size, 1),
+        ("--print-freq", config.print_freq, 1),
+        ("--display-freq", config.display_freq, 1),
+        ("--save-latest-freq", config.save_latest_freq, 1),
+        ("--save-epoch-freq", config.save_epoch_freq, 1),
+        ("--num-workers", config.num_workers, 0),
+    ):
+        if value < minimum:
+            problems.append(f"{flag} must be >= {minimum}, got {value}")
+    if config.n_epochs + config.n_epochs_decay < 1:
+        problems.append(
+            f"--n-epochs + --n-epochs-decay must be >= 1, got {config.n_epochs} + {config.n_epochs_decay}"
+        )
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        problems.append(f"--lr must be a positive number, got {config.lr}")
+    if (
+        config.preprocess in ("resize_and_crop", "scale_width_and_crop")
+        and config.crop_size > config.load_size
+    ):
+        problems.append(f"--crop-size {config.crop_size} is larger than --load-size {config.load_size}")
+    if config.continue_train and config.overwrite:
+        problems.append("--continue and --overwrite contradict each other")
+    try:
+        depth = unet_depth(config.netG)
+    except UsageError as err:
+        problems.append(str(err))
+        depth = None
+    fixed_size = config.preprocess not in ("none", "scale_width")
+    if depth is not None and fixed_size and config.crop_size % (2**depth):
+        problems.append(
+            f"--netG {config.netG} downsamples {depth} times, so --crop-size must be a multiple of {2**depth}; "
+            f"got {config.crop_size} (use unet_{config.crop_size} if it is a power of two)"
+        )
+    parse_subset(config.subset)
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+# -- distributed (torchrun) ----------------------------------------------------------------------------
+def distributed_context() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when run directly."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+@contextmanager
+def graceful_stop():
+    """SIGINT / SIGTERM set a flag so the loop can finish the current step and save; a second one aborts."""
+    state = {"stop": None}
+
+    def handler(signum, frame):
+        if state["stop"] is not None:
+            raise KeyboardInterrupt
+        state["stop"] = signal.Signals(signum).name
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not in the main thread
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield state
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# -- run folder ----------------------------------------------------------------------------------------
+def prepare_run_dir(
+    config: TrainConfig, explicit: set[str] | None = None
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Create, refuse, overwrite or resume the run folder; returns the config and the state to resume.
+
+    With ``--continue`` the run's saved ``config.json`` is the base and only the options named in
+    ``explicit`` (those given on the command line; all of them when None) override it, so resuming needs no
+    architecture flags. Overriding an architecture option with another value is an error.
+    """
+    run_dir = config.run_dir
+    existing = (run_dir / "config.json").exists() or (run_dir / "latest.pt").exists()
+    if config.continue_train:
+        if not (run_dir / "latest.pt").is_file():
+            raise UsageError(f"--continue: no checkpoint to resume at {run_dir / 'latest.pt'}")
+        saved = load_run_config(run_dir)
+        if explicit is not None:
+            merged = config_to_dict(saved)
+            merged.update({k: v for k, v in config_to_dict(config).items() if k in explicit})
+            merged.update(continue_train=True, overwrite=False)
+            config = TrainConfig(**merged)
+        diffs = config_differences(saved, config, ARCHITECTURE_KEYS)
+        if diffs:
+            raise UsageError(
+                f"--continue with a different architecture than {run_dir / 'config.json'}: "
+                + "; ".join(diffs)
+            )
+        state = load_checkpoint(run_dir / "latest.pt")
+        return config, state
+    if existing and not config.overwrite:
+        raise UsageError(
+            f"run folder {run_dir} already holds a run; use --continue to resume it, --overwrite to start "
+            "again, or another --name"
+        )
+    if existing and config.overwrite:
+        shutil.rmtree(run_dir)
+    return config, None
+
+
+def _loss_log_truncate(path: Path, iteration: int) -> None:
+    """On resume, drop loss-log lines written after the checkpoint (and a half-written last line)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry.get("iteration", 0) <= iteration:
+            kept.append(line)
+    path.write_text("".join(k + "\n" for k in kept))
+
+
+def _training_state(model: Pix2PixModel, config: TrainConfig, counters: dict[str, int]) -> dict[str, Any]:
+    state = model.state_dict()
+    state.update(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "config": config_to_dict(config),
+            "counters": dict(counters),
+            "rng_cpu": torch.get_rng_state(),
+        }
+    )
+    if torch.cuda.is_available() and model.device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state(model.device)
+    return state
+
+
+def _seed_epoch(config: TrainConfig, epoch: int, rank: int) -> None:
+    torch.manual_seed(config.seed * 1_000_003 + epoch * 7_919 + rank)
+
+
+# -- the loop ------------------------------------------------------------------------------------------
+def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
+    """Train a pix2pix model as ``config`` says; returns the run folder.
+
+    ``explicit``: the option names given on the command line (see :func:`prepare_run_dir`).
+    """
+    check_train_config(config)
+    rank, world, local_rank = distributed_context()
+    is_main = rank == 0
+    device = resolve_device(config.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    files = (
+        select_files(
+            list_images(Path(config.dataroot) / config.phase),
+            parse_subset(config.subset),
+            config.max_dataset_size,
+        )
+        if Path(config.dataroot).is_dir()
+        else None
+    )
+    if files is None:
+        raise UsageError(f"--dataroot {config.dataroot} is not a folder")
+    if not files:
+        raise UsageError(
+            f"no images in {Path(config.dataroot) / config.phase} (after --subset/--max-dataset-size)"
+        )
+    files = validate_images(files, aligned=True, skip_bad=config.skip_bad_images)
+
+    if is_main:
+        config, resume_state = prepare_run_dir(config, explicit)
+    else:  # other torchrun processes: the same merge, without touching the folder
+        resume_state = None
+        if config.continue_train:
+            config, resume_state = prepare_run_dir(config, explicit)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    run_dir = config.run_dir
+    torch.manual_seed(config.seed)
+    model = Pix2PixModel(config, device)
+    counters = {"epoch": 1, "batches_done": 0, "iteration": 0}
+    if resume_state is not None:
+        saved_config = config_from_dict(TrainConfig, resume_state.get("config", {}), source="latest.pt")
+        diffs = config_differences(saved_config, config, ARCHITECTURE_KEYS)
+        if diffs:
+            raise UsageError("latest.pt was trained with another architecture: " + "; ".join(diffs))
+        model.load_state_dict(resume_state)
+        counters = {k: int(v) for k, v in resume_state["counters"].items()}
+    if world > 1:
+        model.wrap_distributed()
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_run_config(config, run_dir / "config.json")
+        if resume_state is not None:
+            _loss_log_truncate(run_dir / "loss_log.jsonl", counters["iteration"])
+
+    display = None
+    if is_main and not config.no_display:
+        from pix2pix_ilm.visual import VisdomDisplay
+
+        display = VisdomDisplay(
+            server=config.display_server,
+            port=config.display_port,
+            env=config.display_env or config.name,
+        )
+    pages = None
+    if is_main and not config.no_html:
+        pages = _WebPages(run_dir / "web", config.name)
+
+    transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, not config.no_flip, True)
+    dataset = AlignedDataset(files, transform, config.direction, config.input_nc, config.output_nc)
+    batches_per_epoch = EpochBatchSampler(
+        len(dataset), config.batch_size, config.seed, 1, num_replicas=world
+    ).batches_per_epoch()
+    if batches_per_epoch < 1:
+        raise UsageError(
+            f"{len(dataset)} images are fewer than one batch of {config.batch_size} x {world} processes"
+        )
+    total_iterations = batches_per_epoch * config.total_epochs
+    log_path = run_dir / "loss_log.jsonl"
+
+    progress = None
+    if is_main and not config.no_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(
+            total=total_iterations,
+            initial=counters["iteration"],
+            unit="it",
+            dynamic_ncols=True,
+            desc=config.name,
+            file=sys.stderr,
+            disable=None,
+        )
+    start_time = time.time()
+    stopped_by = None
+    with graceful_stop() as stop_state:
+        while counters["epoch"] <= config.total_epochs:
+            epoch = counters["epoch"]
+            lr = model.set_learning_rate(epoch)
+            if counters["batches_done"] == 0:
+                _seed_epoch(config, epoch, rank)
+            elif resume_state is not None:  # mid-epoch resume: continue the saved dropout RNG stream
+                torch.set_rng_state(resume_state["rng_cpu"])
+                if "rng_cuda" in resume_state and device.type == "cuda":
+                    torch.cuda.set_rng_state(resume_state["rng_cuda"], device)
+                if rank > 0:  # only rank 0's stream is saved; the others restart a seeded one
+                    _seed_epoch(config, epoch * 100_003 + counters["batches_done"], rank)
+            resume_state = None
+            sampler = EpochBatchSampler(
+                len(dataset),
+                config.batch_size,
+                config.seed,
+                epoch,
+                start_batch=counters["batches_done"],
+                rank=rank,
+                num_replicas=world,
+            )
+            loader = DataLoader(
+                dataset,
+                batch_sampler=sampler,
+                num_workers=config.num_workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=False,
+                # Its own generator: otherwise starting the iterator draws from the global RNG (dropout's),
+                # and a mid-epoch resume would shift the dropout stream.
+                generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
+            )
+            for batch in loader:
+                losses = model.train_step(batch["A"], batch["B"])
+                counters["iteration"] += 1
+                counters["batches_done"] += 1
+                values = {k: float(v) for k, v in losses.items()}
+                bad = [k for k, v in values.items() if not math.isfinite(v)]
+                if bad:
+                    raise NonFiniteLossError(
+                        f"non-finite loss {', '.join(f'{k}={values[k]}' for k in bad)} at iteration "
+                        f"{counters['iteration']} (epoch {epoch}); the last good checkpoint {run_dir / 'latest.pt'} "
+                        "is kept — try a lower --lr or --precision fp32"
+                    )
+                it = counters["iteration"]
+                if is_main:
+                    if progress is not None:
+                        progress.update(1)
+                        progress.set_postfix_str(
+                            f"ep {epoch}/{config.total_epochs} "
+                            + " ".join(f"{k} {v:.3f}" for k, v in values.items()),
+                            refresh=False,
+                        )
+                    if it % config.print_freq == 0 or counters["batches_done"] == batches_per_epoch:
+                        entry = {
+                            "iteration": it,
+                            "epoch": epoch,
+                            "epoch_progress": round(
+                                epoch - 1 + counters["batches_done"] / batches_per_epoch, 6
+                            ),
+                            "lr": lr,
+                            "time": round(time.time() - start_time, 3),
+                            **values,
+                        }
+                        with open(log_path, "a") as handle:
+                            handle.write(json.dumps(entry) + "\n")
+                    if display is not None and it % config.display_freq == 0:
+                        display.show_images(model.last_visuals, epoch=epoch)
+                        display.plot_losses(epoch - 1 + counters["batches_done"] / batches_per_epoch, values)
+                    if pages is not None and it % config.display_freq == 0:
+                        pages.update(epoch, model.last_visuals)
+                    if it % config.save_latest_freq == 0:
+                        save_checkpoint(_training_state(model, config, counters), run_dir / "latest.pt")
+                if stop_state["stop"]:
+                    stopped_by = stop_state["stop"]
+                    break
+            if stopped_by:
+                break
+            # end of epoch
+            counters["epoch"] += 1
+            counters["batches_done"] = 0
+            if is_main:
+                if pages is not None:
+                    pages.update(epoch, model.last_visuals)
+                if display is not None:
+                    display.show_images(model.last_visuals, epoch=epoch)
+                save_checkpoint(_training_state(model, config, counters), run_dir / "latest.pt")
+                if epoch % config.save_epoch_freq == 0 or epoch == config.total_epochs:
+                    save_checkpoint(_training_state(model, config, counters), run_dir / f"epoch_{epoch}.pt")
+    if progress is not None:
+        progress.close()
+    if stopped_by and is_main:
+        save_checkpoint(_training_state(model, config, counters), run_dir / "latest.pt")
+        print(
+            f"{stopped_by}: stopped after iteration {counters['iteration']}; saved {run_dir / 'latest.pt'} "
+            f"(resume with --continue)",
+            file=sys.stderr,
+        )
+    elif is_main:
+        print(
+            f"finished {counters['iteration']} iterations in {time.time() - start_time:.1f} s; run folder {run_dir}"
+        )
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return run_dir
+
+
+class _WebPages:
+    """``web/index.html``: the current real_A / fake_B / real_B of every epoch, newest first."""
+
+    def __init__(self, web_dir: Path, title: str) -> None:
+        self.web_dir, self.title = web_dir, title
+
+    def update(self, epoch: int, visuals: dict[str, torch.Tensor]) -> None:
+        from pix2pix_ilm.visual import save_image, tensor_to_image, write_gallery
+
+        for label, tensor in visuals.items():
+            save_image(tensor_to_image(tensor[0]), self.web_dir / "images" / f"epoch{epoch:03d}_{label}.png")
+        sections = []
+        epochs = sorted(
+            {int(p.name[5:8]) for p in (self.web_dir / "images").glob("epoch*_real_A.png")}, reverse=True
+        )
+        for e in epochs:
+            sections.append(
+                (
+                    f"epoch {e}",
+                    [(label, f"images/epoch{e:03d}_{label}.png") for label in ("real_A", "fake_B", "real_B")],
+                )
+            )
+        write_gallery(self.web_dir / "index.html", f"Training run {self.title}", sections, refresh=60)

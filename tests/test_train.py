@@ -1,0 +1,243 @@
+"""End to end on real facades: train → test without architecture flags, exact resume, user errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from pix2pix_ilm.checkpoint import load_checkpoint
+from pix2pix_ilm.cli import main
+
+TINY = [
+    "--netG",
+    "unet_64",
+    "--ngf",
+    "8",
+    "--ndf",
+    "8",
+    "--load-size",
+    "72",
+    "--crop-size",
+    "64",
+    "--direction",
+    "BtoA",
+    "--no-display",
+    "--no-progress",
+    "--print-freq",
+    "1",
+]
+
+
+@pytest.fixture(scope="module")
+def small_facades(facades_dir: Path, tmp_path_factory) -> Path:
+    """Four train and three test facades copied to a temporary data root."""
+    root = tmp_path_factory.mktemp("facades")
+    for phase, names in (("train", ["1", "2", "3", "4"]), ("test", ["1", "2", "3"])):
+        (root / phase).mkdir()
+        for n in names:
+            shutil.copy(facades_dir / phase / f"{n}.jpg", root / phase / f"{n}.jpg")
+    return root
+
+
+def _train(data: Path, ckpt: Path, name: str, *extra: str) -> int:
+    return main(
+        ["train", "--dataroot", str(data), "--name", name, "--checkpoints-dir", str(ckpt), *TINY, *extra]
+    )
+
+
+def test_train_then_test_without_architecture_flags(small_facades, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    code = _train(
+        small_facades,
+        ckpt,
+        "ilm",
+        "--n-epochs",
+        "1",
+        "--n-epochs-decay",
+        "1",
+        "--netG-norm",
+        "ilm_in",
+        "--netD-norm",
+        "ilm_in",
+    )
+    assert code == 0
+    run = ckpt / "ilm"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["config"]["netG_norm"] == "ilm_in" and saved["environment"]["torch"] == torch.__version__
+    assert {"latest.pt", "epoch_2.pt", "loss_log.jsonl"} <= {p.name for p in run.iterdir()}
+    log = [json.loads(line) for line in (run / "loss_log.jsonl").read_text().splitlines()]
+    assert [e["iteration"] for e in log] == list(range(1, 9))
+    assert {"G_GAN", "G_L1", "D_real", "D_fake"} <= set(log[0])
+    html = (run / "web" / "index.html").read_text()
+    assert "epoch 2" in html and "epoch002_fake_B.png" in html
+
+    results = tmp_path / "results"
+    code = main(
+        [
+            "test",
+            "--name",
+            "ilm",
+            "--checkpoints-dir",
+            str(ckpt),
+            "--dataroot",
+            str(small_facades),
+            "--results-dir",
+            str(results),
+        ]
+    )
+    assert code == 0
+    out = results / "ilm" / "test_latest"
+    images = sorted(p.name for p in (out / "images").iterdir())
+    assert len(images) == 9
+    for stem in ("1", "2", "3"):
+        for label in ("real_A", "fake_B", "real_B"):
+            with Image.open(out / "images" / f"{stem}_{label}.png") as img:
+                assert img.size == (64, 64) and img.mode == "RGB"
+    index = (out / "index.html").read_text()
+    assert all(f"images/{name}" in index for name in images)
+
+    # An older epoch by number, and --single on a folder of plain images.
+    single = tmp_path / "single" / "test"
+    single.mkdir(parents=True)
+    with Image.open(small_facades / "test" / "1.jpg") as img:
+        img.crop((256, 0, 512, 256)).save(single / "label map.png")
+    code = main(
+        [
+            "test",
+            "--name",
+            "ilm",
+            "--checkpoints-dir",
+            str(ckpt),
+            "--dataroot",
+            str(single.parent),
+            "--results-dir",
+            str(results),
+            "--single",
+            "--epoch",
+            "2",
+        ]
+    )
+    assert code == 0
+    assert sorted(p.name for p in (results / "ilm" / "test_2" / "images").iterdir()) == [
+        "label map_fake_B.png",
+        "label map_real_A.png",
+    ]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(path)
+    return {
+        **{f"G.{k}": v for k, v in state["generator"].items()},
+        **{f"D.{k}": v for k, v in state["discriminator"].items()},
+    }
+
+
+@pytest.mark.parametrize("norms", [("ilm_in", "ilm_in"), ("batch", "instance")])
+def test_resume_is_exact(small_facades, tmp_path, norms):
+    ckpt = tmp_path / "ckpt"
+    common = ["--netG-norm", norms[0], "--netD-norm", norms[1], "--batch-size", "2", "--seed", "3"]
+    assert _train(small_facades, ckpt, "straight", "--n-epochs", "1", "--n-epochs-decay", "1", *common) == 0
+    # 1 epoch, then --continue with the decay epoch added: no architecture flags needed to resume.
+    assert _train(small_facades, ckpt, "resumed", "--n-epochs", "1", "--n-epochs-decay", "0", *common) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataroot",
+                str(small_facades),
+                "--name",
+                "resumed",
+                "--checkpoints-dir",
+                str(ckpt),
+                "--continue",
+                "--n-epochs-decay",
+                "1",
+                "--no-display",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "resumed" / "latest.pt")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert load_checkpoint(ckpt / "resumed" / "latest.pt")["counters"] == {
+        "epoch": 3,
+        "batches_done": 0,
+        "iteration": 4,
+    }
+    log = [
+        json.loads(line)["iteration"]
+        for line in (ckpt / "resumed" / "loss_log.jsonl").read_text().splitlines()
+    ]
+    assert log == [1, 2, 3, 4]
+
+
+def _run_until_killed(args: list[str], log: Path, iteration: int, sig: int) -> int:
+    """Start training in a subprocess and send ``sig`` once the loss log reaches ``iteration``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pix2pix_ilm", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= iteration:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_after_kill_is_exact(small_facades, tmp_path, sig):
+    """Killed mid-epoch (at whatever step the signal lands), --continue ends with the straight run's weights."""
+    ckpt = tmp_path / "ckpt"
+    common = ["--n-epochs", "2", "--n-epochs-decay", "0", "--netG-norm", "ilm_in", "--save-latest-freq", "1"]
+    assert _train(small_facades, ckpt, "straight", *common) == 0
+    args = [
+        "train",
+        "--dataroot",
+        str(small_facades),
+        "--name",
+        "killed",
+        "--checkpoints-dir",
+        str(ckpt),
+        *TINY,
+        *common,
+    ]
+    code = _run_until_killed(args, ckpt / "killed" / "loss_log.jsonl", 2, sig)
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
+    done = load_checkpoint(ckpt / "killed" / "latest.pt")["counters"]["iteration"]
+    assert 1 <= done < 8, "the signal should land before the run ends"
+    assert (
+        main(
+            [
+                "train",
+                "--dataroot",
+                str(small_facades),
+                "--name",
+                "killed",
+                "--checkpoints-dir",
+                str(ckpt),
+                "--continue",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "killed" / "latest.pt")
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
