@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pix2pix_ilm.checkpoint import load_checkpoint
+from pix2pix_ilm.checkpoint import load_checkpoint, save_checkpoint
 from pix2pix_ilm.cli import main
 
-TINY = [
+NET = [
     "--netG",
     "unet_64",
     "--ngf",
@@ -30,11 +30,8 @@ TINY = [
     "64",
     "--direction",
     "BtoA",
-    "--no-display",
-    "--no-progress",
-    "--print-freq",
-    "1",
 ]
+TINY = [*NET, "--no-display", "--no-progress", "--print-freq", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +238,153 @@ def test_resume_after_kill_is_exact(small_facades, tmp_path, sig):
     straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "killed" / "latest.pt")
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_live_previews_reach_a_real_visdom_server(small_facades, tmp_path):
+    import visdom
+
+    from pix2pix_ilm.visual import VisdomDisplay, free_port, start_visdom_server, stop_visdom_server
+
+    port = free_port()
+    server = start_visdom_server(port, env_path=str(tmp_path / "visdom"))
+    try:
+        code = main(
+            [
+                "train",
+                "--dataroot",
+                str(small_facades),
+                "--name",
+                "live",
+                "--checkpoints-dir",
+                str(tmp_path / "ckpt"),
+                *NET,
+                "--print-freq",
+                "1",
+                "--no-progress",
+                "--display-port",
+                str(port),
+                "--display-freq",
+                "2",
+                "--display-env",
+                "live_env",
+                "--n-epochs",
+                "1",
+                "--n-epochs-decay",
+                "0",
+            ]
+        )
+        assert code == 0
+        client = visdom.Visdom(port=port, use_incoming_socket=False, raise_exceptions=True)
+        windows = json.loads(client.get_window_data(win=None, env="live_env"))
+    finally:
+        stop_visdom_server(server)
+    assert windows[VisdomDisplay.IMAGE_WINDOW]["type"] == "image"
+    assert "real_A | fake_B | real_B" in windows[VisdomDisplay.IMAGE_WINDOW]["title"]
+    lines = {trace["name"]: trace["x"] for trace in windows[VisdomDisplay.LOSS_WINDOW]["content"]["data"]}
+    assert set(lines) == {"G_GAN", "G_L1", "D_real", "D_fake"}
+    assert lines["G_L1"] == [0.5, 1.0]  # iterations 2 and 4 of a 4-image epoch
+
+
+def test_training_continues_without_a_visdom_server(small_facades, tmp_path):
+    from pix2pix_ilm.visual import VisdomUnavailableWarning, free_port
+
+    with pytest.warns(VisdomUnavailableWarning, match="pix2pix-ilm visdom"):
+        code = main(
+            [
+                "train",
+                "--dataroot",
+                str(small_facades),
+                "--name",
+                "dark",
+                "--checkpoints-dir",
+                str(tmp_path / "ckpt"),
+                *NET,
+                "--print-freq",
+                "1",
+                "--no-progress",
+                "--display-port",
+                str(free_port()),
+                "--display-freq",
+                "1",
+                "--n-epochs",
+                "1",
+                "--n-epochs-decay",
+                "0",
+            ]
+        )
+    assert code == 0
+    assert load_checkpoint(tmp_path / "ckpt" / "dark" / "latest.pt")["counters"]["iteration"] == 4
+
+
+def test_user_errors_are_one_line(small_facades, tmp_path, capsys):
+    ckpt = str(tmp_path / "ckpt")
+
+    def error(*args: str) -> str:
+        assert main(list(args)) == 2
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+        return err
+
+    assert "not a folder" in error(
+        "train", "--dataroot", str(tmp_path / "missing"), "--name", "x", "--checkpoints-dir", ckpt
+    )
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    assert "no images in" in error(
+        "train", "--dataroot", str(empty), "--name", "x", "--checkpoints-dir", ckpt
+    )
+    bad = tmp_path / "bad"
+    (bad / "train").mkdir(parents=True)
+    shutil.copy(small_facades / "train" / "1.jpg", bad / "train" / "1.jpg")
+    (bad / "train" / "2.jpg").write_bytes(b"not a jpeg at all")
+    msg = error("train", "--dataroot", str(bad), "--name", "x", "--checkpoints-dir", ckpt)
+    assert "2.jpg" in msg and "cannot decode" in msg
+    (bad / "train" / "2.jpg").unlink()
+    Image.new("RGB", (300, 256)).save(bad / "train" / "3.png")
+    msg = error("train", "--dataroot", str(bad), "--name", "x", "--checkpoints-dir", ckpt)
+    assert "3.png" in msg and "300x256" in msg and "twice its height" in msg
+    assert "unknown generator" in error(
+        "train", "--dataroot", str(small_facades), "--name", "x", "--checkpoints-dir", ckpt, "--netG", "vgg16"
+    )
+    assert "--crop-size 300 is larger than --load-size 286" in error(
+        "train",
+        "--dataroot",
+        str(small_facades),
+        "--name",
+        "x",
+        "--checkpoints-dir",
+        ckpt,
+        "--crop-size",
+        "300",
+    )
+    assert "no run at" in error(
+        "test", "--name", "nope", "--dataroot", str(small_facades), "--checkpoints-dir", ckpt
+    )
+    with pytest.raises(SystemExit) as exit_info:  # argparse lists the valid norms
+        main(["train", "--dataroot", str(small_facades), "--name", "x", "--netG-norm", "weird"])
+    assert exit_info.value.code == 2 and "invalid choice: 'weird'" in capsys.readouterr().err
+
+    # A checkpoint whose stored config does not match config.json, and a refused overwrite.
+    assert (
+        _train(small_facades, tmp_path / "ckpt", "mismatch", "--n-epochs", "1", "--n-epochs-decay", "0") == 0
+    )
+    state = load_checkpoint(tmp_path / "ckpt" / "mismatch" / "epoch_1.pt")
+    state["config"]["netG_norm"] = "ilm_in"
+    save_checkpoint(state, tmp_path / "ckpt" / "mismatch" / "epoch_1.pt")
+    msg = error(
+        "test",
+        "--name",
+        "mismatch",
+        "--dataroot",
+        str(small_facades),
+        "--checkpoints-dir",
+        ckpt,
+        "--epoch",
+        "1",
+        "--results-dir",
+        str(tmp_path / "res"),
+    )
+    assert "epoch_1.pt does not match" in msg and "netG_norm: 'instance' != 'ilm_in'" in msg
+    assert "already holds a run" in error(
+        "train", "--dataroot", str(small_facades), "--name", "mismatch", "--checkpoints-dir", ckpt
+    )
