@@ -204,6 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"pix2pix-ilm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        from pix2pix_ilm.train import TrainingStopped
+
+        if isinstance(err, TrainingStopped):  # latest.pt is saved and the message printed
+            return err.exit_code
+        raise
     except KeyboardInterrupt:
         print(f"pix2pix-ilm {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -153,8 +153,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def _resolve_dataroot(dataroot: str | None) -> Path:
+    """A folder given by the user is used as it is; otherwise the facades set is found or fetched."""
     from pix2pix_ilm.datasets import ensure_facades
 
+    if dataroot and Path(dataroot).is_dir():
+        return Path(dataroot)
     return Path(ensure_facades(Path("datasets"), local=dataroot))
 
 
@@ -164,7 +167,7 @@ def _run_finished(config: TrainConfig) -> bool:
 
 def run_table6(args: argparse.Namespace) -> dict[str, Any]:
     """Train, test and evaluate the three configurations for every seed; write table6.md/json and grids."""
-    from pix2pix_ilm.metrics import build_lpips, evaluate_results_dir
+    from pix2pix_ilm.metrics import build_lpips, evaluate_results_dir, json_safe
     from pix2pix_ilm.test import run_test
     from pix2pix_ilm.train import check_train_config, train
 
@@ -193,22 +196,26 @@ def run_table6(args: argparse.Namespace) -> dict[str, Any]:
                 **values,
             )
             check_train_config(config)
-            stage = time.time()
+            timing_path = config.run_dir / "table6_timing.json"
+            timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"train_seconds": 0.0}
             if _run_finished(config):
                 print(f"[table6] {name}: trained already, skipping training", file=sys.stderr)
-                train_seconds = None
             else:
                 resume = (config.run_dir / "latest.pt").is_file()
                 print(
                     f"[table6] {name}: {'resuming' if resume else 'training'} ({label}, seed {seed})",
                     file=sys.stderr,
                 )
+                stage = time.time()
                 train(
                     dataclasses.replace(
                         config, continue_train=resume, overwrite=not resume and config.run_dir.exists()
                     )
                 )
-                train_seconds = round(time.time() - stage, 1)
+                # Accumulated over interruptions, so a resumed run still reports its whole training time.
+                timing["train_seconds"] = round(timing["train_seconds"] + time.time() - stage, 1)
+                atomic_write_text(timing_path, json.dumps(timing) + "\n")
+            train_seconds = timing["train_seconds"]
             phase, subset = ("train", EVAL_SUBSET) if args.eval_split == "paper" else ("test", None)
             result_dir = out / "results" / name / f"{phase}_latest"
             metrics_path = result_dir / "metrics.json"
@@ -231,7 +238,7 @@ def run_table6(args: argparse.Namespace) -> dict[str, Any]:
                 scores = evaluate_results_dir(
                     result_dir, list(TABLE_METRICS) + ["psnr", "mae"], lpips_backbone=args.lpips_backbone
                 )
-                atomic_write_text(metrics_path, json.dumps(scores, indent=2) + "\n")
+                atomic_write_text(metrics_path, json.dumps(json_safe(scores), indent=2) + "\n")
             scores = json.loads(metrics_path.read_text())
             runs.append(
                 {
@@ -289,7 +296,7 @@ def summarize(
         "wall_seconds": round(seconds, 1),
         "rows": rows,
         "runs": runs,
-        "command": " ".join(["pix2pix-ilm", *sys.argv[2:]]) if len(sys.argv) > 1 else "",
+        "command": " ".join(["pix2pix-ilm", *sys.argv[1:]]),
     }
 
 

@@ -73,6 +73,7 @@ class Pix2PixModel:
             self.g_forward = torch.compile(self.generator)
             self.d_forward = torch.compile(self.discriminator)
         self.d_frozen_forward: nn.Module = self.d_forward
+        self.last_visuals: dict[str, torch.Tensor] = {}  # real_A / fake_B / real_B of the latest step
 
     # -- distributed ---------------------------------------------------------------------------------
     def wrap_distributed(self) -> None:

@@ -101,6 +101,10 @@ def test_train_then_test_without_architecture_flags(small_facades, tmp_path):
                 assert img.size == (64, 64) and img.mode == "RGB"
     index = (out / "index.html").read_text()
     assert all(f"images/{name}" in index for name in images)
+    assert main(["eval", "--results-dir", str(out), "--metrics", "rmse,ssim,psnr,mae"]) == 0
+    scores = json.loads((out / "metrics.json").read_text())
+    assert scores["n"] == 3 and set(scores["per_image"]) == {"1", "2", "3"}
+    assert 0 < scores["mean"]["rmse"] < 255 and -1 <= scores["mean"]["ssim"] <= 1
 
     # An older epoch by number, and --single on a folder of plain images.
     single = tmp_path / "single" / "test"
@@ -216,7 +220,7 @@ def test_resume_after_kill_is_exact(small_facades, tmp_path, sig):
         *common,
     ]
     code = _run_until_killed(args, ckpt / "killed" / "loss_log.jsonl", 2, sig)
-    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + signal.SIGTERM)
     done = load_checkpoint(ckpt / "killed" / "latest.pt")["counters"]["iteration"]
     assert 1 <= done < 8, "the signal should land before the run ends"
     assert (
@@ -388,3 +392,35 @@ def test_user_errors_are_one_line(small_facades, tmp_path, capsys):
     assert "already holds a run" in error(
         "train", "--dataroot", str(small_facades), "--name", "mismatch", "--checkpoints-dir", ckpt
     )
+
+
+def test_resume_from_a_checkpoint_taken_right_before_the_epoch_end(small_facades, tmp_path):
+    """A kill between the last step's save and the epoch-end save leaves an epoch with no batches left."""
+    ckpt = tmp_path / "ckpt"
+    common = ["--n-epochs-decay", "0", "--netG-norm", "ilm_in", "--batch-size", "2"]
+    assert _train(small_facades, ckpt, "straight", "--n-epochs", "2", *common) == 0
+    assert _train(small_facades, ckpt, "edge", "--n-epochs", "1", *common) == 0
+    state = load_checkpoint(ckpt / "edge" / "latest.pt")
+    assert state["counters"] == {"epoch": 2, "batches_done": 0, "iteration": 2}
+    state["counters"] = {"epoch": 1, "batches_done": 2, "iteration": 2}  # what the per-step save wrote
+    save_checkpoint(state, ckpt / "edge" / "latest.pt")
+    assert (
+        main(
+            [
+                "train",
+                "--dataroot",
+                str(small_facades),
+                "--name",
+                "edge",
+                "--checkpoints-dir",
+                str(ckpt),
+                "--continue",
+                "--n-epochs",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "edge" / "latest.pt")
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
