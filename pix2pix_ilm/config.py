@@ -26,6 +26,11 @@ PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_c
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 DIRECTIONS = ("AtoB", "BtoA")
 PRECISIONS = ("fp32", "bf16")
+VALIDATION_MODES = ("header", "full")
+_VALIDATE_HELP = (
+    "check of every image before any work: header (fast: size, A|B shape, and the end marker of each JPEG/PNG, "
+    "which a truncated file lacks) or full (decode every image)"
+)
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | None = None, **kw: Any) -> Any:
@@ -57,6 +62,7 @@ class DataOptions:
     skip_bad_images: bool = opt(
         False, "skip images that cannot be decoded (with a warning) instead of stopping"
     )
+    validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)
     num_workers: int = opt(0, "data-loading worker processes (0 = in the training process)")
 
 
@@ -153,6 +159,7 @@ class TestConfig:
     device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
     seed: int = opt(0, "random seed (only matters with --train-mode-dropout)")
     skip_bad_images: bool = opt(False, "skip images that cannot be decoded instead of stopping")
+    validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)
 
 
 T = TypeVar("T")
@@ -250,6 +257,13 @@ def load_run_config(run_dir: Path) -> TrainConfig:
         return config_from_dict(TrainConfig, payload["config"], source=str(path))
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise UsageError(f"{path} is not a valid run config: {err}") from err
+
+
+def plain_name_problem(flag: str, value: str) -> str | None:
+    """Why ``value`` is not a plain folder name (one that stays inside its parent folder), or None."""
+    if not value or value in (".", "..") or any(c in value for c in "/\\\0"):
+        return f"{flag} must be a plain folder name (no path separators, not '..'), got {value!r}"
+    return None
 
 
 def parse_subset(text: str | None) -> slice | None:

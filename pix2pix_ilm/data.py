@@ -8,6 +8,7 @@ an uninterrupted run would have seen, with any number of data-loading workers.
 from __future__ import annotations
 
 import re
+import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,17 +16,47 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
+from pix2pix_ilm.config import VALIDATION_MODES
 from pix2pix_ilm.errors import UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+# What PIL may raise on a damaged or hostile file (DecompressionBombError: a header claiming a gigantic size).
+_DECODE_ERRORS = (
+    OSError,  # UnidentifiedImageError, "image file is truncated", "broken data stream"
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 
 
 def natural_key(path: Path) -> list:
     """Sort key that orders ``2.jpg`` before ``10.jpg``."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def phase_folder(dataroot: Path | str, phase: str) -> Path:
+    """``<dataroot>/<phase>``, or a :class:`UsageError` saying what is wrong and which subfolders exist."""
+    root = Path(dataroot)
+    if root.is_file():
+        raise UsageError(
+            f"--dataroot {root} is a file; it must be a folder holding {phase}/ (and test/, ...)"
+        )
+    if not root.is_dir():
+        raise UsageError(f"--dataroot {root} is not a folder")
+    folder = root / phase
+    if not folder.is_dir():
+        subfolders = sorted(p.name + "/" for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        found = f"it has {', '.join(subfolders)}" if subfolders else "it has no subfolders"
+        what = "is a file, not a folder" if folder.exists() else "not found"
+        raise UsageError(f"{folder} {what}: --phase {phase} needs {root}/{phase}/ ({found})")
+    return folder
 
 
 def list_images(folder: Path | str) -> list[Path]:
@@ -60,17 +91,39 @@ def load_rgb(path: Path, channels: int = 3) -> Image.Image:
                 array = np.asarray(img, dtype=np.float32)
                 img = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
             return img.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except _DECODE_ERRORS as err:
         raise UsageError(f"cannot decode image {path}: {err}") from err
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
+    return _image_header(path)[0]
+
+
+def _image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """((width, height), PIL format name) from the file header, without decoding the pixels."""
     try:
         with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            return img.size, img.format or ""
+    except _DECODE_ERRORS as err:
         raise UsageError(f"cannot decode image {path}: {err}") from err
+
+
+def _ends_with_trailer(path: Path, image_format: str) -> bool:
+    """Whether a JPEG ends with its EOI marker (FF D9) or a PNG with its IEND chunk.
+
+    Trailing zero bytes and whitespace are allowed. False for other formats, and for files with other data
+    after the trailer (which PIL may still decode): the caller then decodes the file to decide.
+    """
+    trailers = {"JPEG": b"\xff\xd9", "MPO": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+    trailer = trailers.get(image_format)
+    if trailer is None:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        handle.seek(max(0, handle.tell() - 1024))
+        tail = handle.read()
+    return tail.rstrip(b"\x00 \t\r\n").endswith(trailer)
 
 
 @dataclass(frozen=True)
@@ -92,8 +145,23 @@ class TransformSpec:
         if self.preprocess in ("scale_width", "scale_width_and_crop"):
             if self.preprocess == "scale_width_and_crop":
                 return (self.crop_size, self.crop_size)
-            return (self.load_size, _round4(max(int(self.load_size * height / width), self.crop_size)))
+            return (self.load_size, max(int(self.load_size * height / width), self.crop_size))
         return (_round4(width), _round4(height))
+
+    def problem(self, width: int, height: int, size_multiple: int = 1) -> str | None:
+        """Why an input image of ``width`` x ``height`` cannot go through this transform, or None."""
+        if self.preprocess == "crop" and (width < self.crop_size or height < self.crop_size):
+            return (
+                f"is smaller than --crop-size {self.crop_size} (with --preprocess crop); use --preprocess "
+                "resize_and_crop or a smaller --crop-size"
+            )
+        out_w, out_h = self.output_size(width, height)
+        if out_w % size_multiple or out_h % size_multiple:
+            return (
+                f"becomes a {out_w}x{out_h} network input with --preprocess {self.preprocess}, but the generator "
+                f"needs sides that are multiples of {size_multiple}"
+            )
+        return None
 
     def apply(self, images: Sequence[Image.Image], rng: torch.Generator | None) -> list[Image.Image]:
         """Apply the same random resize/crop/flip to every image of ``images``."""
@@ -139,11 +207,63 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
-class AlignedDataset(Dataset):
+BAD_IMAGE_POLICIES = ("error", "substitute", "drop")
+
+
+class _ImageFolderDataset(Dataset):
+    """What to do when an image that passed validation fails to decode when it is used (``bad_image``):
+
+    * ``"error"``: a :class:`UsageError` naming the file (the run stops; its last checkpoint is kept);
+    * ``"substitute"`` (training with ``--skip-bad-images``): use the next decodable image of the list
+      instead, with the same augmentation, so batches and step counts stay the same and the choice is
+      deterministic; a warning names the file and counts the bad images so far (in this process);
+    * ``"drop"`` (``test --skip-bad-images``): the item is ``None``; :func:`collate_skipping_none` drops it.
+    """
+
+    def __init__(self, paths: Sequence[Path], bad_image: str) -> None:
+        if bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"bad_image must be one of {BAD_IMAGE_POLICIES}, got {bad_image!r}")
+        self.paths = list(paths)
+        self.bad_image = bad_image
+        self.bad_indices: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _load_item(self, index: int, seed: int | None) -> dict:
+        raise NotImplementedError
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict | None:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        for offset in range(len(self.paths)):
+            candidate = (index + offset) % len(self.paths)
+            if candidate in self.bad_indices:
+                continue
+            try:
+                return self._load_item(candidate, seed)
+            except UsageError as err:
+                if self.bad_image == "error":
+                    raise UsageError(
+                        f"{err} (found while reading it; use --skip-bad-images to skip such files, or "
+                        "--validate-images full to check every file before starting)"
+                    ) from err
+                self.bad_indices.add(candidate)
+                action = "dropped" if self.bad_image == "drop" else "the next good image is used in its place"
+                warnings.warn(
+                    f"skipping an image that failed to decode: {err}; {action} "
+                    f"({len(self.bad_indices)} bad image(s) so far)",
+                    stacklevel=2,
+                )
+                if self.bad_image == "drop":
+                    return None
+        raise UsageError(f"none of the {len(self.paths)} images could be decoded")
+
+
+class AlignedDataset(_ImageFolderDataset):
     """Images holding A (left half) and B (right half) side by side; ``direction`` picks the input.
 
     Items are requested as ``(index, augmentation_seed)`` pairs by :class:`EpochBatchSampler`; a plain index
-    uses no randomness (test mode).
+    uses no randomness (test mode). ``bad_image``: see :class:`_ImageFolderDataset`.
     """
 
     def __init__(
@@ -153,19 +273,16 @@ class AlignedDataset(Dataset):
         direction: str = "AtoB",
         input_nc: int = 3,
         output_nc: int = 3,
+        bad_image: str = "error",
     ) -> None:
         if direction not in ("AtoB", "BtoA"):
             raise UsageError(f"--direction must be AtoB or BtoA, got {direction!r}")
-        self.paths = list(paths)
+        super().__init__(paths, bad_image)
         self.transform = transform
         self.direction = direction
         self.input_nc, self.output_nc = input_nc, output_nc
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, item: int | tuple[int, int]) -> dict:
-        index, seed = item if isinstance(item, tuple) else (item, None)
+    def _load_item(self, index: int, seed: int | None) -> dict:
         path = self.paths[index]
         image = load_rgb(path)
         width, height = image.size
@@ -177,7 +294,10 @@ class AlignedDataset(Dataset):
         left, right = image.crop((0, 0, half, height)), image.crop((half, 0, width, height))
         real_a, real_b = (left, right) if self.direction == "AtoB" else (right, left)
         rng = torch.Generator().manual_seed(seed) if seed is not None else None
-        real_a, real_b = self.transform.apply([real_a, real_b], rng)
+        try:
+            real_a, real_b = self.transform.apply([real_a, real_b], rng)
+        except UsageError as err:
+            raise UsageError(f"image {path}: {err}") from err
         if self.input_nc == 1:
             real_a = real_a.convert("L")
         if self.output_nc == 1:
@@ -185,22 +305,30 @@ class AlignedDataset(Dataset):
         return {"A": to_tensor(real_a), "B": to_tensor(real_b), "path": str(path), "index": index}
 
 
-class SingleDataset(Dataset):
+class SingleDataset(_ImageFolderDataset):
     """A folder of plain input images (no B half), for ``test --single``."""
 
-    def __init__(self, paths: Sequence[Path], transform: TransformSpec, input_nc: int = 3) -> None:
-        self.paths = list(paths)
+    def __init__(
+        self, paths: Sequence[Path], transform: TransformSpec, input_nc: int = 3, bad_image: str = "error"
+    ) -> None:
+        super().__init__(paths, bad_image)
         self.transform = transform
         self.input_nc = input_nc
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, item: int | tuple[int, int]) -> dict:
-        index = item[0] if isinstance(item, tuple) else item
+    def _load_item(self, index: int, seed: int | None) -> dict:
         path = self.paths[index]
-        (real_a,) = self.transform.apply([load_rgb(path, self.input_nc)], None)
+        image = load_rgb(path, self.input_nc)
+        try:
+            (real_a,) = self.transform.apply([image], None)
+        except UsageError as err:
+            raise UsageError(f"image {path}: {err}") from err
         return {"A": to_tensor(real_a), "path": str(path), "index": index}
+
+
+def collate_skipping_none(items: list[dict | None]) -> dict | None:
+    """``default_collate`` of the items that are not ``None`` (``None`` when none is left)."""
+    kept = [item for item in items if item is not None]
+    return torch.utils.data.default_collate(kept) if kept else None
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):
@@ -267,33 +395,67 @@ def select_files(files: list[Path], subset: slice | None, max_size: int | None) 
     return files
 
 
-def validate_images(
-    paths: Sequence[Path], *, aligned: bool, skip_bad: bool, min_size: int | None = None
-) -> list[Path]:
-    """Check every file's header before any work, so a bad file cannot stop a run hours later.
+def check_image(
+    path: Path,
+    *,
+    aligned: bool,
+    mode: str = "header",
+    transform: TransformSpec | None = None,
+    size_multiple: int = 1,
+) -> None:
+    """Raise :class:`UsageError` naming ``path`` if it cannot be used; see :func:`validate_images`."""
+    (width, height), image_format = _image_header(path)
+    if width < 1 or height < 1:
+        raise UsageError(f"image {path} is empty ({width}x{height})")
+    if aligned and width != 2 * height:
+        raise UsageError(
+            f"aligned image {path} is {width}x{height}: its width must be twice its height (A|B side by side)"
+        )
+    if mode == "full" or not _ends_with_trailer(path, image_format):
+        load_rgb(path)  # a truncated JPEG/PNG (or another format) fails here
+    if transform is not None:
+        part_w = width // 2 if aligned else width
+        problem = transform.problem(part_w, height, size_multiple)
+        if problem:
+            what = f"each half ({part_w}x{height})" if aligned else "it"
+            raise UsageError(f"image {path} is {width}x{height}: {what} {problem}")
 
-    Returns the usable paths. A file that cannot be opened or (aligned data) whose width is not twice its
-    height is an error naming it, or, with ``skip_bad``, skipped with one warning giving the count.
+
+def validate_images(
+    paths: Sequence[Path],
+    *,
+    aligned: bool,
+    skip_bad: bool,
+    mode: str = "header",
+    transform: TransformSpec | None = None,
+    size_multiple: int = 1,
+) -> list[Path]:
+    """Check every file before any work, so a bad file cannot stop a run hours later; returns the usable paths.
+
+    ``mode="header"`` (fast) reads each header (format, size, A|B 2:1 shape) and the last bytes of JPEGs and
+    PNGs (their end marker: a truncated file lacks it); files without the expected ending, and formats other
+    than JPEG and PNG, are decoded in full. ``mode="full"`` decodes every file. With ``transform``, images too
+    small for ``--preprocess crop`` and (``size_multiple``) input sizes the generator cannot take are bad too.
+
+    Bad files are an error naming the first one and counting the others, or, with ``skip_bad``, skipped
+    with one warning giving the count and an example.
     """
+    if mode not in VALIDATION_MODES:
+        raise UsageError(f"--validate-images must be one of {', '.join(VALIDATION_MODES)}, got {mode!r}")
     good: list[Path] = []
     bad: list[str] = []
     for path in paths:
         try:
-            width, height = image_size(path)
-            if aligned and width != 2 * height:
-                raise UsageError(
-                    f"aligned image {path} is {width}x{height}: its width must be twice its height (A|B side by side)"
-                )
-            if width < 1 or height < 1:
-                raise UsageError(f"image {path} is empty ({width}x{height})")
+            check_image(path, aligned=aligned, mode=mode, transform=transform, size_multiple=size_multiple)
         except UsageError as err:
-            if not skip_bad:
-                raise UsageError(f"{err} (use --skip-bad-images to skip such files)") from err
             bad.append(str(err))
             continue
         good.append(path)
+    if bad and not skip_bad:
+        more = f"; {len(bad) - 1} more bad image(s) in the folder" if len(bad) > 1 else ""
+        raise UsageError(f"{bad[0]}{more} (use --skip-bad-images to skip such files)")
     if bad:
-        warnings.warn(f"skipped {len(bad)} bad image(s), e.g. {bad[0]}", stacklevel=2)
+        warnings.warn(f"skipped {len(bad)} bad image(s) of {len(paths)}, e.g. {bad[0]}", stacklevel=2)
     if not good:
-        raise UsageError("no usable images left after skipping bad ones")
+        raise UsageError(f"no usable images: all {len(paths)} were skipped as bad")
     return good

@@ -71,6 +71,7 @@ from PIL import Image
 
 from pix2pix_ilm.checkpoint import atomic_write_text
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.model import resolve_device
 
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """A batched metric: ``(fake[N,H,W,3] uint8, real[N,H,W,3] uint8) -> scores[N] float64``."""
@@ -234,20 +235,6 @@ def _make_ssim(options: EvalOptions) -> Scorer:
 
 
 # ------------------------------------------------------------------------------------------- LPIPS
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> cuda if available, else cpu; other names are checked (:class:`UsageError`)."""
-    name = (device or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"invalid device {device!r} (use cpu, cuda, cuda:N or auto)") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return resolved
 
 
 def _hub_cached_alexnet() -> Path | None:

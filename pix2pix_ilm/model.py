@@ -28,7 +28,8 @@ LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → the first CUDA device when available, else the CPU."""
+    """``auto`` → the first CUDA device when available, else the CPU; other names are checked."""
+    name = (name or "auto").strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -23,17 +23,21 @@ from pix2pix_ilm.config import (
     config_from_dict,
     load_run_config,
     parse_subset,
+    plain_name_problem,
 )
 from pix2pix_ilm.data import (
     AlignedDataset,
     SingleDataset,
     TransformSpec,
+    collate_skipping_none,
     list_images,
+    phase_folder,
     select_files,
     validate_images,
 )
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.model import Pix2PixModel, resolve_device
+from pix2pix_ilm.networks import unet_depth
 
 
 def checkpoint_path(run_dir: Path, epoch: str) -> Path:
@@ -66,6 +70,16 @@ def load_generator_for_inference(
     config.device = device
     model = Pix2PixModel(config, resolve_device(device))
     model.load_state_dict(state, with_optimizers=False)
+    non_finite = [
+        key
+        for key, tensor in state["generator"].items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if non_finite:
+        raise UsageError(
+            f"{path} holds NaN or infinite values in {len(non_finite)} generator tensor(s), e.g. {non_finite[0]}; "
+            "its outputs would be meaningless (use an earlier --epoch)"
+        )
     return model, config
 
 
@@ -75,21 +89,42 @@ def run_test(options: TestConfig) -> Path:
 
     from pix2pix_ilm.visual import save_image, tensor_to_image, write_gallery
 
+    # --name and --phase name the output folder: they must not lead out of --results-dir.
+    problems = [
+        p
+        for p in (plain_name_problem("--name", options.name), plain_name_problem("--phase", options.phase))
+        if p
+    ]
+    if problems:
+        raise UsageError("; ".join(problems))
+    if options.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
     run_dir = Path(options.checkpoints_dir) / options.name
     model, config = load_generator_for_inference(run_dir, options.epoch, options.device)
-    folder = Path(options.dataroot) / options.phase
+    folder = phase_folder(options.dataroot, options.phase)
     files = select_files(list_images(folder), parse_subset(options.subset), options.num_test)
     if not files:
         raise UsageError(f"no images in {folder}")
-    files = validate_images(files, aligned=not options.single, skip_bad=options.skip_bad_images)
     transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, flip=False, train=False)
+    depth = unet_depth(config.netG)
+    files = validate_images(
+        files,
+        aligned=not options.single,
+        skip_bad=options.skip_bad_images,
+        mode=options.validate_images,
+        transform=transform,
+        size_multiple=2**depth if depth is not None else 4,
+    )
+    bad_image = "drop" if options.skip_bad_images else "error"
     if options.single:
-        dataset = SingleDataset(files, transform, config.input_nc)
+        dataset = SingleDataset(files, transform, config.input_nc, bad_image=bad_image)
     else:
-        dataset = AlignedDataset(files, transform, config.direction, config.input_nc, config.output_nc)
-    if options.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
-    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False)
+        dataset = AlignedDataset(
+            files, transform, config.direction, config.input_nc, config.output_nc, bad_image=bad_image
+        )
+    loader = DataLoader(
+        dataset, batch_size=options.batch_size, shuffle=False, collate_fn=collate_skipping_none
+    )
     out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}"
     image_dir = out_dir / "images"
     torch.manual_seed(options.seed)
@@ -97,6 +132,8 @@ def run_test(options: TestConfig) -> Path:
     rows = []
     start = time.time()
     for batch in tqdm(loader, desc=f"test {options.name}", unit="batch", disable=None):
+        if batch is None:  # every image of the batch failed to decode (--skip-bad-images)
+            continue
         fake_b = model.translate(batch["A"], train_mode_dropout=options.train_mode_dropout).cpu()
         visuals = {"real_A": batch["A"], "fake_B": fake_b}
         if not options.single:

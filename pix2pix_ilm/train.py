@@ -32,6 +32,7 @@ from pix2pix_ilm.config import (
     config_to_dict,
     load_run_config,
     parse_subset,
+    plain_name_problem,
     save_run_config,
 )
 from pix2pix_ilm.data import (
@@ -39,6 +40,7 @@ from pix2pix_ilm.data import (
     EpochBatchSampler,
     TransformSpec,
     list_images,
+    phase_folder,
     select_files,
     validate_images,
 )
@@ -49,6 +51,15 @@ from pix2pix_ilm.networks import unet_depth
 CHECKPOINT_FORMAT = 1
 
 
+class TrainingStopped(Exception):
+    """Training was stopped by SIGINT / SIGTERM after saving ``latest.pt``; callers must not go on."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"stopped by {signal_name}")
+        self.signal_name = signal_name
+        self.exit_code = 128 + int(getattr(signal.Signals, signal_name))
+
+
 class NonFiniteLossError(UsageError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -57,8 +68,9 @@ class NonFiniteLossError(UsageError):
 def check_train_config(config: TrainConfig) -> None:
     """Reject impossible or contradictory options before any work, showing the offending values."""
     problems = []
-    if not config.name or any(c in config.name for c in "/\\") or config.name in (".", ".."):
-        problems.append(f"--name must be a plain folder name, got {config.name!r}")
+    name_problem = plain_name_problem("--name", config.name)
+    if name_problem:
+        problems.append(name_problem)
     for flag, value, minimum in (
         ("--n-epochs", config.n_epochs, 0),
         ("--n-epochs-decay", config.n_epochs_decay, 0),
@@ -82,6 +94,13 @@ def check_train_config(config: TrainConfig) -> None:
         )
     if not (config.lr > 0 and math.isfinite(config.lr)):
         problems.append(f"--lr must be a positive number, got {config.lr}")
+    if not 0 <= config.beta1 < 1:
+        problems.append(f"--beta1 must be in [0, 1), got {config.beta1}")
+    elif config.lr / (1 - config.beta1) > torch.finfo(torch.float32).max:
+        problems.append(
+            f"--lr {config.lr} is too large: Adam's first step, lr / (1 - beta1) = "
+            f"{config.lr / (1 - config.beta1):g}, does not fit in a 32-bit float"
+        )
     if (
         config.preprocess in ("resize_and_crop", "scale_width_and_crop")
         and config.crop_size > config.load_size
@@ -134,14 +153,13 @@ def graceful_stop():
 
 
 # -- run folder ----------------------------------------------------------------------------------------
-def prepare_run_dir(
-    config: TrainConfig, explicit: set[str] | None = None
-) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """Create, refuse, overwrite or resume the run folder; returns the config and the state to resume.
+def resolve_run_config(config: TrainConfig, explicit: set[str] | None = None) -> TrainConfig:
+    """The options the run will use, checked against its folder; changes nothing on disk.
 
     With ``--continue`` the run's saved ``config.json`` is the base and only the options named in
     ``explicit`` (those given on the command line; all of them when None) override it, so resuming needs no
-    architecture flags. Overriding an architecture option with another value is an error.
+    architecture flags. Overriding an architecture option with another value is an error, and so is a new
+    run over an existing one without ``--overwrite``.
     """
     run_dir = config.run_dir
     existing = (run_dir / "config.json").exists() or (run_dir / "latest.pt").exists()
@@ -160,14 +178,27 @@ def prepare_run_dir(
                 f"--continue with a different architecture than {run_dir / 'config.json'}: "
                 + "; ".join(diffs)
             )
-        state = load_checkpoint(run_dir / "latest.pt")
-        return config, state
+        return config
     if existing and not config.overwrite:
         raise UsageError(
             f"run folder {run_dir} already holds a run; use --continue to resume it, --overwrite to start "
             "again, or another --name"
         )
-    if existing and config.overwrite:
+    return config
+
+
+def prepare_run_dir(
+    config: TrainConfig, explicit: set[str] | None = None
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Create, refuse, overwrite or resume the run folder; returns the config and the state to resume.
+
+    See :func:`resolve_run_config` for how ``--continue`` merges the saved options with ``explicit``.
+    """
+    config = resolve_run_config(config, explicit)
+    run_dir = config.run_dir
+    if config.continue_train:
+        return config, load_checkpoint(run_dir / "latest.pt")
+    if config.overwrite and ((run_dir / "config.json").exists() or (run_dir / "latest.pt").exists()):
         shutil.rmtree(run_dir)
     return config, None
 
@@ -202,6 +233,44 @@ def _training_state(model: Pix2PixModel, config: TrainConfig, counters: dict[str
     return state
 
 
+def _save(model: Pix2PixModel, config: TrainConfig, counters: dict[str, int], path: Path) -> None:
+    """Save a checkpoint, unless a weight of G or D is NaN or infinite: then stop and keep the last good one."""
+    state = _training_state(model, config, counters)
+    tensors = [
+        t for part in ("generator", "discriminator") for t in state[part].values() if t.is_floating_point()
+    ]
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        raise NonFiniteLossError(
+            f"the weights became non-finite (NaN or inf) at iteration {counters['iteration']} "
+            f"(epoch {counters['epoch']}); {path.name} was not saved and the last good checkpoint "
+            f"{path.parent / 'latest.pt'} is kept — try a lower --lr or --precision fp32"
+        )
+    save_checkpoint(state, path)
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete the temp files of atomic writes that a killed run left behind (``.<name>.<random>.tmp``)."""
+    for path in run_dir.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _batches(loader: DataLoader):
+    """The loader's batches; a :class:`UsageError` raised in a worker process keeps its one-line message."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except UsageError as err:
+            lines = str(err).strip().splitlines()
+            if len(lines) > 1 and lines[0].startswith("Caught "):  # torch's "Caught ... in DataLoader worker"
+                raise UsageError(lines[-1].split("UsageError: ", 1)[-1]) from None
+            raise
+        yield batch
+
+
 def _seed_epoch(config: TrainConfig, epoch: int, rank: int) -> None:
     torch.manual_seed(config.seed * 1_000_003 + epoch * 7_919 + rank)
 
@@ -212,6 +281,8 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
 
     ``explicit``: the option names given on the command line (see :func:`prepare_run_dir`).
     """
+    check_train_config(config)
+    config = resolve_run_config(config, explicit)  # --continue: the saved options, before data are checked
     check_train_config(config)
     rank, world, local_rank = distributed_context()
     is_main = rank == 0
@@ -225,22 +296,20 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
-    files = (
-        select_files(
-            list_images(Path(config.dataroot) / config.phase),
-            parse_subset(config.subset),
-            config.max_dataset_size,
-        )
-        if Path(config.dataroot).is_dir()
-        else None
-    )
-    if files is None:
-        raise UsageError(f"--dataroot {config.dataroot} is not a folder")
+    folder = phase_folder(config.dataroot, config.phase)
+    files = select_files(list_images(folder), parse_subset(config.subset), config.max_dataset_size)
     if not files:
-        raise UsageError(
-            f"no images in {Path(config.dataroot) / config.phase} (after --subset/--max-dataset-size)"
-        )
-    files = validate_images(files, aligned=True, skip_bad=config.skip_bad_images)
+        raise UsageError(f"no images in {folder} (after --subset/--max-dataset-size)")
+    transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, not config.no_flip, True)
+    depth = unet_depth(config.netG)
+    files = validate_images(
+        files,
+        aligned=True,
+        skip_bad=config.skip_bad_images,
+        mode=config.validate_images,
+        transform=transform,
+        size_multiple=2**depth if depth is not None else 4,
+    )
 
     if is_main:
         config, resume_state = prepare_run_dir(config, explicit)
@@ -257,10 +326,19 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
     model = Pix2PixModel(config, device)
     counters = {"epoch": 1, "batches_done": 0, "iteration": 0}
     if resume_state is not None:
-        saved_config = config_from_dict(TrainConfig, resume_state.get("config", {}), source="latest.pt")
-        diffs = config_differences(saved_config, config, ARCHITECTURE_KEYS)
+        missing = [k for k in ("config", "counters", "rng_cpu", "opt_g", "opt_d") if k not in resume_state]
+        if missing:
+            raise UsageError(
+                f"{run_dir / 'latest.pt'} cannot resume training: it lacks {', '.join(missing)} "
+                "(not a checkpoint written by 'pix2pix-ilm train'?)"
+            )
+        saved_config = config_from_dict(TrainConfig, resume_state["config"], source="latest.pt")
+        diffs = config_differences(config, saved_config, ARCHITECTURE_KEYS)
         if diffs:
-            raise UsageError("latest.pt was trained with another architecture: " + "; ".join(diffs))
+            raise UsageError(
+                f"{run_dir / 'latest.pt'} does not match {run_dir / 'config.json'} (trained with another "
+                "architecture; config.json value != checkpoint value): " + "; ".join(diffs)
+            )
         model.load_state_dict(resume_state)
         counters = {k: int(v) for k, v in resume_state["counters"].items()}
     if world > 1:
@@ -271,6 +349,7 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
         save_run_config(config, run_dir / "config.json")
         if resume_state is not None:
             _loss_log_truncate(run_dir / "loss_log.jsonl", counters["iteration"])
+            remove_stale_temp_files(run_dir)
 
     display = None
     if is_main and not config.no_display:
@@ -285,8 +364,14 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
     if is_main and not config.no_html:
         pages = _WebPages(run_dir / "web", config.name)
 
-    transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, not config.no_flip, True)
-    dataset = AlignedDataset(files, transform, config.direction, config.input_nc, config.output_nc)
+    dataset = AlignedDataset(
+        files,
+        transform,
+        config.direction,
+        config.input_nc,
+        config.output_nc,
+        bad_image="substitute" if config.skip_bad_images else "error",
+    )
     batches_per_epoch = EpochBatchSampler(
         len(dataset), config.batch_size, config.seed, 1, num_replicas=world
     ).batches_per_epoch()
@@ -344,7 +429,7 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
                 # and a mid-epoch resume would shift the dropout stream.
                 generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
             )
-            for batch in loader:
+            for batch in _batches(loader):
                 losses = model.train_step(batch["A"], batch["B"])
                 counters["iteration"] += 1
                 counters["batches_done"] += 1
@@ -384,7 +469,7 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
                     if pages is not None and it % config.display_freq == 0:
                         pages.update(epoch, model.last_visuals)
                     if it % config.save_latest_freq == 0:
-                        save_checkpoint(_training_state(model, config, counters), run_dir / "latest.pt")
+                        _save(model, config, counters, run_dir / "latest.pt")
                 if stop_state["stop"]:
                     stopped_by = stop_state["stop"]
                     break
@@ -394,17 +479,17 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
             counters["epoch"] += 1
             counters["batches_done"] = 0
             if is_main:
-                if pages is not None:
+                if pages is not None and model.last_visuals:  # empty when resumed right at an epoch's end
                     pages.update(epoch, model.last_visuals)
-                if display is not None:
+                if display is not None and model.last_visuals:
                     display.show_images(model.last_visuals, epoch=epoch)
-                save_checkpoint(_training_state(model, config, counters), run_dir / "latest.pt")
+                _save(model, config, counters, run_dir / "latest.pt")
                 if epoch % config.save_epoch_freq == 0 or epoch == config.total_epochs:
-                    save_checkpoint(_training_state(model, config, counters), run_dir / f"epoch_{epoch}.pt")
+                    _save(model, config, counters, run_dir / f"epoch_{epoch}.pt")
     if progress is not None:
         progress.close()
     if stopped_by and is_main:
-        save_checkpoint(_training_state(model, config, counters), run_dir / "latest.pt")
+        _save(model, config, counters, run_dir / "latest.pt")
         print(
             f"{stopped_by}: stopped after iteration {counters['iteration']}; saved {run_dir / 'latest.pt'} "
             f"(resume with --continue)",
@@ -418,6 +503,8 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
         import torch.distributed as dist
 
         dist.barrier()
+    if stopped_by:
+        raise TrainingStopped(stopped_by)
     return run_dir
 
 
