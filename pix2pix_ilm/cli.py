@@ -17,6 +17,13 @@ from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.norms import NORM_NAMES
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad flags end in one line (``prog: error: ...``) and exit code 2, like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         return action.help or ""  # defaults are already written into the help texts
@@ -87,14 +94,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pix2pix-ilm",
         description="pix2pix image-to-image translation with Instance-Level Meta Normalization (ILM Norm).",
         epilog="Run 'pix2pix-ilm <command> --help' for the options of a command.",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"pix2pix-ilm {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
 
     p = sub.add_parser(
         "train",

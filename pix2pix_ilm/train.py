@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -520,9 +521,9 @@ class _WebPages:
         for label, tensor in visuals.items():
             save_image(tensor_to_image(tensor[0]), self.web_dir / "images" / f"epoch{epoch:03d}_{label}.png")
         sections = []
-        epochs = sorted(
-            {int(p.name[5:8]) for p in (self.web_dir / "images").glob("epoch*_real_A.png")}, reverse=True
-        )
+        pattern = re.compile(r"epoch(\d+)_real_A\.png")
+        names = (pattern.fullmatch(p.name) for p in (self.web_dir / "images").iterdir())
+        epochs = sorted({int(m.group(1)) for m in names if m}, reverse=True)
         for e in epochs:
             sections.append(
                 (

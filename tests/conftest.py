@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models on a busy 2-core machine run many times faster on one thread than on two competing ones;
+# the variable reaches the subprocesses the tests start (torchrun, killed training runs, visdom).
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
