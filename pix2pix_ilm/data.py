@@ -7,6 +7,7 @@ an uninterrupted run would have seen, with any number of data-loading workers.
 
 from __future__ import annotations
 
+import abc
 import re
 import struct
 import warnings
@@ -210,7 +211,7 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 BAD_IMAGE_POLICIES = ("error", "substitute", "drop")
 
 
-class _ImageFolderDataset(Dataset):
+class _ImageFolderDataset(Dataset, abc.ABC):
     """What to do when an image that passed validation fails to decode when it is used (``bad_image``):
 
     * ``"error"``: a :class:`UsageError` naming the file (the run stops; its last checkpoint is kept);
@@ -230,8 +231,9 @@ class _ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    @abc.abstractmethod
     def _load_item(self, index: int, seed: int | None) -> dict:
-        raise NotImplementedError
+        """Decode and transform item ``index`` (``seed``: its augmentation seed, None in test mode)."""
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict | None:
         index, seed = item if isinstance(item, tuple) else (item, None)

@@ -12,8 +12,8 @@ Facades (:func:`ensure_facades`)
     printed so that users can compare it between machines or with a copy they trust.
 
 CMP conversion (:func:`convert_cmp`)
-    The CMP Facade Database (Tyleček & Šára, GCPR 2013) ships ``cmp_bXXXX.jpg`` photos and
-    ``cmp_bXXXX.png`` label maps (8-bit palette, values 1–12, see :data:`CMP_CLASS_NAMES`). The converter
+    The CMP Facade Database (Tyleček & Šára, GCPR 2013) ships ``cmp_bNNNN.jpg`` photos and
+    ``cmp_bNNNN.png`` label maps (8-bit palette, values 1–12, see :data:`CMP_CLASS_NAMES`). The converter
     writes ``<out_dir>/train/<cmp stem>.jpg`` (and ``test/`` when ``test_count`` > 0): the photo resized to
     size×size (bicubic) on the left, the label map resized with nearest neighbour and coloured with
     :data:`FACADES_PALETTE` on the right.

@@ -429,9 +429,20 @@ def test_data_tools_name_the_bad_file(pairs, tmp_path):
         convert_cmp(base, tmp_path / "bad", size=32)
 
 
-def test_file_names_with_spaces_unicode_shell_and_html_characters(pairs, tmp_path, monkeypatch):
+@pytest.fixture
+def inside_tmp_path(tmp_path):
+    """Run the test with ``tmp_path`` as working directory (where an injected shell command would write)."""
+    previous = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        yield tmp_path
+    finally:
+        os.chdir(previous)
+
+
+def test_file_names_with_spaces_unicode_shell_and_html_characters(pairs, inside_tmp_path):
     """Names pass through train, test, the HTML page and eval unchanged; nothing is run; the page is escaped."""
-    monkeypatch.chdir(tmp_path)
+    tmp_path = inside_tmp_path
     names = [
         "with space",
         "façade_日本語_ü",
