@@ -410,14 +410,20 @@ def _set_threads(threads: int | None) -> int:
     return previous
 
 
-def measure_train(job: dict) -> dict:
-    """it/s of one training path for one norm pair (plus peak memory and the warm-up time)."""
-    from pix2pix_ilm.model import Pix2PixModel, resolve_device
+def _job_settings(job: dict) -> tuple[dict, torch.device, bool, dict, int | None]:
+    """(options, device, is the eager baseline, TrainConfig overrides, threads) of one measurement job."""
+    from pix2pix_ilm.model import resolve_device
 
-    options = job["options"]
-    device = resolve_device(options["device"])
     is_baseline = job["path"] == BASELINE
     overrides, threads = ({}, None) if is_baseline else parse_path(job["path"])
+    return job["options"], resolve_device(job["options"]["device"]), is_baseline, overrides, threads
+
+
+def measure_train(job: dict) -> dict:
+    """it/s of one training path for one norm pair (plus peak memory and the warm-up time)."""
+    from pix2pix_ilm.model import Pix2PixModel
+
+    options, device, is_baseline, overrides, threads = _job_settings(job)
     previous_threads = _set_threads(threads)
     try:
         config = bench_config(options, job["norms"], overrides)
@@ -493,13 +499,9 @@ def measure_inference(job: dict) -> dict:
     the networks). Warm-up is one run over ``--warmup`` images.
     """
     from pix2pix_ilm.config import TestConfig
-    from pix2pix_ilm.model import resolve_device
     from pix2pix_ilm.test import run_test
 
-    options = job["options"]
-    device = resolve_device(options["device"])
-    is_baseline = job["path"] == BASELINE
-    overrides, threads = ({}, None) if is_baseline else parse_path(job["path"])
+    options, device, is_baseline, overrides, threads = _job_settings(job)
     previous_threads = _set_threads(threads)
     try:
         with tempfile.TemporaryDirectory(prefix="pix2pix-ilm-bench-") as tmp:

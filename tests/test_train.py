@@ -244,6 +244,32 @@ def test_resume_after_kill_is_exact(small_facades, tmp_path, sig):
         assert torch.equal(straight[key], resumed[key]), key
 
 
+def _train_with_display(data: Path, ckpt: Path, name: str, port: int, *extra: str) -> int:
+    """One epoch of the tiny model with visdom previews on ``port``."""
+    return main(
+        [
+            "train",
+            "--dataroot",
+            str(data),
+            "--name",
+            name,
+            "--checkpoints-dir",
+            str(ckpt),
+            *NET,
+            "--print-freq",
+            "1",
+            "--no-progress",
+            "--display-port",
+            str(port),
+            "--n-epochs",
+            "1",
+            "--n-epochs-decay",
+            "0",
+            *extra,
+        ]
+    )
+
+
 def test_live_previews_reach_a_real_visdom_server(small_facades, tmp_path):
     import visdom
 
@@ -252,30 +278,8 @@ def test_live_previews_reach_a_real_visdom_server(small_facades, tmp_path):
     port = free_port()
     server = start_visdom_server(port, env_path=str(tmp_path / "visdom"))
     try:
-        code = main(
-            [
-                "train",
-                "--dataroot",
-                str(small_facades),
-                "--name",
-                "live",
-                "--checkpoints-dir",
-                str(tmp_path / "ckpt"),
-                *NET,
-                "--print-freq",
-                "1",
-                "--no-progress",
-                "--display-port",
-                str(port),
-                "--display-freq",
-                "2",
-                "--display-env",
-                "live_env",
-                "--n-epochs",
-                "1",
-                "--n-epochs-decay",
-                "0",
-            ]
+        code = _train_with_display(
+            small_facades, tmp_path / "ckpt", "live", port, "--display-freq", "2", "--display-env", "live_env"
         )
         assert code == 0
         client = visdom.Visdom(port=port, use_incoming_socket=False, raise_exceptions=True)
@@ -293,28 +297,8 @@ def test_training_continues_without_a_visdom_server(small_facades, tmp_path):
     from pix2pix_ilm.visual import VisdomUnavailableWarning, free_port
 
     with pytest.warns(VisdomUnavailableWarning, match="pix2pix-ilm visdom"):
-        code = main(
-            [
-                "train",
-                "--dataroot",
-                str(small_facades),
-                "--name",
-                "dark",
-                "--checkpoints-dir",
-                str(tmp_path / "ckpt"),
-                *NET,
-                "--print-freq",
-                "1",
-                "--no-progress",
-                "--display-port",
-                str(free_port()),
-                "--display-freq",
-                "1",
-                "--n-epochs",
-                "1",
-                "--n-epochs-decay",
-                "0",
-            ]
+        code = _train_with_display(
+            small_facades, tmp_path / "ckpt", "dark", free_port(), "--display-freq", "1"
         )
     assert code == 0
     assert load_checkpoint(tmp_path / "ckpt" / "dark" / "latest.pt")["counters"]["iteration"] == 4
