@@ -53,8 +53,10 @@ from PIL import Image
 from torch import nn
 
 from pix2pix_ilm import __version__
+from pix2pix_ilm.allocator import RETAIN_MEMORY_ENV, retain_freed_memory
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.layers import set_small_input_matmul
 from pix2pix_ilm.networks import networks_from_config, unet_depth
 from pix2pix_ilm.norms import NORM_NAMES
 
@@ -70,9 +72,15 @@ PATH_FEATURES: dict[str, dict[str, Any]] = {
     "bf16": {"precision": "bf16"},
     "compile": {"compile": True},
 }
+#: CPU ablations: the default path less one of its CPU settings, to show what each is worth.
+#: native_conv: torch's convolution kernels everywhere (no matrix-product route, see layers.py);
+#: system_malloc: glibc's default allocator settings (see allocator.py), set through the worker's environment.
+ABLATIONS: dict[str, dict[str, Any]] = {"native_conv": {"native_conv": True}, "system_malloc": {}}
 #: Paths measured when --paths is not given (those not applicable on the device are left out).
 DEFAULT_PATHS = (
     "default",
+    "native_conv",
+    "system_malloc",
     "channels_last",
     "bf16",
     "bf16+channels_last",
@@ -107,26 +115,28 @@ def parse_path(name: str) -> tuple[dict[str, Any], int | None]:
             if not value.isdigit() or int(value) < 1:
                 raise UsageError(f"--paths: {part!r} needs a positive thread count, e.g. threads=1")
             threads = int(value)
-        elif part in PATH_FEATURES:
-            overrides.update(PATH_FEATURES[part])
+        elif part in PATH_FEATURES or part in ABLATIONS:
+            overrides.update(PATH_FEATURES.get(part) or ABLATIONS[part])
         else:
-            valid = ", ".join(["default", *PATH_FEATURES, "threads=N", "all"])
+            valid = ", ".join(["default", *PATH_FEATURES, *ABLATIONS, "threads=N", "all"])
             raise UsageError(f"--paths: unknown path part {part!r} in {name!r}; valid parts: {valid}")
     return overrides, threads
 
 
 def all_paths() -> list[str]:
-    """Every combination of the features, plus the default path on one thread."""
+    """Every combination of the fast-path features, the ablations, and the default path on one thread."""
     names = ["default"]
     features = list(PATH_FEATURES)
     for count in range(1, len(features) + 1):
         names += ["+".join(combo) for combo in itertools.combinations(features, count)]
-    return [*names, "threads=1"]
+    return [*names, *ABLATIONS, "threads=1"]
 
 
 def path_unavailable(name: str, device: torch.device) -> str | None:
     """Why path ``name`` cannot run on ``device`` (None when it can)."""
     overrides, threads = parse_path(name)
+    if device.type != "cpu" and any(part in ABLATIONS for part in name.split("+")):
+        return "a CPU setting (the same as default on this device)"
     if overrides.get("precision") == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             return "this GPU has no bf16"
@@ -187,6 +197,8 @@ class BaselinePix2Pix:
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
         self.device = device
         self.generator, self.discriminator = networks_from_config(config)  # same architecture and init
+        for net in (self.generator, self.discriminator):  # torch's own convolution kernels everywhere
+            set_small_input_matmul(net, False)
         self.generator.to(device)
         self.discriminator.to(device)
         self.criterion_gan = nn.BCEWithLogitsLoss()
@@ -237,6 +249,7 @@ def baseline_test(
     """Plain inference: load G, then per image PIL decode → tensor → G (eval) → uint8 → PNG (3 per image)."""
     state = torch.load(checkpoint, map_location=device, weights_only=True)
     generator, _ = networks_from_config(config)
+    set_small_input_matmul(generator, False)
     generator.load_state_dict(state["generator"])
     generator.to(device).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -416,7 +429,10 @@ def _job_settings(job: dict) -> tuple[dict, torch.device, bool, dict, int | None
 
     is_baseline = job["path"] == BASELINE
     overrides, threads = ({}, None) if is_baseline else parse_path(job["path"])
-    return job["options"], resolve_device(job["options"]["device"]), is_baseline, overrides, threads
+    device = resolve_device(job["options"]["device"])
+    if not is_baseline and device.type == "cpu":
+        retain_freed_memory()  # as train and test do; the system_malloc path's environment turns it off
+    return job["options"], device, is_baseline, overrides, threads
 
 
 def measure_train(job: dict) -> dict:
@@ -571,7 +587,10 @@ def run_job(job: dict, in_process: bool) -> dict:
         except Exception as err:  # a failing path (e.g. compile without a compiler) must not stop the others
             return {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
     cmd = [sys.executable, "-m", "pix2pix_ilm", "bench", "--worker", json.dumps(job)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if "system_malloc" in job["path"].split("+"):
+        env[RETAIN_MEMORY_ENV] = "0"
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode == 0 and lines:
         try:
@@ -586,6 +605,25 @@ def run_job(job: dict, in_process: bool) -> dict:
 # ----------------------------------------------------------------------------------------------------
 # The whole benchmark and its report
 # ----------------------------------------------------------------------------------------------------
+
+
+def matmul_rates(device: torch.device) -> dict[str, float]:
+    """GFLOP/s of one square matrix product per dtype on ``device``: what the hardware gives each precision
+    (on this project's CPU machine bf16 runs at half the fp32 rate, which is why bf16 autocast is slower)."""
+    size = 2048 if device.type == "cpu" else 8192
+    rates = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        a = torch.randn(size, size, device=device).to(dtype)
+        b = torch.randn(size, size, device=device).to(dtype)
+        times = []
+        for _ in range(4):
+            _sync(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        rates[name] = round(2 * size**3 / statistics.median(times[1:]) / 1e9, 1)
+    return rates
 
 
 def machine_info(device: torch.device) -> dict:
@@ -608,6 +646,7 @@ def machine_info(device: torch.device) -> dict:
         "commit": _git_commit(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "matmul_gflops": matmul_rates(device),
     }
     with contextlib.suppress(OSError):
         info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
@@ -823,6 +862,8 @@ def format_report(report: dict) -> str:
         f"{machine['cpu_capability']}), device {machine['device']}"
         + (f" ({machine['gpu']})" if machine.get("gpu") else "")
         + f", torch {machine['torch']}, load average {machine.get('loadavg_start')} -> {machine.get('loadavg_end')}",
+        "matrix product GFLOP/s: "
+        + ", ".join(f"{k} {v:g}" for k, v in (machine.get("matmul_gflops") or {}).items()),
         f"{settings['warmup']} warm-up, then {settings['repeats']} repeats of {settings['iters']} steps; "
         f"median [min-max] over repeats; xbase = median / baseline's median (same norms); memory: {memory}",
         f"* = a repeat's threads waited for a CPU more than {CONTENDED:.0%} of the time even after "
@@ -903,6 +944,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--in-process",
         action="store_true",
-        help="run every measurement in this process (faster start; peak memory and compile caches are shared)",
+        help="run every measurement in this process (faster start; peak memory, compile caches and the allocator "
+        "setting are shared, so the baseline and system_malloc figures are not clean)",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)

@@ -6,6 +6,10 @@ Replacing ``X.pt`` takes three atomic steps, so that the pair agrees at every mo
 the new digest *and* the current one(s), then ``X.pt`` is replaced, then the sidecar keeps the new digest only.
 A checkpoint without a sidecar (copied alone) is checked against the CRC-32 of every record of its zip
 archive, which ``torch.save`` writes but ``torch.load`` does not verify.
+
+Each flat dictionary of tensors in a checkpoint (``generator``, ``discriminator``) also gets its own SHA-256,
+stored inside the file under ``part_sha256``. Inference memory-maps the file and verifies only the generator
+with it, instead of reading and hashing the whole file with D's weights and Adam's moments (3x bigger).
 """
 
 from __future__ import annotations
@@ -84,12 +88,38 @@ def _sidecar_text(digests: list[str], name: str) -> str:
     return "".join(f"{digest}  {name}\n" for digest in unique)
 
 
+PART_DIGESTS = "part_sha256"
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a flat state dict: each key, dtype, shape and the tensor's bytes, in key order."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensors[key].shape)}\n".encode())
+        if tensor.numel():
+            digest.update(tensor.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _tensor_parts(state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        name: value
+        for name, value in state.items()
+        if isinstance(value, dict) and value and all(isinstance(t, torch.Tensor) for t in value.values())
+    }
+
+
 def save_checkpoint(state: dict[str, Any], path: Path | str) -> str:
     """Serialize ``state`` (tensors and plain Python values only) atomically; returns its SHA-256.
 
+    Every flat dict of tensors in ``state`` gets its digest recorded under ``part_sha256``.
     A failed write (disk full, file-size limit) is a :class:`UsageError`; the previous file is unchanged.
     """
     path = Path(path)
+    parts = _tensor_parts(state)
+    if parts:
+        state = {**state, PART_DIGESTS: {name: tensors_digest(part) for name, part in parts.items()}}
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
@@ -128,14 +158,39 @@ def _check_zip_crcs(path: Path, data: bytes) -> None:
         raise UsageError(f"checkpoint {path} is corrupted: its record {bad} fails its CRC-32 check")
 
 
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def _load_part_mapped(path: Path, part: str) -> dict[str, Any] | None:
+    """The checkpoint memory-mapped, with ``part`` verified against its recorded digest; None when the file
+    cannot be read this way or records no digest for ``part`` (the caller then does the full check)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # any problem: the full load below reports it properly
+        return None
+    recorded = state.get(PART_DIGESTS) if isinstance(state, dict) else None
+    if not isinstance(recorded, dict) or not isinstance(state.get(part), dict) or part not in recorded:
+        return None
+    if tensors_digest(state[part]) != recorded[part]:
+        raise UsageError(
+            f"checkpoint {path} is corrupted: its {part} weights do not match the digest recorded with them"
+        )
+    return state
+
+
+def load_checkpoint(
+    path: Path | str, map_location: str | torch.device = "cpu", *, only: str | None = None
+) -> dict[str, Any]:
     """Load a checkpoint safely: checksum verified, ``torch.load(..., weights_only=True)``.
 
-    Raises :class:`UsageError` for a missing, corrupted or unsafe (pickled-object) checkpoint.
+    With ``only="generator"`` (inference) the file is memory-mapped and just that part is verified, by the
+    digest stored with it; the rest is not checked and should not be used. Raises :class:`UsageError` for a
+    missing, corrupted or unsafe (pickled-object) checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path}")
+    if only is not None:
+        state = _load_part_mapped(path, only)
+        if state is not None:
+            return state
     data = path.read_bytes()
     sidecar = _sidecar(path)
     expected = _recorded_digests(sidecar)

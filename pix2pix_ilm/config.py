@@ -27,6 +27,10 @@ INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 DIRECTIONS = ("AtoB", "BtoA")
 PRECISIONS = ("fp32", "bf16")
 VALIDATION_MODES = ("header", "full")
+_NATIVE_CONV_HELP = (
+    "run every convolution with torch's own kernel (default on CPU: small inputs with large weights, as in a "
+    "U-Net's inner levels, run as one matrix product: the same convolution, faster, equal to float rounding)"
+)
 _VALIDATE_HELP = (
     "check of every image before any work: header (fast: size, A|B shape, and the end marker of each JPEG/PNG, "
     "which a truncated file lacks) or full (decode every image)"
@@ -115,6 +119,7 @@ class TrainConfig(DataOptions, NetworkOptions):
     )
     channels_last: bool = opt(False, "use the channels-last memory format")
     compile: bool = opt(False, "torch.compile the generator and discriminator")
+    native_conv: bool = opt(False, _NATIVE_CONV_HELP)
     sync_batch: bool = opt(False, "with batch norm under torchrun: synchronise statistics across processes")
     print_freq: int = opt(100, "log losses every N iterations")
     display_freq: int = opt(400, "update visdom / the HTML page every N iterations")
@@ -157,6 +162,7 @@ class TestConfig:
     )
     batch_size: int = opt(1, "images per forward pass")
     device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
+    native_conv: bool = opt(False, _NATIVE_CONV_HELP)
     seed: int = opt(0, "random seed (only matters with --train-mode-dropout)")
     skip_bad_images: bool = opt(False, "skip images that cannot be decoded instead of stopping")
     validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)

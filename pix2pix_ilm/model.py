@@ -21,6 +21,7 @@ from torch import nn
 
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.layers import set_small_input_matmul
 from pix2pix_ilm.losses import GANLoss, gradient_penalty
 from pix2pix_ilm.networks import networks_from_config
 
@@ -58,6 +59,8 @@ class Pix2PixModel:
         self.config = config
         self.device = device or resolve_device(config.device)
         self.generator, self.discriminator = networks_from_config(config)
+        for net in (self.generator, self.discriminator):
+            set_small_input_matmul(net, not config.native_conv)
         self.generator.to(self.device)
         self.discriminator.to(self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -167,13 +170,6 @@ class Pix2PixModel:
         losses.update({"G_GAN": loss_g_gan.detach(), "G_L1": loss_g_l1.detach()})
         self.last_visuals = {"real_A": real_a.detach(), "fake_B": fake_b.detach(), "real_B": real_b.detach()}
         return losses
-
-    @torch.no_grad()
-    def translate(self, real_a: torch.Tensor, train_mode_dropout: bool = False) -> torch.Tensor:
-        """G(real_A) for inference: eval mode unless ``train_mode_dropout`` (pix2pix's test-time dropout)."""
-        self.generator.train(train_mode_dropout)
-        with self._autocast():
-            return self.generator(self._prepare(real_a)).float()
 
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

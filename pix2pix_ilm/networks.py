@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.layers import Conv2d, ConvTranspose2d
 from pix2pix_ilm.norms import NORM_NAMES, make_norm
 
 NormFactory = Callable[[int], nn.Module]
@@ -54,17 +55,15 @@ class UnetBlock(nn.Module):
         self.outermost = outermost
         input_nc = outer_nc if input_nc is None else input_nc
         bias = _uses_bias(norm)
-        down_conv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+        down_conv = Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
         if outermost:
-            up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
+            up_conv = ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
             layers: list[nn.Module] = [down_conv, submodule, nn.ReLU(True), up_conv, nn.Tanh()]
         elif innermost:
-            up_conv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            up_conv = ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
             layers = [nn.LeakyReLU(0.2, True), down_conv, nn.ReLU(True), up_conv, norm(outer_nc)]
         else:
-            up_conv = nn.ConvTranspose2d(
-                inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias
-            )
+            up_conv = ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
             layers = [nn.LeakyReLU(0.2, True), down_conv, norm(inner_nc), submodule, nn.ReLU(True), up_conv]
             layers.append(norm(outer_nc))
             if dropout:
@@ -110,13 +109,13 @@ class ResnetBlock(nn.Module):
         bias = _uses_bias(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(1),
-            nn.Conv2d(dim, dim, kernel_size=3, bias=bias),
+            Conv2d(dim, dim, kernel_size=3, bias=bias),
             norm(dim),
             nn.ReLU(True),
         ]
         if dropout:
             layers.append(nn.Dropout(0.5))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, kernel_size=3, bias=bias), norm(dim)]
+        layers += [nn.ReflectionPad2d(1), Conv2d(dim, dim, kernel_size=3, bias=bias), norm(dim)]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,14 +132,14 @@ class ResnetGenerator(nn.Module):
         bias = _uses_bias(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
-            nn.Conv2d(input_nc, ngf, kernel_size=7, bias=bias),
+            Conv2d(input_nc, ngf, kernel_size=7, bias=bias),
             norm(ngf),
             nn.ReLU(True),
         ]
         for i in range(2):
             mult = 2**i
             layers += [
-                nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=bias),
+                Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=bias),
                 norm(ngf * mult * 2),
                 nn.ReLU(True),
             ]
@@ -148,7 +147,7 @@ class ResnetGenerator(nn.Module):
         for i in range(2):
             mult = 2 ** (2 - i)
             layers += [
-                nn.ConvTranspose2d(
+                ConvTranspose2d(
                     ngf * mult,
                     ngf * mult // 2,
                     kernel_size=3,
@@ -160,7 +159,7 @@ class ResnetGenerator(nn.Module):
                 norm(ngf * mult // 2),
                 nn.ReLU(True),
             ]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,7 +173,7 @@ class NLayerDiscriminator(nn.Module):
         super().__init__()
         bias = _uses_bias(norm)
         layers: list[nn.Module] = [
-            nn.Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=1),
+            Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=1),
             nn.LeakyReLU(0.2, True),
         ]
         mult = 1
@@ -182,11 +181,11 @@ class NLayerDiscriminator(nn.Module):
             prev, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [
-                nn.Conv2d(ndf * prev, ndf * mult, kernel_size=4, stride=stride, padding=1, bias=bias),
+                Conv2d(ndf * prev, ndf * mult, kernel_size=4, stride=stride, padding=1, bias=bias),
                 norm(ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
-        layers.append(nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
+        layers.append(Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,12 +198,12 @@ class PixelDiscriminator(nn.Module):
     def __init__(self, input_nc: int, ndf: int, norm: NormFactory) -> None:
         super().__init__()
         self.model = nn.Sequential(
-            nn.Conv2d(input_nc, ndf, kernel_size=1),
+            Conv2d(input_nc, ndf, kernel_size=1),
             nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf, ndf * 2, kernel_size=1, bias=_uses_bias(norm)),
+            Conv2d(ndf, ndf * 2, kernel_size=1, bias=_uses_bias(norm)),
             norm(ndf * 2),
             nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf * 2, 1, kernel_size=1),
+            Conv2d(ndf * 2, 1, kernel_size=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -290,13 +289,11 @@ def norm_options(config) -> dict:
     }
 
 
-def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
-    """Build and initialize (G, D) from a :class:`~pix2pix_ilm.config.TrainConfig`.
-
-    D sees the input and output images concatenated, so it has ``input_nc + output_nc`` input channels.
-    """
+def generator_from_config(config) -> nn.Module:
+    """The generator of a :class:`~pix2pix_ilm.config.TrainConfig`, not initialized (weights as torch
+    creates them); build it under ``torch.device("meta")`` to load a checkpoint without any init work."""
     try:
-        generator = build_generator(
+        return build_generator(
             config.netG,
             config.input_nc,
             config.output_nc,
@@ -304,6 +301,17 @@ def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
             norm_factory(config.netG_norm, **norm_options(config)),
             dropout=not config.no_dropout,
         )
+    except ValueError as err:  # channel counts a norm cannot divide, e.g. ILM K that does not divide ngf
+        raise UsageError(str(err)) from err
+
+
+def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
+    """Build and initialize (G, D) from a :class:`~pix2pix_ilm.config.TrainConfig`.
+
+    D sees the input and output images concatenated, so it has ``input_nc + output_nc`` input channels.
+    """
+    generator = generator_from_config(config)
+    try:
         discriminator = build_discriminator(
             config.netD,
             config.input_nc + config.output_nc,
@@ -311,7 +319,7 @@ def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
             norm_factory(config.netD_norm, **norm_options(config)),
             n_layers=config.n_layers_D,
         )
-    except ValueError as err:  # channel counts a norm cannot divide, e.g. ILM K that does not divide ngf
+    except ValueError as err:
         raise UsageError(str(err)) from err
     init_weights(generator, config.init_type, config.init_gain)
     init_weights(discriminator, config.init_type, config.init_gain)

@@ -8,12 +8,15 @@ and nothing is flipped.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
+from pix2pix_ilm.allocator import retain_freed_memory
 from pix2pix_ilm.checkpoint import load_checkpoint
 from pix2pix_ilm.config import (
     ARCHITECTURE_KEYS,
@@ -36,8 +39,9 @@ from pix2pix_ilm.data import (
     validate_images,
 )
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.model import Pix2PixModel, resolve_device
-from pix2pix_ilm.networks import unet_depth
+from pix2pix_ilm.layers import set_small_input_matmul
+from pix2pix_ilm.model import resolve_device
+from pix2pix_ilm.networks import generator_from_config, unet_depth
 
 
 def checkpoint_path(run_dir: Path, epoch: str) -> Path:
@@ -50,9 +54,13 @@ def checkpoint_path(run_dir: Path, epoch: str) -> Path:
 
 
 def load_generator_for_inference(
-    run_dir: Path, epoch: str = "latest", device: str = "auto"
-) -> tuple[Pix2PixModel, TrainConfig]:
-    """The run's model with the weights of ``epoch`` loaded (config from ``config.json``, verified)."""
+    run_dir: Path, epoch: str = "latest", device: str = "auto", native_conv: bool = False
+) -> tuple[nn.Module, TrainConfig]:
+    """The run's generator in eval mode with the weights of ``epoch`` (config from ``config.json``, verified).
+
+    Only G is built and read: the checkpoint is memory-mapped and G's weights are verified by their own
+    digest, so D's weights and Adam's moments (3/4 of a ``unet_256`` checkpoint) are never loaded.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"no run at {run_dir} (check --name and --checkpoints-dir)")
@@ -61,18 +69,18 @@ def load_generator_for_inference(
     if not path.is_file():
         available = sorted(p.name for p in run_dir.glob("*.pt"))
         raise UsageError(f"checkpoint {path} not found; available: {', '.join(available) or 'none'}")
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, only="generator")
     if "config" in state:
         stored = config_from_dict(TrainConfig, state["config"], source=str(path))
         diffs = config_differences(config, stored, ARCHITECTURE_KEYS)
         if diffs:
             raise UsageError(f"{path} does not match {run_dir / 'config.json'}: " + "; ".join(diffs))
-    config.device = device
-    model = Pix2PixModel(config, resolve_device(device))
-    model.load_state_dict(state, with_optimizers=False)
+    weights = state.get("generator")
+    if not isinstance(weights, dict):
+        raise UsageError(f"checkpoint {path} holds no generator weights")
     non_finite = [
         key
-        for key, tensor in state["generator"].items()
+        for key, tensor in weights.items()
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
     ]
     if non_finite:
@@ -80,7 +88,41 @@ def load_generator_for_inference(
             f"{path} holds NaN or infinite values in {len(non_finite)} generator tensor(s), e.g. {non_finite[0]}; "
             "its outputs would be meaningless (use an earlier --epoch)"
         )
-    return model, config
+    config.device = device
+    with torch.device("meta"):  # no init work: every tensor comes from the checkpoint
+        generator = generator_from_config(config)
+    try:
+        generator.load_state_dict(weights, assign=True)
+    except (RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        raise UsageError(f"checkpoint does not fit the configured networks: {first}") from err
+    left = [name for name, t in (*generator.named_parameters(), *generator.named_buffers()) if t.is_meta]
+    if left:
+        raise UsageError(f"checkpoint {path} lacks generator tensor(s) {', '.join(left[:3])}")
+    set_small_input_matmul(generator, not native_conv)
+    target = resolve_device(device)
+    if target.type == "cpu":
+        retain_freed_memory()
+    return generator.to(target).eval(), config
+
+
+@torch.inference_mode()
+def translate(
+    generator: nn.Module, real_a: torch.Tensor, config: TrainConfig, train_mode_dropout: bool = False
+) -> torch.Tensor:
+    """G(real_A) on G's device: eval mode unless ``train_mode_dropout`` (pix2pix's test-time dropout);
+    bf16 autocast if the run trained with it."""
+    device = next(generator.parameters()).device
+    generator.train(train_mode_dropout)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    real_a = real_a.to(device).contiguous(memory_format=memory_format)
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if config.precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        return generator(real_a).float()
 
 
 def run_test(options: TestConfig) -> Path:
@@ -100,7 +142,9 @@ def run_test(options: TestConfig) -> Path:
     if options.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
     run_dir = Path(options.checkpoints_dir) / options.name
-    model, config = load_generator_for_inference(run_dir, options.epoch, options.device)
+    generator, config = load_generator_for_inference(
+        run_dir, options.epoch, options.device, native_conv=options.native_conv
+    )
     folder = phase_folder(options.dataroot, options.phase)
     files = select_files(list_images(folder), parse_subset(options.subset), options.num_test)
     if not files:
@@ -134,7 +178,7 @@ def run_test(options: TestConfig) -> Path:
     for batch in tqdm(loader, desc=f"test {options.name}", unit="batch", disable=None):
         if batch is None:  # every image of the batch failed to decode (--skip-bad-images)
             continue
-        fake_b = model.translate(batch["A"], train_mode_dropout=options.train_mode_dropout).cpu()
+        fake_b = translate(generator, batch["A"], config, options.train_mode_dropout).cpu()
         visuals = {"real_A": batch["A"], "fake_B": fake_b}
         if not options.single:
             visuals["real_B"] = batch["B"]

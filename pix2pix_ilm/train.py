@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from pix2pix_ilm.allocator import retain_freed_memory
 from pix2pix_ilm.checkpoint import load_checkpoint, save_checkpoint
 from pix2pix_ilm.config import (
     ARCHITECTURE_KEYS,
@@ -288,6 +289,8 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
     rank, world, local_rank = distributed_context()
     is_main = rank == 0
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        retain_freed_memory()
     if world > 1:
         import torch.distributed as dist
 

@@ -185,7 +185,13 @@ def test_paths_and_norms_parse():
     ]
     with pytest.raises(UsageError, match="unknown norm"):
         bench.parse_norms("IN/XN")
-    assert "channels_last+bf16+compile" in bench.all_paths() and len(bench.all_paths()) == 9
+    paths = bench.all_paths()
+    assert (
+        "channels_last+bf16+compile" in paths and len(paths) == 11
+    )  # 2^3 combinations, 2 ablations, 1 thread
+    assert {"native_conv", "system_malloc", "threads=1"} <= set(paths)
+    assert bench.parse_path("native_conv") == ({"native_conv": True}, None)
+    assert bench.path_unavailable("native_conv", torch.device("cuda")) is not None
 
 
 def test_ilm_cost_is_the_time_ratio_of_the_same_path():

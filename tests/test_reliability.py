@@ -557,10 +557,37 @@ class NotATensor:
     """A custom class: pickling it into a checkpoint must make loading refuse the file."""
 
 
-def _flip_middle_byte(path: Path) -> None:
+def _flip_byte_in(path: Path, part: str) -> None:
+    """Flip one byte in the middle of the largest tensor of ``part`` (generator, discriminator, opt_g, ...)."""
+    import zipfile
+
+    state = torch.load(path, weights_only=True, mmap=True)
+    tensors = state[part].values() if part in ("generator", "discriminator") else _tensors_of(state[part])
+    target = max(tensors, key=lambda t: t.untyped_storage().nbytes())
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    payload = bytes(target.contiguous().view(torch.uint8).reshape(-1).numpy())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        records = [info for info in archive.infolist() if "/data/" in info.filename]
+        for info in records:  # the record whose stored bytes are that tensor's
+            name_len, extra_len = struct.unpack(
+                "<HH", data[info.header_offset + 26 : info.header_offset + 30]
+            )
+            start = info.header_offset + 30 + name_len + extra_len
+            if data[start : start + info.file_size] == payload:
+                data[start + info.file_size // 2] ^= 0xFF
+                path.write_bytes(bytes(data))
+                return
+    raise AssertionError(f"no record of {part} found in {path}")
+
+
+def _tensors_of(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value] if value.numel() > 1 else []
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors_of(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors_of(v)]
+    return []
 
 
 def _truncate(path: Path) -> None:
@@ -571,8 +598,8 @@ def _truncate(path: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "sidecar", "words"),
     [
-        ("flip", True, "SHA-256 does not match epoch_1.pt.sha256"),
-        ("flip", False, "fails its CRC-32 check"),
+        ("flip", True, "generator weights do not match the digest"),
+        ("flip", False, "generator weights do not match the digest"),
         ("truncate", True, "SHA-256 does not match epoch_1.pt.sha256"),
         ("truncate", False, "truncated or corrupted"),
         ("object", False, "pickled Python object (test_reliability.NotATensor)"),
@@ -583,7 +610,7 @@ def test_corrupted_and_unsafe_checkpoints_are_refused(trained, tmp_path, capsys,
     data, ckpt = _copy_run(trained, tmp_path)
     path = ckpt / "base" / "epoch_1.pt"
     if damage == "flip":
-        _flip_middle_byte(path)
+        _flip_byte_in(path, "generator")
     elif damage == "truncate":
         _truncate(path)
     else:
@@ -598,7 +625,7 @@ def test_corrupted_and_unsafe_checkpoints_are_refused(trained, tmp_path, capsys,
     msg = _error(capsys, *_test_args(data, ckpt, tmp_path / "res", "--epoch", "1"))
     assert words in msg and "epoch_1.pt" in msg, msg
     assert not (tmp_path / "res").exists()
-    if damage in ("flip", "truncate"):  # and --continue from such a latest.pt
+    if damage in ("flip", "truncate"):  # and --continue from such a latest.pt: the whole file is checked
         shutil.copy(path, ckpt / "base" / "latest.pt")
         if sidecar:
             shutil.copy(f"{path}.sha256", ckpt / "base" / "latest.pt.sha256")
@@ -606,6 +633,28 @@ def test_corrupted_and_unsafe_checkpoints_are_refused(trained, tmp_path, capsys,
             (ckpt / "base" / "latest.pt.sha256").unlink()
         msg = _error(capsys, *_train_args(data, ckpt, "base", "--continue", "--n-epochs", "2"))
         assert "latest.pt" in msg and ("corrupted" in msg or "truncated" in msg), msg
+        if damage == "flip":
+            assert ("SHA-256 does not match" if sidecar else "fails its CRC-32 check") in msg, msg
+
+
+@pytest.mark.parametrize("part", ["discriminator", "opt_g"])
+def test_damage_outside_the_generator_does_not_stop_test_but_stops_resume(trained, tmp_path, capsys, part):
+    """``test`` reads and verifies only G (memory-mapped, by G's own digest); resuming checks every byte."""
+    data, ckpt = _copy_run(trained, tmp_path)
+    intact = tmp_path / "intact"
+    assert main(_test_args(data, ckpt, intact, "--epoch", "1")) == 0
+    _flip_byte_in(ckpt / "base" / "epoch_1.pt", part)
+    assert main(_test_args(data, ckpt, tmp_path / "res", "--epoch", "1")) == 0
+    outputs = sorted((intact / "base" / "test_1" / "images").glob("*.png"))
+    assert outputs
+    for image in outputs:
+        assert (
+            image.read_bytes() == (tmp_path / "res" / "base" / "test_1" / "images" / image.name).read_bytes()
+        )
+    shutil.copy(ckpt / "base" / "epoch_1.pt", ckpt / "base" / "latest.pt")
+    shutil.copy(ckpt / "base" / "epoch_1.pt.sha256", ckpt / "base" / "latest.pt.sha256")
+    msg = _error(capsys, *_train_args(data, ckpt, "base", "--continue", "--n-epochs", "2"))
+    assert "latest.pt" in msg and "SHA-256 does not match" in msg, msg
 
 
 def _limit_file_size(limit: int):

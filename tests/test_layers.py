@@ -1,0 +1,174 @@
+"""The matrix-product route of ``layers.Conv2d`` / ``layers.ConvTranspose2d`` computes torch's convolutions.
+
+Every case is checked against torch's own kernel on the same weights: outputs, input / weight / bias
+gradients, and the second derivative that the WGAN-GP penalty takes through D.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from pix2pix_ilm import layers
+from pix2pix_ilm.config import TrainConfig
+from pix2pix_ilm.layers import MATMUL_WEIGHT_RATIO, Conv2d, ConvTranspose2d, set_small_input_matmul
+from pix2pix_ilm.model import Pix2PixModel
+from pix2pix_ilm.networks import networks_from_config
+
+CONV_CASES = [
+    # (in, out, kernel, stride, padding, dilation, bias, batch, size)
+    (32, 48, 4, 2, 1, 1, True, 1, 4),  # the U-Net's down convolution
+    (32, 48, 4, 2, 1, 1, False, 3, 2),
+    (16, 24, 3, 1, 1, 1, True, 2, 5),
+    (16, 24, 3, 1, 0, 2, True, 1, 6),
+    (16, 8, (3, 2), (1, 2), (2, 0), (1, 1), True, 2, 5),
+    (24, 16, 1, 1, 0, 1, False, 2, 3),
+]
+CONV_T_CASES = [
+    # (in, out, kernel, stride, padding, output_padding, dilation, bias, batch, size)
+    (48, 32, 4, 2, 1, 0, 1, True, 1, 2),  # the U-Net's up convolution
+    (48, 32, 4, 2, 1, 0, 1, False, 3, 1),
+    (24, 16, 3, 2, 1, 1, 1, True, 2, 3),
+    (24, 16, 3, 1, 0, 0, 2, True, 1, 4),
+    (16, 8, (3, 4), (2, 1), (0, 1), (1, 0), 1, True, 2, 3),
+]
+
+
+@pytest.fixture
+def any_size(monkeypatch):
+    """Take the route whatever the weight/input ratio, so that the cases can cover every geometry."""
+    monkeypatch.setattr(layers, "MATMUL_WEIGHT_RATIO", 0)
+
+
+def _twin(layer: nn.Module) -> nn.Module:
+    """The same layer with the route turned off (torch's kernel), sharing nothing."""
+    twin = copy.deepcopy(layer)
+    set_small_input_matmul(twin, False)
+    return twin
+
+
+def _make(cls, **kwargs) -> nn.Module:
+    torch.manual_seed(0)
+    return cls(**kwargs)
+
+
+def _check_same(layer: nn.Module, x: torch.Tensor, *, double: bool = True) -> None:
+    reference = _twin(layer)
+    assert layer._matmul_route(x), "the case must take the matrix-product route"
+    assert not reference._matmul_route(x)
+    results = []
+    for net in (layer, reference):
+        inp = x.clone().requires_grad_(True)
+        out = net(inp)
+        weights = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+        params = list(net.parameters())
+        grad_x, *grads = torch.autograd.grad((out * weights).sum(), [inp, *params], create_graph=double)
+        # the penalty's path: d(|dy/dx|²)/dW (a convolution is linear in x, so only W matters)
+        second = torch.autograd.grad(grad_x.square().sum(), [net.weight]) if double else ()
+        results.append((out, grad_x, *grads, *second))
+    for ours, theirs in zip(*results, strict=True):
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_route_matches_torch(case, any_size):
+    c_in, c_out, kernel, stride, padding, dilation, bias, batch, size = case
+    layer = _make(
+        Conv2d,
+        in_channels=c_in,
+        out_channels=c_out,
+        kernel_size=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        bias=bias,
+    )
+    x = torch.randn(batch, c_in, size, size, generator=torch.Generator().manual_seed(1))
+    _check_same(layer, x)
+
+
+@pytest.mark.parametrize("case", CONV_T_CASES)
+def test_conv_transpose2d_route_matches_torch(case, any_size):
+    c_in, c_out, kernel, stride, padding, output_padding, dilation, bias, batch, size = case
+    layer = _make(
+        ConvTranspose2d,
+        in_channels=c_in,
+        out_channels=c_out,
+        kernel_size=kernel,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        bias=bias,
+    )
+    x = torch.randn(batch, c_in, size, size, generator=torch.Generator().manual_seed(1))
+    _check_same(layer, x)
+
+
+def test_channels_last_input_takes_the_route_too():
+    layer = _make(Conv2d, in_channels=32, out_channels=32, kernel_size=4, stride=2, padding=1)
+    x = torch.randn(2, 32, 4, 4).contiguous(memory_format=torch.channels_last)
+    _check_same(layer, x, double=False)
+
+
+def test_the_rule_keeps_large_inputs_on_torchs_kernel():
+    layer = Conv2d(16, 16, 4, stride=2, padding=1)  # 4096 weights
+    small = torch.zeros(1, 16, 4, 4)  # 256 values: 4096 >= 16 * 256
+    large = torch.zeros(1, 16, 8, 8)
+    assert layer.weight.numel() >= MATMUL_WEIGHT_RATIO * small.numel()
+    assert layer._matmul_route(small) and not layer._matmul_route(large)
+    grouped = Conv2d(16, 16, 4, stride=2, padding=1, groups=2)
+    reflect = Conv2d(16, 16, 3, padding=1, padding_mode="reflect")
+    same = Conv2d(16, 16, 3, padding="same")
+    assert not any(m._matmul_route(torch.zeros(1, 16, 1, 1)) for m in (grouped, reflect, same))
+    up = ConvTranspose2d(16, 16, 4, stride=2, padding=1)
+    x = torch.randn(1, 16, 1, 1)
+    torch.testing.assert_close(up(x, output_size=[2, 2]), nn.ConvTranspose2d.forward(up, x, [2, 2]))
+
+
+def test_networks_use_the_layers_with_plain_state_dict_keys():
+    config = TrainConfig(name="x", dataroot="", netG="unet_32", ngf=8, ndf=8)
+    generator, discriminator = networks_from_config(config)
+    convs = [m for m in generator.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert convs and all(isinstance(m, (Conv2d, ConvTranspose2d)) for m in convs)
+    assert set_small_input_matmul(generator, False) == len(convs)
+    assert not any(m.small_input_matmul for m in convs)
+    assert all(
+        ".weight" in k or ".bias" in k or "running" in k or "num_batches" in k for k in generator.state_dict()
+    )
+    plain = nn.ConvTranspose2d(8, 4, 4, 2, 1)
+    assert ConvTranspose2d(8, 4, 4, 2, 1).state_dict().keys() == plain.state_dict().keys()
+    assert discriminator is not None
+
+
+@pytest.mark.parametrize("norms", [("instance", "instance"), ("ilm_in", "ilm_in")])
+def test_training_steps_agree_with_native_convolutions(norms):
+    """unet_32 at 32²: the inner levels take the route; three steps track torch's kernels to rounding."""
+    losses = []
+    for native in (False, True):
+        config = TrainConfig(
+            name="x",
+            dataroot="",
+            netG="unet_32",
+            ngf=16,
+            ndf=8,
+            netG_norm=norms[0],
+            netD_norm=norms[1],
+            no_dropout=True,
+            device="cpu",
+            native_conv=native,
+        )
+        torch.manual_seed(0)
+        model = Pix2PixModel(config, torch.device("cpu"))
+        routed = [m for m in model.generator.modules() if isinstance(m, layers._SmallInputMatmul)]
+        assert all(m.small_input_matmul is (not native) for m in routed)
+        inputs = torch.Generator().manual_seed(3)
+        real_a, real_b = (torch.rand(2, 3, 32, 32, generator=inputs) * 2 - 1 for _ in range(2))
+        losses.append([{k: float(v) for k, v in model.train_step(real_a, real_b).items()} for _ in range(3)])
+    for ours, theirs in zip(*losses, strict=True):
+        for name in ours:
+            assert ours[name] == pytest.approx(theirs[name], rel=1e-4, abs=1e-5), name
