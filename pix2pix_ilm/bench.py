@@ -12,6 +12,8 @@ What is measured, side by side in one run on one machine:
 * **Training step, this project** (:meth:`~pix2pix_ilm.model.Pix2PixModel.train_step`) with its defaults and
   with each fast path: a path is ``default`` or features joined by ``+`` (:data:`PATH_FEATURES`: channels
   last, bf16 autocast, ``torch.compile``) plus an optional ``threads=N`` (``torch.set_num_threads``).
+  The :data:`ABLATIONS` ``native_conv`` and ``system_malloc`` are the default path less one of its CPU
+  settings (the matrix-product route of ``layers.py``, the retained heap of ``allocator.py``).
 * **Inference** (``test``): the real :func:`~pix2pix_ilm.test.run_test` on synthetic aligned JPEGs against
   :func:`baseline_test` (PIL decode, to tensor, G in eval mode, to uint8, PNG, one image at a time). Both
   load the same checkpoint and write real_A, fake_B and real_B PNGs, as junyanz's ``test.py`` does.
@@ -430,8 +432,10 @@ def _job_settings(job: dict) -> tuple[dict, torch.device, bool, dict, int | None
     is_baseline = job["path"] == BASELINE
     overrides, threads = ({}, None) if is_baseline else parse_path(job["path"])
     device = resolve_device(job["options"]["device"])
-    if not is_baseline and device.type == "cpu":
-        retain_freed_memory()  # as train and test do; the system_malloc path's environment turns it off
+    if not is_baseline and device.type == "cpu" and job["task"] == "train":
+        # as train does (test does it itself, after the benchmark has written its checkpoint); the
+        # system_malloc path's environment turns it off
+        retain_freed_memory()
     return job["options"], device, is_baseline, overrides, threads
 
 
