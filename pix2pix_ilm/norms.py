@@ -76,8 +76,9 @@ class ILMNorm(nn.Module):
       ``GroupNorm`` and ``LayerNorm``, so ILM+IN with ω = 1 and β = 0 equals plain IN.
 
     Everything is computed per sample, so a sample's output never depends on the rest of the batch.
-    Cost: one read of ``x`` for the per-channel statistics (key features and standardization are derived from
-    them), and one fused multiply-add for the output; the K-fold repeat is a broadcast, never materialized.
+    Cost: one set of per-channel statistics (two passes over ``x``: mean, then centred sum of squares), from
+    which key features and standardization are both derived, and one fused multiply-add for the output; the
+    K-fold repeat is a broadcast, never materialized.
     """
 
     def __init__(
