@@ -18,22 +18,19 @@ from pix2pix_ilm.layers import MATMUL_WEIGHT_RATIO, Conv2d, ConvTranspose2d, set
 from pix2pix_ilm.model import Pix2PixModel
 from pix2pix_ilm.networks import networks_from_config
 
-CONV_CASES = [
-    # (in, out, kernel, stride, padding, dilation, bias, batch, size)
-    (32, 48, 4, 2, 1, 1, True, 1, 4),  # the U-Net's down convolution
-    (32, 48, 4, 2, 1, 1, False, 3, 2),
-    (16, 24, 3, 1, 1, 1, True, 2, 5),
-    (16, 24, 3, 1, 0, 2, True, 1, 6),
-    (16, 8, (3, 2), (1, 2), (2, 0), (1, 1), True, 2, 5),
-    (24, 16, 1, 1, 0, 1, False, 2, 3),
-]
-CONV_T_CASES = [
-    # (in, out, kernel, stride, padding, output_padding, dilation, bias, batch, size)
-    (48, 32, 4, 2, 1, 0, 1, True, 1, 2),  # the U-Net's up convolution
-    (48, 32, 4, 2, 1, 0, 1, False, 3, 1),
-    (24, 16, 3, 2, 1, 1, 1, True, 2, 3),
-    (24, 16, 3, 1, 0, 0, 2, True, 1, 4),
-    (16, 8, (3, 4), (2, 1), (0, 1), (1, 0), 1, True, 2, 3),
+# (layer, constructor arguments after in/out channels, batch, input size)
+CASES = [
+    (Conv2d, dict(kernel_size=4, stride=2, padding=1), 1, 4),  # the U-Net's down convolution
+    (Conv2d, dict(kernel_size=4, stride=2, padding=1, bias=False), 3, 2),
+    (Conv2d, dict(kernel_size=3, stride=1, padding=1), 2, 5),
+    (Conv2d, dict(kernel_size=3, padding=0, dilation=2), 1, 6),
+    (Conv2d, dict(kernel_size=(3, 2), stride=(1, 2), padding=(2, 0)), 2, 5),
+    (Conv2d, dict(kernel_size=1, bias=False), 2, 3),
+    (ConvTranspose2d, dict(kernel_size=4, stride=2, padding=1), 1, 2),  # the U-Net's up convolution
+    (ConvTranspose2d, dict(kernel_size=4, stride=2, padding=1, bias=False), 3, 1),
+    (ConvTranspose2d, dict(kernel_size=3, stride=2, padding=1, output_padding=1), 2, 3),
+    (ConvTranspose2d, dict(kernel_size=3, dilation=2), 1, 4),
+    (ConvTranspose2d, dict(kernel_size=(3, 4), stride=(2, 1), padding=(0, 1), output_padding=(1, 0)), 2, 3),
 ]
 
 
@@ -74,38 +71,10 @@ def _check_same(layer: nn.Module, x: torch.Tensor, *, double: bool = True) -> No
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_route_matches_torch(case, any_size):
-    c_in, c_out, kernel, stride, padding, dilation, bias, batch, size = case
-    layer = _make(
-        Conv2d,
-        in_channels=c_in,
-        out_channels=c_out,
-        kernel_size=kernel,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        bias=bias,
-    )
-    x = torch.randn(batch, c_in, size, size, generator=torch.Generator().manual_seed(1))
-    _check_same(layer, x)
-
-
-@pytest.mark.parametrize("case", CONV_T_CASES)
-def test_conv_transpose2d_route_matches_torch(case, any_size):
-    c_in, c_out, kernel, stride, padding, output_padding, dilation, bias, batch, size = case
-    layer = _make(
-        ConvTranspose2d,
-        in_channels=c_in,
-        out_channels=c_out,
-        kernel_size=kernel,
-        stride=stride,
-        padding=padding,
-        output_padding=output_padding,
-        dilation=dilation,
-        bias=bias,
-    )
-    x = torch.randn(batch, c_in, size, size, generator=torch.Generator().manual_seed(1))
+@pytest.mark.parametrize(("cls", "options", "batch", "size"), CASES)
+def test_route_matches_torch(cls, options, batch, size, any_size):
+    layer = _make(cls, in_channels=24, out_channels=16, **options)
+    x = torch.randn(batch, 24, size, size, generator=torch.Generator().manual_seed(1))
     _check_same(layer, x)
 
 
