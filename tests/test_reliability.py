@@ -307,13 +307,18 @@ def test_missing_phase_folder_and_file_as_dataroot(pairs, tmp_path, capsys):
     assert not (tmp_path / "ckpt").exists()
 
 
-def test_image_that_breaks_only_when_decoded(pairs, tmp_path, capsys):
-    """Header, size and trailer are fine; the pixel data stops half-way. Header validation cannot see it."""
+def _trained_run(pairs, tmp_path: Path) -> tuple[Path, Path, Path, bytes]:
+    """A one-epoch run "run" on two good pairs: (data root, checkpoints dir, run dir, bytes of its latest.pt)."""
     root = _folder(tmp_path / "data", "train", _good(pairs, "train1", "train2"))
     ckpt = tmp_path / "ckpt"
     run = ckpt / "run"
     assert main(_train_args(root, ckpt, "run")) == 0
-    before = (run / "latest.pt").read_bytes()
+    return root, ckpt, run, (run / "latest.pt").read_bytes()
+
+
+def test_image_that_breaks_only_when_decoded(pairs, tmp_path, capsys):
+    """Header, size and trailer are fine; the pixel data stops half-way. Header validation cannot see it."""
+    root, ckpt, run, before = _trained_run(pairs, tmp_path)
     late = root / "train" / "late.png"
     late.write_bytes(_png_broken_inside(_encode(pairs["train3"], "PNG")))
 
@@ -666,11 +671,7 @@ def _limit_file_size(limit: int):
 
 
 def test_checkpoint_write_failing_part_way_keeps_the_previous_one(pairs, tmp_path):
-    root = _folder(tmp_path / "data", "train", _good(pairs, "train1", "train2"))
-    ckpt = tmp_path / "ckpt"
-    run = ckpt / "run"
-    assert main(_train_args(root, ckpt, "run")) == 0
-    before = (run / "latest.pt").read_bytes()
+    root, ckpt, run, before = _trained_run(pairs, tmp_path)
     assert len(before) > 60_000  # the limit below must fall inside latest.pt, not in config/log/preview files
     limit = len(before) // 2
     done = _cli(
@@ -739,11 +740,7 @@ def test_sigint_finishes_the_step_saves_and_exits_cleanly(pairs, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(pairs, tmp_path, capsys):
-    root = _folder(tmp_path / "data", "train", _good(pairs, "train1", "train2"))
-    ckpt = tmp_path / "ckpt"
-    run = ckpt / "run"
-    assert main(_train_args(root, ckpt, "run")) == 0
-    before = (run / "latest.pt").read_bytes()
+    root, ckpt, run, before = _trained_run(pairs, tmp_path)
     msg = _error(capsys, *_train_args(root, ckpt, "run", "--continue", "--n-epochs", "5", "--lr", "1e30"))
     match = re.search(r"non-finite loss .*=(nan|inf) at iteration (\d+) \(epoch \d+\)", msg)
     assert match and int(match.group(2)) > 2, msg

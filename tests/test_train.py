@@ -45,10 +45,17 @@ def small_facades(facades_dir: Path, tmp_path_factory) -> Path:
     return root
 
 
+def _train_args(data: Path, ckpt: Path, name: str, *extra: str) -> list[str]:
+    return ["train", "--dataroot", str(data), "--name", name, "--checkpoints-dir", str(ckpt), *extra]
+
+
 def _train(data: Path, ckpt: Path, name: str, *extra: str) -> int:
-    return main(
-        ["train", "--dataroot", str(data), "--name", name, "--checkpoints-dir", str(ckpt), *TINY, *extra]
-    )
+    return main(_train_args(data, ckpt, name, *TINY, *extra))
+
+
+def _resume(data: Path, ckpt: Path, name: str, *extra: str) -> int:
+    """``train --continue`` with no architecture flags: the run's config.json must supply them."""
+    return main(_train_args(data, ckpt, name, "--continue", *extra))
 
 
 def test_train_then_test_without_architecture_flags(small_facades, tmp_path):
@@ -150,23 +157,7 @@ def test_resume_is_exact(small_facades, tmp_path, norms):
     # 1 epoch, then --continue with the decay epoch added: no architecture flags needed to resume.
     assert _train(small_facades, ckpt, "resumed", "--n-epochs", "1", "--n-epochs-decay", "0", *common) == 0
     assert (
-        main(
-            [
-                "train",
-                "--dataroot",
-                str(small_facades),
-                "--name",
-                "resumed",
-                "--checkpoints-dir",
-                str(ckpt),
-                "--continue",
-                "--n-epochs-decay",
-                "1",
-                "--no-display",
-                "--no-progress",
-            ]
-        )
-        == 0
+        _resume(small_facades, ckpt, "resumed", "--n-epochs-decay", "1", "--no-display", "--no-progress") == 0
     )
     straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "resumed" / "latest.pt")
     assert straight.keys() == resumed.keys()
@@ -246,27 +237,9 @@ def test_resume_after_kill_is_exact(small_facades, tmp_path, sig):
 
 def _train_with_display(data: Path, ckpt: Path, name: str, port: int, *extra: str) -> int:
     """One epoch of the tiny model with visdom previews on ``port``."""
+    display = ["--print-freq", "1", "--no-progress", "--display-port", str(port)]
     return main(
-        [
-            "train",
-            "--dataroot",
-            str(data),
-            "--name",
-            name,
-            "--checkpoints-dir",
-            str(ckpt),
-            *NET,
-            "--print-freq",
-            "1",
-            "--no-progress",
-            "--display-port",
-            str(port),
-            "--n-epochs",
-            "1",
-            "--n-epochs-decay",
-            "0",
-            *extra,
-        ]
+        _train_args(data, ckpt, name, *NET, *display, "--n-epochs", "1", "--n-epochs-decay", "0", *extra)
     )
 
 
@@ -388,23 +361,6 @@ def test_resume_from_a_checkpoint_taken_right_before_the_epoch_end(small_facades
     assert state["counters"] == {"epoch": 2, "batches_done": 0, "iteration": 2}
     state["counters"] = {"epoch": 1, "batches_done": 2, "iteration": 2}  # what the per-step save wrote
     save_checkpoint(state, ckpt / "edge" / "latest.pt")
-    assert (
-        main(
-            [
-                "train",
-                "--dataroot",
-                str(small_facades),
-                "--name",
-                "edge",
-                "--checkpoints-dir",
-                str(ckpt),
-                "--continue",
-                "--n-epochs",
-                "2",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert _resume(small_facades, ckpt, "edge", "--n-epochs", "2", "--no-progress") == 0
     straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "edge" / "latest.pt")
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
