@@ -1,24 +1,51 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install pix2pix-ilm with its test tools into it.
 # Idempotent: when pyproject.toml has not changed since the last install, it does nothing.
+#
+# Why the install does not depend on which pip is newest: visdom 0.2.4 is a source distribution whose
+# setup.py needs pkg_resources (gone in setuptools >= 81), and pip >= 26 stopped applying PIP_CONSTRAINT
+# to isolated build environments. So we (1) pin the pip we run (scripts/constraints.txt), (2) put
+# setuptools < 81 into the venv ourselves and (3) build with --no-build-isolation, i.e. with exactly that
+# setuptools. Build isolation and its constraint variables then play no part, whatever pip 27 changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${PIX2PIX_ILM_VENV:-.venv}"
 python="${PYTHON:-python3}"
+if ! command -v "$python" >/dev/null 2>&1; then
+    echo "[setup] no Python interpreter '$python' (set PYTHON=/path/to/python3.10+)" >&2
+    exit 1
+fi
 if [ ! -x "$venv/bin/python" ]; then
-    echo "[setup] creating $venv with $($python --version)" >&2
+    echo "[setup] creating $venv with $("$python" --version 2>&1)" >&2
     "$python" -m venv "$venv"
 fi
 stamp="$venv/.pix2pix-ilm-install"
 want="$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$venv/bin/python" -c "import pix2pix_ilm" 2>/dev/null; then
-    echo "[setup] installing pix2pix-ilm and its dependencies into $venv (first time: a few minutes)" >&2
-    export PIP_CONSTRAINT="$PWD/scripts/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
-    "$venv/bin/python" -m pip install --quiet --upgrade "pip>=23" 2>&1 | grep -v "^WARNING: Location" >&2 || true
-    "$venv/bin/python" -m pip install --quiet -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
-    "$venv/bin/python" -c "import pix2pix_ilm, torch, torchvision, lpips, visdom, skimage" \
-        || { echo "[setup] installation failed" >&2; exit 1; }
-    echo "$want" > "$stamp"
-else
+if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && "$venv/bin/python" -c "import pix2pix_ilm" 2>/dev/null; then
     echo "[setup] $venv is up to date" >&2
+    exit 0
 fi
+echo "[setup] installing pix2pix-ilm and its dependencies into $venv (first time: a few minutes)" >&2
+log="$venv/pip-install.log"
+: > "$log"
+pip_step() {  # pip_step DESCRIPTION ARGS...: run pip, keep its output in $log, show its error on failure
+    local what="$1"
+    shift
+    echo "[setup] $what" >&2
+    if ! PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip "$@" >>"$log" 2>&1; then
+        echo "[setup] installation failed while: $what. Last lines of pip's output ($log):" >&2
+        grep -v "^WARNING: Location" "$log" | tail -n 25 >&2
+        exit 1
+    fi
+}
+pins=(-c scripts/constraints.txt)
+pip_step "pinning pip and the build tools" install --progress-bar off "${pins[@]}" pip setuptools wheel
+pip_step "installing the package, torch, lpips, visdom, scikit-image, pytest, ruff" \
+    install --progress-bar off --no-build-isolation "${pins[@]}" -e ".[dev]"
+grep -E "^(Downloading|Collecting|Successfully installed)" "$log" | tail -n 3 >&2 || true
+if ! err=$("$venv/bin/python" -c "import pix2pix_ilm, torch, torchvision, lpips, visdom, skimage" 2>&1); then
+    echo "[setup] installed, but the import check failed: $(printf '%s\n' "$err" | tail -n 1)" >&2
+    exit 1
+fi
+echo "$want" > "$stamp"
+echo "[setup] done: $("$venv/bin/python" -c 'import torch, sys; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}")')" >&2
