@@ -32,7 +32,16 @@ pip_step() {  # pip_step DESCRIPTION ARGS...: run pip, keep its output in $log, 
     local what="$1"
     shift
     echo "[setup] $what" >&2
-    if ! PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip "$@" >>"$log" 2>&1; then
+    local rc=0
+    if [ -n "${PIX2PIX_ILM_SETUP_VERBOSE:-}" ]; then  # CI: pip's own lines (Downloading …) in the log too
+        { PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip "$@" 2>&1 || echo "$?" > "$log.rc"; } \
+            | tee -a "$log" | grep -E "^ *(Collecting|Downloading|Processing|Using cached|Successfully)" >&2 || true
+        rc=$(cat "$log.rc" 2>/dev/null || echo 0)
+        rm -f "$log.rc"
+    else
+        PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip "$@" >>"$log" 2>&1 || rc=$?
+    fi
+    if [ "$rc" != 0 ]; then
         echo "[setup] installation failed while: $what. Last lines of pip's output ($log):" >&2
         grep -v "^WARNING: Location" "$log" | tail -n 25 >&2
         exit 1
@@ -42,7 +51,7 @@ pins=(-c scripts/constraints.txt)
 pip_step "pinning pip and the build tools" install --progress-bar off "${pins[@]}" pip setuptools wheel
 pip_step "installing the package, torch, lpips, visdom, scikit-image, pytest, ruff" \
     install --progress-bar off --no-build-isolation "${pins[@]}" -e ".[dev]"
-grep -E "^(Downloading|Collecting|Successfully installed)" "$log" | tail -n 3 >&2 || true
+echo "[setup] pip: $(grep -c '^ *Downloading' "$log") downloads, $(grep -c 'Using cached' "$log") taken from the pip cache" >&2
 if ! err=$("$venv/bin/python" -c "import pix2pix_ilm, torch, torchvision, lpips, visdom, skimage" 2>&1); then
     echo "[setup] installed, but the import check failed: $(printf '%s\n' "$err" | tail -n 1)" >&2
     exit 1
