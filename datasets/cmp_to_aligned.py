@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build aligned A|B pairs (photo | coloured label map) from the original CMP Facade release.
 
-Thin wrapper around :func:`pix2pix_ilm.datasets.convert_cmp`; see datasets/README.md.
+Thin wrapper around :func:`pix2pix_ilm.data.cmp.convert_cmp`; see datasets/README.md.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 try:
-    from pix2pix_ilm.datasets import convert_cmp
+    from pix2pix_ilm.data.cmp import convert_cmp
     from pix2pix_ilm.errors import UsageError
 except ImportError:  # run from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pix2pix_ilm.datasets import convert_cmp
+    from pix2pix_ilm.data.cmp import convert_cmp
     from pix2pix_ilm.errors import UsageError
 
 

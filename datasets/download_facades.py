@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fetch the pix2pix facades data set into <dest>/facades (or check a local copy).
 
-Thin wrapper around :func:`pix2pix_ilm.datasets.ensure_facades`; see datasets/README.md.
+Thin wrapper around :func:`pix2pix_ilm.data.facades.ensure_facades`; see datasets/README.md.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 try:
-    from pix2pix_ilm.datasets import FACADES_ENV, FACADES_URL, ensure_facades
+    from pix2pix_ilm.data.facades import FACADES_ENV, FACADES_URL, ensure_facades
     from pix2pix_ilm.errors import UsageError
 except ImportError:  # run from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pix2pix_ilm.datasets import FACADES_ENV, FACADES_URL, ensure_facades
+    from pix2pix_ilm.data.facades import FACADES_ENV, FACADES_URL, ensure_facades
     from pix2pix_ilm.errors import UsageError
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pix2pix_ilm import __version__
 from pix2pix_ilm.config import TestConfig, TrainConfig, add_dataclass_arguments, dataclass_from_args
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.norms import NORM_NAMES
+from pix2pix_ilm.models.norms import NORM_NAMES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +30,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pix2pix_ilm.train import train
+    from pix2pix_ilm.training.loop import train
 
     train(dataclass_from_args(TrainConfig, args), explicit=args.explicit_options)
     return 0
@@ -43,14 +43,14 @@ def _explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> s
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from pix2pix_ilm.test import run_test
+    from pix2pix_ilm.training.inference import run_test
 
     run_test(dataclass_from_args(TestConfig, args))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from pix2pix_ilm.metrics import run_eval_command
+    from pix2pix_ilm.evaluation.evaluate import run_eval_command
 
     run_eval_command(
         results_dir=args.results_dir,
@@ -64,14 +64,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_table6(args: argparse.Namespace) -> int:
-    from pix2pix_ilm.experiments import run_table6
+    from pix2pix_ilm.evaluation.table6 import run_table6
 
     run_table6(args)
     return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from pix2pix_ilm.networks import parameter_table
+    from pix2pix_ilm.models.networks import parameter_table
 
     print(
         parameter_table(args.netG, args.netD, ngf=args.ngf, ndf=args.ndf, ilm_group_size=args.ilm_group_size)
@@ -80,14 +80,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_visdom(args: argparse.Namespace) -> int:
-    from pix2pix_ilm.visual import serve_visdom
+    from pix2pix_ilm.viz.server import serve_visdom
 
     serve_visdom(host=args.host, port=args.port, env_path=args.env_path)
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from pix2pix_ilm.bench import run_bench
+    from pix2pix_ilm.bench.runner import run_bench
 
     run_bench(args)
     return 0
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="reproduce the paper's Table 6 (train, test and eval three configurations)",
         formatter_class=_Formatter,
     )
-    from pix2pix_ilm.experiments import add_table6_arguments
+    from pix2pix_ilm.evaluation.table6 import add_table6_arguments
 
     add_table6_arguments(p)
     p.set_defaults(func=_cmd_table6)
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark training and inference against a plain eager baseline",
         formatter_class=_Formatter,
     )
-    from pix2pix_ilm.bench import add_bench_arguments
+    from pix2pix_ilm.bench.options import add_bench_arguments
 
     add_bench_arguments(p)
     p.set_defaults(func=_cmd_bench)
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pix2pix-ilm {args.command}: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
-        from pix2pix_ilm.train import TrainingStopped
+        from pix2pix_ilm.training.loop import TrainingStopped
 
         if isinstance(err, TrainingStopped):  # latest.pt is saved and the message printed
             return err.exit_code

@@ -19,7 +19,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pix2pix_ilm import __version__
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.norms import NORM_NAMES
+from pix2pix_ilm.models.norms import NORM_NAMES
 
 GAN_MODES = ("vanilla", "lsgan", "wgangp")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -245,7 +245,7 @@ def environment_info() -> dict[str, str]:
 
 def save_run_config(config: TrainConfig, path: Path) -> None:
     """Write ``config.json``: every option plus package and torch versions (atomically)."""
-    from pix2pix_ilm.checkpoint import atomic_write_bytes
+    from pix2pix_ilm.files import atomic_write_bytes
 
     payload = {"config": config_to_dict(config), "environment": environment_info()}
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())

@@ -17,7 +17,7 @@ if [ -n "${PIX2PIX_ILM_FACADES:-}" ] && [ ! -e "$PIX2PIX_ILM_FACADES" ]; then
     echo "[quickstart] PIX2PIX_ILM_FACADES=$PIX2PIX_ILM_FACADES does not exist; using datasets/ instead" >&2
     unset PIX2PIX_ILM_FACADES
 fi
-dataroot="$("$venv/bin/python" -c 'from pix2pix_ilm.datasets import ensure_facades; print(ensure_facades("datasets"))' | tail -n 1)"
+dataroot="$("$venv/bin/python" -c 'from pix2pix_ilm.data.facades import ensure_facades; print(ensure_facades("datasets"))' | tail -n 1)"
 echo "[quickstart] facades: $dataroot" >&2
 
 net=(--netG unet_128 --ngf 32 --ndf 32 --load-size 142 --crop-size 128 --direction BtoA

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+
+from pix2pix_ilm.cli import main
+from tests.faults import good_pairs, train_args, write_folder
 
 # Tiny models on a busy 2-core machine run many times faster on one thread than on two competing ones;
 # the variable reaches the subprocesses the tests start (torchrun, killed training runs, visdom).
@@ -51,3 +55,35 @@ def lpips_backbone(shared_dir: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"LPIPS AlexNet backbone not found at {path}")
     return path
+
+
+# -- fault tests: real facades pairs and one trained run (see tests/faults.py) --------------------------
+@pytest.fixture(scope="module")
+def pairs(facades_dir: Path) -> dict[str, Image.Image]:
+    """Six real facades A|B pairs at 128x64 (four from train/, two from test/)."""
+    out = {}
+    for key, path in (
+        *((f"train{n}", facades_dir / "train" / f"{n}.jpg") for n in (1, 2, 3, 4)),
+        *((f"test{n}", facades_dir / "test" / f"{n}.jpg") for n in (1, 2)),
+    ):
+        with Image.open(path) as img:
+            out[key] = img.convert("RGB").resize((128, 64), Image.BICUBIC)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(pairs, tmp_path_factory) -> tuple[Path, Path]:
+    """(data root, checkpoints dir) with run ``base``: 1 epoch on 2 images, epoch_1.pt and latest.pt."""
+    root = tmp_path_factory.mktemp("trained")
+    write_folder(root / "data", "train", good_pairs(pairs, "train1", "train2"))
+    write_folder(root / "data", "test", good_pairs(pairs, "test1", "test2"))
+    assert main(train_args(root / "data", root / "ckpt", "base", "--save-epoch-freq", "1")) == 0
+    return root / "data", root / "ckpt"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

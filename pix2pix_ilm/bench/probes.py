@@ -1,0 +1,205 @@
+"""What a measurement reads: timing with CPU-contention retries, peak memory, and the machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pix2pix_ilm import __version__
+
+#: cpu_wait above this marks a figure as taken while other processes competed for the CPU
+CONTENDED = 0.05
+
+
+def _proc_status_mib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class MemoryProbe:
+    """Peak memory from now on: RSS high-water mark on CPU (reset if Linux allows), allocator peak on CUDA."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            self.rss_reset = True
+        except OSError:
+            self.rss_reset = False
+        self.rss_start_mib = _proc_status_mib("VmRSS")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def report(self) -> dict[str, Any]:
+        peak = _proc_status_mib("VmHWM")
+        if peak is None:  # no /proc: ru_maxrss is KiB on Linux, bytes on macOS
+            import resource  # not on Windows
+
+            scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+        out = {
+            "peak_rss_mib": round(peak, 1),
+            "rss_start_mib": None if self.rss_start_mib is None else round(self.rss_start_mib, 1),
+            "peak_rss_since_start": self.rss_reset,
+        }
+        if self.device.type == "cuda":
+            out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        return out
+
+
+def runqueue_wait_s() -> float | None:
+    """Seconds this process's threads have spent runnable but waiting for a CPU (Linux schedstat), or None.
+
+    On a shared machine this is the contention signal: a step that waited for the CPU was slowed down by
+    other processes, not by its own code.
+    """
+    total = 0
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+                total += int(Path(f"/proc/self/task/{task}/schedstat").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / 1e9
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def undisturbed_repeats(measure: Callable[[], Any], repeats: int, retries: int) -> tuple[list, dict]:
+    """Call ``measure`` until it has ``repeats`` results; a call disturbed by other processes (its threads
+    waited for a CPU more than ``CONTENDED`` of the time) is discarded and made again, at most ``retries`` times.
+
+    Returns the results and ``{"cpu_wait": worst kept share, "cpu_wait_repeats": [...], "discarded": n}``.
+    """
+    kept, waits, discarded = [], [], 0
+    while len(kept) < repeats:
+        waited_before, start = runqueue_wait_s(), time.perf_counter()
+        value = measure()
+        wait = _wait_share(waited_before, time.perf_counter() - start)
+        if wait is not None and wait > CONTENDED and discarded < retries:
+            discarded += 1
+            continue
+        kept.append(value)
+        waits.append(wait)
+    known = [w for w in waits if w is not None]
+    return kept, {
+        "cpu_wait": max(known) if known else None,
+        "cpu_wait_repeats": waits,
+        "discarded": discarded,
+    }
+
+
+def _wait_share(waited_before: float | None, elapsed_s: float) -> float | None:
+    """Share of ``elapsed_s`` (wall time since ``waited_before`` was read) that the threads waited for a CPU."""
+    waited_after = runqueue_wait_s()
+    if waited_before is None or waited_after is None or elapsed_s <= 0:
+        return None
+    return round((waited_after - waited_before) / (elapsed_s * torch.get_num_threads()), 4)
+
+
+def time_steps(
+    run: Callable[[], Any], *, iters: int, warmup: int, repeats: int, retries: int, device: torch.device
+) -> dict:
+    """Call ``run`` ``warmup`` times, then ``repeats`` × ``iters`` times; calls/s per repeat."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        run()
+    sync(device)
+    warmup_s = time.perf_counter() - start
+
+    def one_repeat() -> float:
+        start = time.perf_counter()
+        for _ in range(iters):
+            run()
+        sync(device)
+        return iters / (time.perf_counter() - start)
+
+    rates, contention = undisturbed_repeats(one_repeat, repeats, retries)
+    return summarize(rates) | {"warmup_s": round(warmup_s, 3)} | contention
+
+
+def summarize(rates: list[float]) -> dict:
+    return {
+        "median": statistics.median(rates),
+        "min": min(rates),
+        "max": max(rates),
+        "repeats": [round(r, 4) for r in rates],
+    }
+
+
+def matmul_rates(device: torch.device) -> dict[str, float]:
+    """GFLOP/s of one square matrix product per dtype on ``device``: what the hardware gives each precision
+    (on this project's CPU machine bf16 runs at half the fp32 rate, which is why bf16 autocast is slower)."""
+    size = 2048 if device.type == "cpu" else 8192
+    rates = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        a = torch.randn(size, size, device=device).to(dtype)
+        b = torch.randn(size, size, device=device).to(dtype)
+        times = []
+        for _ in range(4):
+            sync(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            sync(device)
+            times.append(time.perf_counter() - start)
+        rates[name] = round(2 * size**3 / statistics.median(times[1:]) / 1e9, 1)
+    return rates
+
+
+def machine_info(device: torch.device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "pix2pix_ilm": __version__,
+        "commit": _git_commit(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "matmul_gflops": matmul_rates(device),
+    }
+    with contextlib.suppress(OSError):
+        info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None

@@ -1,0 +1,76 @@
+"""``pix2pix-ilm bench``: every job of the benchmark, then the report (design notes: docs/bench.md)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pix2pix_ilm.bench.options import norm_key, norm_label, options_from_args, parse_norms, select_paths
+from pix2pix_ilm.bench.probes import machine_info
+from pix2pix_ilm.bench.report import add_ratios, format_report, ilm_costs
+from pix2pix_ilm.bench.worker import BASELINE, run_job, run_worker
+
+
+def run_bench(args: argparse.Namespace) -> dict:
+    """Entry point of ``pix2pix-ilm bench``; returns the JSON report (also printed as the last line)."""
+    if getattr(args, "worker", None):
+        result = run_worker(json.loads(args.worker))
+        print(json.dumps(result))
+        return result
+    from pix2pix_ilm.device import resolve_device
+
+    device = resolve_device(args.device)
+    options = options_from_args(args, device)
+    norms = parse_norms(args.norms)
+    train_paths, skipped = select_paths(args.paths, device)
+    infer_paths, _ = select_paths(args.infer_paths, device)
+    infer_paths = [p for p in infer_paths if "compile" not in p.split("+")]  # test does not use compile
+    report: dict[str, Any] = {
+        "bench": "pix2pix-ilm",
+        "machine": machine_info(device),
+        "settings": options | {"norms": [norm_key(p) for p in norms], "paths": train_paths},
+        "skipped_paths": skipped,
+        "train": {},
+        "inference": {},
+    }
+    report["settings"]["infer_paths"] = infer_paths
+    jobs = [("train", path) for path in [BASELINE, *train_paths]]
+    if infer_paths:
+        jobs += [("inference", path) for path in [BASELINE, *infer_paths]]
+    total = len(jobs) * len(norms)
+    done = 0
+    for task, path in jobs:
+        for pair in norms:  # the norm pairs of one path back to back: their ratio suffers least from drift
+            done += 1
+            job = {"task": task, "path": path, "norms": list(pair), "options": options}
+            started = time.perf_counter()
+            result = run_job(job, args.in_process)
+            report[task].setdefault(path, {})[norm_key(pair)] = result
+            unit = "it/s" if task == "train" else "img/s"
+            status = (
+                f"{result['median']:.3f} {unit}" if "median" in result else f"failed: {result.get('error')}"
+            )
+            elapsed = time.perf_counter() - started
+            print(
+                f"[{done}/{total}] {task} {path} {norm_label(norm_key(pair))}: {status} ({elapsed:.0f} s)",
+                file=sys.stderr,
+            )
+    add_ratios(report["train"], "median")
+    add_ratios(report["inference"], "img_s_steady")
+    report["ilm_cost"] = ilm_costs(report["train"])
+    report["inference_ilm_cost"] = ilm_costs(report["inference"])
+    with contextlib.suppress(OSError):
+        report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(format_report(report))
+    line = json.dumps(report, sort_keys=False)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(line + "\n")
+    print(line)
+    return report

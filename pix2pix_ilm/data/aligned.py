@@ -1,0 +1,281 @@
+"""Aligned (A|B side by side) and single-image datasets, their transforms, and a deterministic sampler.
+
+Determinism: the order of an epoch and every image's random crop/flip come from ``(seed, epoch)`` alone,
+not from a global RNG. A run resumed in the middle of an epoch therefore sees exactly the images and jitter
+an uninterrupted run would have seen, with any number of data-loading workers.
+"""
+
+from __future__ import annotations
+
+import abc
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from pix2pix_ilm.data.images import load_rgb
+from pix2pix_ilm.errors import UsageError
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """How to turn a PIL image into the network's input (see ``--preprocess``)."""
+
+    preprocess: str = "resize_and_crop"
+    load_size: int = 286
+    crop_size: int = 256
+    flip: bool = True
+    train: bool = True  # test mode: no randomness (resize to the crop size, or centre crop)
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the transformed image for an input of that size."""
+        if self.preprocess == "resize_and_crop":
+            return (self.crop_size, self.crop_size)
+        if self.preprocess == "crop":
+            return (self.crop_size, self.crop_size)
+        if self.preprocess in ("scale_width", "scale_width_and_crop"):
+            if self.preprocess == "scale_width_and_crop":
+                return (self.crop_size, self.crop_size)
+            return (self.load_size, max(int(self.load_size * height / width), self.crop_size))
+        return (_round4(width), _round4(height))
+
+    def problem(self, width: int, height: int, size_multiple: int = 1) -> str | None:
+        """Why an input image of ``width`` x ``height`` cannot go through this transform, or None."""
+        if self.preprocess == "crop" and (width < self.crop_size or height < self.crop_size):
+            return (
+                f"is smaller than --crop-size {self.crop_size} (with --preprocess crop); use --preprocess "
+                "resize_and_crop or a smaller --crop-size"
+            )
+        out_w, out_h = self.output_size(width, height)
+        if out_w % size_multiple or out_h % size_multiple:
+            return (
+                f"becomes a {out_w}x{out_h} network input with --preprocess {self.preprocess}, but the generator "
+                f"needs sides that are multiples of {size_multiple}"
+            )
+        return None
+
+    def apply(self, images: Sequence[Image.Image], rng: torch.Generator | None) -> list[Image.Image]:
+        """Apply the same random resize/crop/flip to every image of ``images``."""
+        width, height = images[0].size
+        out = list(images)
+        size = None
+        if self.preprocess == "resize_and_crop":
+            size = (self.load_size, self.load_size) if self.train else (self.crop_size, self.crop_size)
+        elif self.preprocess in ("scale_width", "scale_width_and_crop"):
+            new_h = max(int(self.load_size * height / width), self.crop_size)
+            size = (self.load_size, new_h)
+        elif self.preprocess == "none":
+            size = (_round4(width), _round4(height))
+        if size is not None and size != (width, height):
+            out = [img.resize(size, Image.BICUBIC) for img in out]
+        if self.preprocess in ("resize_and_crop", "crop", "scale_width_and_crop"):
+            width, height = out[0].size
+            if width < self.crop_size or height < self.crop_size:
+                raise UsageError(
+                    f"image of {width}x{height} is smaller than --crop-size {self.crop_size} "
+                    f"(with --preprocess {self.preprocess})"
+                )
+            if self.train:
+                x = int(torch.randint(0, width - self.crop_size + 1, (1,), generator=rng))
+                y = int(torch.randint(0, height - self.crop_size + 1, (1,), generator=rng))
+            else:
+                x, y = (width - self.crop_size) // 2, (height - self.crop_size) // 2
+            out = [img.crop((x, y, x + self.crop_size, y + self.crop_size)) for img in out]
+        if self.train and self.flip and float(torch.rand((1,), generator=rng)) < 0.5:
+            out = [img.transpose(Image.FLIP_LEFT_RIGHT) for img in out]
+        return out
+
+
+def _round4(value: int) -> int:
+    return max(4, int(round(value / 4)) * 4)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL image → float tensor (C, H, W) in [-1, 1]."""
+    array = np.asarray(img, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+BAD_IMAGE_POLICIES = ("error", "substitute", "drop")
+
+
+class _ImageFolderDataset(Dataset, abc.ABC):
+    """What to do when an image that passed validation fails to decode when it is used (``bad_image``):
+
+    * ``"error"``: a :class:`UsageError` naming the file (the run stops; its last checkpoint is kept);
+    * ``"substitute"`` (training with ``--skip-bad-images``): use the next decodable image of the list
+      instead, with the same augmentation, so batches and step counts stay the same and the choice is
+      deterministic; a warning names the file and counts the bad images so far (in this process);
+    * ``"drop"`` (``test --skip-bad-images``): the item is ``None``; :func:`collate_skipping_none` drops it.
+    """
+
+    def __init__(self, paths: Sequence[Path], bad_image: str) -> None:
+        if bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"bad_image must be one of {BAD_IMAGE_POLICIES}, got {bad_image!r}")
+        self.paths = list(paths)
+        self.bad_image = bad_image
+        self.bad_indices: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @abc.abstractmethod
+    def _load_item(self, index: int, seed: int | None) -> dict:
+        """Decode and transform item ``index`` (``seed``: its augmentation seed, None in test mode)."""
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict | None:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        for offset in range(len(self.paths)):
+            candidate = (index + offset) % len(self.paths)
+            if candidate in self.bad_indices:
+                continue
+            try:
+                return self._load_item(candidate, seed)
+            except UsageError as err:
+                if self.bad_image == "error":
+                    raise UsageError(
+                        f"{err} (found while reading it; use --skip-bad-images to skip such files, or "
+                        "--validate-images full to check every file before starting)"
+                    ) from err
+                self.bad_indices.add(candidate)
+                action = "dropped" if self.bad_image == "drop" else "the next good image is used in its place"
+                warnings.warn(
+                    f"skipping an image that failed to decode: {err}; {action} "
+                    f"({len(self.bad_indices)} bad image(s) so far)",
+                    stacklevel=2,
+                )
+                if self.bad_image == "drop":
+                    return None
+        raise UsageError(f"none of the {len(self.paths)} images could be decoded")
+
+
+class AlignedDataset(_ImageFolderDataset):
+    """Images holding A (left half) and B (right half) side by side; ``direction`` picks the input.
+
+    Items are requested as ``(index, augmentation_seed)`` pairs by :class:`EpochBatchSampler`; a plain index
+    uses no randomness (test mode). ``bad_image``: see :class:`_ImageFolderDataset`.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        transform: TransformSpec,
+        direction: str = "AtoB",
+        input_nc: int = 3,
+        output_nc: int = 3,
+        bad_image: str = "error",
+    ) -> None:
+        if direction not in ("AtoB", "BtoA"):
+            raise UsageError(f"--direction must be AtoB or BtoA, got {direction!r}")
+        super().__init__(paths, bad_image)
+        self.transform = transform
+        self.direction = direction
+        self.input_nc, self.output_nc = input_nc, output_nc
+
+    def _load_item(self, index: int, seed: int | None) -> dict:
+        path = self.paths[index]
+        image = load_rgb(path)
+        width, height = image.size
+        if width != 2 * height:
+            raise UsageError(
+                f"aligned image {path} is {width}x{height}: its width must be twice its height (A|B side by side)"
+            )
+        half = width // 2
+        left, right = image.crop((0, 0, half, height)), image.crop((half, 0, width, height))
+        real_a, real_b = (left, right) if self.direction == "AtoB" else (right, left)
+        rng = torch.Generator().manual_seed(seed) if seed is not None else None
+        try:
+            real_a, real_b = self.transform.apply([real_a, real_b], rng)
+        except UsageError as err:
+            raise UsageError(f"image {path}: {err}") from err
+        if self.input_nc == 1:
+            real_a = real_a.convert("L")
+        if self.output_nc == 1:
+            real_b = real_b.convert("L")
+        return {"A": to_tensor(real_a), "B": to_tensor(real_b), "path": str(path), "index": index}
+
+
+class SingleDataset(_ImageFolderDataset):
+    """A folder of plain input images (no B half), for ``test --single``."""
+
+    def __init__(
+        self, paths: Sequence[Path], transform: TransformSpec, input_nc: int = 3, bad_image: str = "error"
+    ) -> None:
+        super().__init__(paths, bad_image)
+        self.transform = transform
+        self.input_nc = input_nc
+
+    def _load_item(self, index: int, seed: int | None) -> dict:
+        path = self.paths[index]
+        image = load_rgb(path, self.input_nc)
+        try:
+            (real_a,) = self.transform.apply([image], None)
+        except UsageError as err:
+            raise UsageError(f"image {path}: {err}") from err
+        return {"A": to_tensor(real_a), "path": str(path), "index": index}
+
+
+def collate_skipping_none(items: list[dict | None]) -> dict | None:
+    """``default_collate`` of the items that are not ``None`` (``None`` when none is left)."""
+    kept = [item for item in items if item is not None]
+    return torch.utils.data.default_collate(kept) if kept else None
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of ``(index, augmentation_seed)`` for one epoch, reproducible from ``(seed, epoch)``.
+
+    With ``num_replicas > 1`` (torchrun), each global batch of ``batch_size * num_replicas`` samples is split
+    between the processes, so the union of the processes' batches is the single-process batch of that size;
+    an incomplete last global batch is dropped there so that every process takes the same number of steps.
+    ``start_batch`` skips the batches already done (exact mid-epoch resume).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        *,
+        shuffle: bool = True,
+        start_batch: int = 0,
+        rank: int = 0,
+        num_replicas: int = 1,
+    ) -> None:
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
+        self.start_batch, self.rank, self.num_replicas = start_batch, rank, num_replicas
+
+    def _plan(self) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = (
+            torch.randperm(self.num_samples, generator=gen)
+            if self.shuffle
+            else torch.arange(self.num_samples)
+        )
+        seeds = torch.randint(0, 2**62, (self.num_samples,), generator=gen)
+        return order, seeds
+
+    def batches_per_epoch(self) -> int:
+        global_batch = self.batch_size * self.num_replicas
+        if self.num_replicas > 1:
+            return self.num_samples // global_batch
+        return -(-self.num_samples // global_batch)
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch() - self.start_batch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order, seeds = self._plan()
+        global_batch = self.batch_size * self.num_replicas
+        for b in range(self.start_batch, self.batches_per_epoch()):
+            lo = b * global_batch + self.rank * self.batch_size
+            hi = min(lo + self.batch_size, self.num_samples, (b + 1) * global_batch)
+            yield [(int(order[i]), int(seeds[order[i]])) for i in range(lo, hi)]

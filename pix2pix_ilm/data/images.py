@@ -1,0 +1,194 @@
+"""Image files: listing (natural order), decoding to RGB, and checking a folder before any work."""
+
+from __future__ import annotations
+
+import re
+import struct
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from pix2pix_ilm.config import VALIDATION_MODES
+from pix2pix_ilm.errors import UsageError
+
+if TYPE_CHECKING:
+    from pix2pix_ilm.data.aligned import TransformSpec
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+# What PIL may raise on a damaged or hostile file (DecompressionBombError: a header claiming a gigantic size).
+_DECODE_ERRORS = (
+    OSError,  # UnidentifiedImageError, "image file is truncated", "broken data stream"
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+    Image.DecompressionBombError,
+)
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that orders ``2.jpg`` before ``10.jpg``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def phase_folder(dataroot: Path | str, phase: str) -> Path:
+    """``<dataroot>/<phase>``, or a :class:`UsageError` saying what is wrong and which subfolders exist."""
+    root = Path(dataroot)
+    if root.is_file():
+        raise UsageError(
+            f"--dataroot {root} is a file; it must be a folder holding {phase}/ (and test/, ...)"
+        )
+    if not root.is_dir():
+        raise UsageError(f"--dataroot {root} is not a folder")
+    folder = root / phase
+    if not folder.is_dir():
+        subfolders = sorted(p.name + "/" for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        found = f"it has {', '.join(subfolders)}" if subfolders else "it has no subfolders"
+        what = "is a file, not a folder" if folder.exists() else "not found"
+        raise UsageError(f"{folder} {what}: --phase {phase} needs {root}/{phase}/ ({found})")
+    return folder
+
+
+def list_images(folder: Path | str) -> list[Path]:
+    """Image files directly in ``folder``, naturally sorted; hidden files and other extensions are ignored."""
+    folder = Path(folder)
+    if folder.is_file():
+        raise UsageError(f"{folder} is a file, not a folder of images")
+    if not folder.is_dir():
+        raise UsageError(f"image folder not found: {folder}")
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    return sorted(files, key=natural_key)
+
+
+def load_rgb(path: Path, channels: int = 3) -> Image.Image:
+    """Decode an image fully and convert it to RGB (or L for 1 channel).
+
+    Conversions: palette and RGBA/LA images are converted by PIL (alpha dropped), grayscale is repeated to
+    RGB, 16-bit and 32-bit integer images are scaled to 8 bits (top 8 bits) rather than clipped.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(img, dtype=np.int64)
+                shift = 8 if img.mode.startswith("I;16") or array.max() < 65536 else 24
+                img = Image.fromarray(np.clip(array >> shift, 0, 255).astype(np.uint8), mode="L")
+            elif img.mode == "F":
+                array = np.asarray(img, dtype=np.float32)
+                img = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
+            return img.convert("L" if channels == 1 else "RGB")
+    except _DECODE_ERRORS as err:
+        raise UsageError(f"cannot decode image {path}: {err}") from err
+
+
+def _image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """((width, height), PIL format name) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            return img.size, img.format or ""
+    except _DECODE_ERRORS as err:
+        raise UsageError(f"cannot decode image {path}: {err}") from err
+
+
+def _ends_with_trailer(path: Path, image_format: str) -> bool:
+    """Whether a JPEG ends with its EOI marker (FF D9) or a PNG with its IEND chunk.
+
+    Trailing zero bytes and whitespace are allowed. False for other formats, and for files with other data
+    after the trailer (which PIL may still decode): the caller then decodes the file to decide.
+    """
+    trailers = {"JPEG": b"\xff\xd9", "MPO": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+    trailer = trailers.get(image_format)
+    if trailer is None:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        handle.seek(max(0, handle.tell() - 1024))
+        tail = handle.read()
+    return tail.rstrip(b"\x00 \t\r\n").endswith(trailer)
+
+
+def select_files(files: list[Path], subset: slice | None, max_size: int | None) -> list[Path]:
+    """Apply ``--subset`` (a slice of the naturally sorted list) then ``--max-dataset-size``."""
+    if subset is not None:
+        files = files[subset]
+    if max_size is not None:
+        if max_size < 1:
+            raise UsageError(f"--max-dataset-size must be >= 1, got {max_size}")
+        files = files[:max_size]
+    return files
+
+
+def check_image(
+    path: Path,
+    *,
+    aligned: bool,
+    mode: str = "header",
+    transform: TransformSpec | None = None,
+    size_multiple: int = 1,
+) -> None:
+    """Raise :class:`UsageError` naming ``path`` if it cannot be used; see :func:`validate_images`."""
+    (width, height), image_format = _image_header(path)
+    if width < 1 or height < 1:
+        raise UsageError(f"image {path} is empty ({width}x{height})")
+    if aligned and width != 2 * height:
+        raise UsageError(
+            f"aligned image {path} is {width}x{height}: its width must be twice its height (A|B side by side)"
+        )
+    if mode == "full" or not _ends_with_trailer(path, image_format):
+        load_rgb(path)  # a truncated JPEG/PNG (or another format) fails here
+    if transform is not None:
+        part_w = width // 2 if aligned else width
+        problem = transform.problem(part_w, height, size_multiple)
+        if problem:
+            what = f"each half ({part_w}x{height})" if aligned else "it"
+            raise UsageError(f"image {path} is {width}x{height}: {what} {problem}")
+
+
+def validate_images(
+    paths: Sequence[Path],
+    *,
+    aligned: bool,
+    skip_bad: bool,
+    mode: str = "header",
+    transform: TransformSpec | None = None,
+    size_multiple: int = 1,
+) -> list[Path]:
+    """Check every file before any work, so a bad file cannot stop a run hours later; returns the usable paths.
+
+    ``mode="header"`` (fast) reads each header (format, size, A|B 2:1 shape) and the last bytes of JPEGs and
+    PNGs (their end marker: a truncated file lacks it); files without the expected ending, and formats other
+    than JPEG and PNG, are decoded in full. ``mode="full"`` decodes every file. With ``transform``, images too
+    small for ``--preprocess crop`` and (``size_multiple``) input sizes the generator cannot take are bad too.
+
+    Bad files are an error naming the first one and counting the others, or, with ``skip_bad``, skipped
+    with one warning giving the count and an example.
+    """
+    if mode not in VALIDATION_MODES:
+        raise UsageError(f"--validate-images must be one of {', '.join(VALIDATION_MODES)}, got {mode!r}")
+    good: list[Path] = []
+    bad: list[str] = []
+    for path in paths:
+        try:
+            check_image(path, aligned=aligned, mode=mode, transform=transform, size_multiple=size_multiple)
+        except UsageError as err:
+            bad.append(str(err))
+            continue
+        good.append(path)
+    if bad and not skip_bad:
+        more = f"; {len(bad) - 1} more bad image(s) in the folder" if len(bad) > 1 else ""
+        raise UsageError(f"{bad[0]}{more} (use --skip-bad-images to skip such files)")
+    if bad:
+        warnings.warn(f"skipped {len(bad)} bad image(s) of {len(paths)}, e.g. {bad[0]}", stacklevel=2)
+    if not good:
+        raise UsageError(f"no usable images: all {len(paths)} were skipped as bad")
+    return good

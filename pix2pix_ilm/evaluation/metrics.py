@@ -1,0 +1,172 @@
+"""A registry of named image metrics (``rmse``, ``mae``, ``psnr``, ``ssim``, ``lpips``); definitions in docs/metrics.md.
+
+A metric is added in one place: a factory decorated with :func:`register_metric`, which returns a batched
+scorer ``(fake[N,H,W,3] uint8, real[N,H,W,3] uint8) -> scores[N] float64``; the factory runs once per
+evaluation, so expensive set-up (the LPIPS network) is done once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pix2pix_ilm.device import resolve_device
+from pix2pix_ilm.errors import UsageError
+
+Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""A batched metric: ``(fake[N,H,W,3] uint8, real[N,H,W,3] uint8) -> scores[N] float64``."""
+
+# --------------------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What a metric factory may need: where LPIPS gets its backbone, and the torch device."""
+
+    lpips_backbone: str | Path | None = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named metric: whether higher is better, a one-line description, and its scorer factory."""
+
+    name: str
+    higher_is_better: bool
+    description: str
+    make_scorer: Callable[[EvalOptions], Scorer]
+
+    @property
+    def direction(self) -> str:
+        return "higher" if self.higher_is_better else "lower"
+
+
+_METRICS: dict[str, Metric] = {}
+
+
+def register_metric(
+    name: str, *, higher_is_better: bool, description: str
+) -> Callable[[Callable[[EvalOptions], Scorer]], Callable[[EvalOptions], Scorer]]:
+    """Decorator: register ``factory(options) -> scorer`` under ``name``."""
+
+    def decorate(factory: Callable[[EvalOptions], Scorer]) -> Callable[[EvalOptions], Scorer]:
+        if name in _METRICS:
+            raise ValueError(f"metric {name!r} is already registered")
+        _METRICS[name] = Metric(name, higher_is_better, description, factory)
+        return factory
+
+    return decorate
+
+
+def list_metrics() -> list[str]:
+    """Names of all registered metrics, in registration order."""
+    return list(_METRICS)
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric ``name``; :class:`UsageError` listing the valid names otherwise."""
+    try:
+        return _METRICS[name]
+    except KeyError:
+        raise UsageError(f"unknown metric {name!r}; choose from: {', '.join(list_metrics())}") from None
+
+
+def parse_metric_names(metrics: str | Sequence[str]) -> list[str]:
+    """``"rmse, ssim,lpips"`` or a list of names -> validated, de-duplicated list of names."""
+    items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    names: list[str] = []
+    for item in items:
+        name = item.strip().lower()
+        if not name:
+            continue
+        get_metric(name)
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise UsageError(f"no metric given; choose from: {', '.join(list_metrics())}")
+    return names
+
+
+# ------------------------------------------------------------------------------------ pixel metrics
+
+
+def _squared_error(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
+    diff = fake.astype(np.float64) - real.astype(np.float64)
+    return np.mean(diff * diff, axis=(1, 2, 3))
+
+
+def rmse(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Root-mean-square error per image on 0–255 values; ``fake``/``real`` are ``[N,H,W,3]``."""
+    return np.sqrt(_squared_error(fake, real))
+
+
+def mae(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Mean absolute error per image on 0–255 values."""
+    return np.mean(np.abs(fake.astype(np.float64) - real.astype(np.float64)), axis=(1, 2, 3))
+
+
+def psnr(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Peak signal-to-noise ratio per image in dB (peak 255); ``inf`` where the images are identical."""
+    mse = _squared_error(fake, real)
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(255.0**2 / mse)
+
+
+SSIM_SETTINGS: dict[str, Any] = {
+    "channel_axis": -1,
+    "data_range": 255,
+    "win_size": 7,
+    "gaussian_weights": False,
+    "use_sample_covariance": True,
+    "K1": 0.01,
+    "K2": 0.03,
+}
+"""Keyword arguments of every SSIM call (scikit-image's defaults, written out; see the module docstring)."""
+
+
+def ssim(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Structural similarity per image (RGB, 7×7 uniform window, data range 255)."""
+    from skimage.metrics import structural_similarity
+
+    if min(fake.shape[1:3]) < SSIM_SETTINGS["win_size"]:
+        raise UsageError(f"SSIM needs images of at least 7x7 pixels, got {fake.shape[2]}x{fake.shape[1]}")
+    return np.array(
+        [structural_similarity(f, r, **SSIM_SETTINGS) for f, r in zip(fake, real, strict=False)],
+        dtype=np.float64,
+    )
+
+
+@register_metric("rmse", higher_is_better=False, description="root-mean-square error, 0-255 scale")
+def _make_rmse(options: EvalOptions) -> Scorer:
+    return rmse
+
+
+@register_metric("psnr", higher_is_better=True, description="peak signal-to-noise ratio in dB, peak 255")
+def _make_psnr(options: EvalOptions) -> Scorer:
+    return psnr
+
+
+@register_metric("mae", higher_is_better=False, description="mean absolute error, 0-255 scale")
+def _make_mae(options: EvalOptions) -> Scorer:
+    return mae
+
+
+@register_metric(
+    "ssim", higher_is_better=True, description="SSIM, RGB, 7x7 uniform window (skimage defaults)"
+)
+def _make_ssim(options: EvalOptions) -> Scorer:
+    return ssim
+
+
+@register_metric(
+    "lpips", higher_is_better=False, description="LPIPS v0.1, AlexNet trunk (perceptual distance)"
+)
+def _make_lpips(options: EvalOptions) -> Scorer:
+    from pix2pix_ilm.evaluation.lpips_alexnet import build_lpips, lpips_scorer  # imports torch and lpips
+
+    device = resolve_device(options.device)
+    return lpips_scorer(build_lpips(options.lpips_backbone, device), device)

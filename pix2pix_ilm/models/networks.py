@@ -1,0 +1,364 @@
+"""Generators (U-Net, ResNet) and discriminators (PatchGAN, pixel), weight init, and builders.
+
+Every norm layer comes from :func:`pix2pix_ilm.models.norms.make_norm`; a network receives a ``norm`` callable
+``channels -> nn.Module`` so it never needs to know which norm it is given. Layers whose norm has its own
+affine shift (batch, group, layer, ILM) use convolutions without bias, as pix2pix does for batch norm.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from pix2pix_ilm.cpu_speed import Conv2d, ConvTranspose2d
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.models.norms import NORM_NAMES, make_norm
+
+NormFactory = Callable[[int], nn.Module]
+GENERATOR_HELP = "unet_<2^k> (unet_256, unet_128, ...), resnet_6blocks, resnet_9blocks"
+DISCRIMINATOR_HELP = "basic, n_layers, pixel"
+
+
+def norm_factory(name: str, **options) -> NormFactory:
+    """``channels -> norm layer`` for norm ``name`` with the factory ``options`` (e.g. ilm_group_size)."""
+    if name not in NORM_NAMES:
+        raise UsageError(f"unknown norm {name!r}; valid names: {', '.join(NORM_NAMES)}")
+    return functools.partial(make_norm, name, **options)
+
+
+def _uses_bias(norm: NormFactory) -> bool:
+    """Convolutions before a norm with its own shift need no bias (it would be cancelled or duplicated)."""
+    name = norm.args[0] if isinstance(norm, functools.partial) else None
+    return name in (None, "none", "instance")
+
+
+class UnetBlock(nn.Module):
+    """One level of the U-Net: down → (inner levels) → up, with the input concatenated to the output."""
+
+    def __init__(
+        self,
+        outer_nc: int,
+        inner_nc: int,
+        norm: NormFactory,
+        *,
+        input_nc: int | None = None,
+        submodule: nn.Module | None = None,
+        outermost: bool = False,
+        innermost: bool = False,
+        dropout: bool = False,
+    ) -> None:
+        super().__init__()
+        self.outermost = outermost
+        input_nc = outer_nc if input_nc is None else input_nc
+        bias = _uses_bias(norm)
+        down_conv = Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+        if outermost:
+            up_conv = ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
+            layers: list[nn.Module] = [down_conv, submodule, nn.ReLU(True), up_conv, nn.Tanh()]
+        elif innermost:
+            up_conv = ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            layers = [nn.LeakyReLU(0.2, True), down_conv, nn.ReLU(True), up_conv, norm(outer_nc)]
+        else:
+            up_conv = ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            layers = [nn.LeakyReLU(0.2, True), down_conv, norm(inner_nc), submodule, nn.ReLU(True), up_conv]
+            layers.append(norm(outer_nc))
+            if dropout:
+                layers.append(nn.Dropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """pix2pix U-Net with ``num_downs`` downsamplings (input size must be divisible by ``2**num_downs``).
+
+    Dropout 0.5 sits in the ``num_downs - 5`` innermost decoder blocks at the widest width (3 for unet_256).
+    """
+
+    def __init__(
+        self, input_nc: int, output_nc: int, num_downs: int, ngf: int, norm: NormFactory, dropout: bool = True
+    ) -> None:
+        super().__init__()
+        if num_downs < 5:
+            raise UsageError(f"a U-Net needs at least 5 downsamplings (unet_32), got {num_downs}")
+        self.num_downs = num_downs
+        block = UnetBlock(ngf * 8, ngf * 8, norm, innermost=True)
+        for _ in range(num_downs - 5):
+            block = UnetBlock(ngf * 8, ngf * 8, norm, submodule=block, dropout=dropout)
+        block = UnetBlock(ngf * 4, ngf * 8, norm, submodule=block)
+        block = UnetBlock(ngf * 2, ngf * 4, norm, submodule=block)
+        block = UnetBlock(ngf, ngf * 2, norm, submodule=block)
+        self.model = UnetBlock(output_nc, ngf, norm, input_nc=input_nc, submodule=block, outermost=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class ResnetBlock(nn.Module):
+    """Residual block: reflect-pad conv → norm → ReLU (→ dropout) → reflect-pad conv → norm, plus the input."""
+
+    def __init__(self, dim: int, norm: NormFactory, dropout: bool) -> None:
+        super().__init__()
+        bias = _uses_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            Conv2d(dim, dim, kernel_size=3, bias=bias),
+            norm(dim),
+            nn.ReLU(True),
+        ]
+        if dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), Conv2d(dim, dim, kernel_size=3, bias=bias), norm(dim)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """Johnson-style ResNet generator: 2 downsamplings, ``n_blocks`` residual blocks, 2 upsamplings."""
+
+    def __init__(
+        self, input_nc: int, output_nc: int, ngf: int, norm: NormFactory, n_blocks: int, dropout: bool = False
+    ) -> None:
+        super().__init__()
+        bias = _uses_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            Conv2d(input_nc, ngf, kernel_size=7, bias=bias),
+            norm(ngf),
+            nn.ReLU(True),
+        ]
+        for i in range(2):
+            mult = 2**i
+            layers += [
+                Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=bias),
+                norm(ngf * mult * 2),
+                nn.ReLU(True),
+            ]
+        layers += [ResnetBlock(ngf * 4, norm, dropout) for _ in range(n_blocks)]
+        for i in range(2):
+            mult = 2 ** (2 - i)
+            layers += [
+                ConvTranspose2d(
+                    ngf * mult,
+                    ngf * mult // 2,
+                    kernel_size=3,
+                    stride=2,
+                    padding=1,
+                    output_padding=1,
+                    bias=bias,
+                ),
+                norm(ngf * mult // 2),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ReflectionPad2d(3), Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class NLayerDiscriminator(nn.Module):
+    """PatchGAN with ``n_layers`` strided convolutions (3 → 70×70 receptive field); outputs logits."""
+
+    def __init__(self, input_nc: int, ndf: int, norm: NormFactory, n_layers: int = 3) -> None:
+        super().__init__()
+        bias = _uses_bias(norm)
+        layers: list[nn.Module] = [
+            Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, True),
+        ]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [
+                Conv2d(ndf * prev, ndf * mult, kernel_size=4, stride=stride, padding=1, bias=bias),
+                norm(ndf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
+        layers.append(Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class PixelDiscriminator(nn.Module):
+    """1×1 PatchGAN: classifies every pixel independently."""
+
+    def __init__(self, input_nc: int, ndf: int, norm: NormFactory) -> None:
+        super().__init__()
+        self.model = nn.Sequential(
+            Conv2d(input_nc, ndf, kernel_size=1),
+            nn.LeakyReLU(0.2, True),
+            Conv2d(ndf, ndf * 2, kernel_size=1, bias=_uses_bias(norm)),
+            norm(ndf * 2),
+            nn.LeakyReLU(0.2, True),
+            Conv2d(ndf * 2, 1, kernel_size=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def unet_depth(net_g: str) -> int | None:
+    """Number of downsamplings of ``unet_<2^k>`` (k), or None if ``net_g`` is not a U-Net name."""
+    match = re.fullmatch(r"unet_(\d+)", net_g)
+    if not match:
+        return None
+    size = int(match.group(1))
+    if size < 32 or size & (size - 1):
+        raise UsageError(
+            f"U-Net name {net_g!r}: the size must be a power of two >= 32 (unet_32 ... unet_256 ...)"
+        )
+    return size.bit_length() - 1
+
+
+def build_generator(
+    net_g: str, input_nc: int, output_nc: int, ngf: int, norm: NormFactory, dropout: bool = True
+) -> nn.Module:
+    """Generator by name: ``unet_<2^k>``, ``resnet_6blocks`` or ``resnet_9blocks``."""
+    depth = unet_depth(net_g)
+    if depth is not None:
+        return UnetGenerator(input_nc, output_nc, depth, ngf, norm, dropout=dropout)
+    match = re.fullmatch(r"resnet_(\d+)blocks", net_g)
+    if match:
+        return ResnetGenerator(input_nc, output_nc, ngf, norm, int(match.group(1)), dropout=dropout)
+    raise UsageError(f"unknown generator {net_g!r}; valid: {GENERATOR_HELP}")
+
+
+def build_discriminator(
+    net_d: str, input_nc: int, ndf: int, norm: NormFactory, n_layers: int = 3
+) -> nn.Module:
+    """Discriminator by name: ``basic`` (3-layer PatchGAN), ``n_layers`` or ``pixel``."""
+    if net_d == "basic":
+        return NLayerDiscriminator(input_nc, ndf, norm, n_layers=3)
+    if net_d == "n_layers":
+        if n_layers < 1:
+            raise UsageError(f"--n-layers-D must be >= 1, got {n_layers}")
+        return NLayerDiscriminator(input_nc, ndf, norm, n_layers=n_layers)
+    if net_d == "pixel":
+        return PixelDiscriminator(input_nc, ndf, norm)
+    raise UsageError(f"unknown discriminator {net_d!r}; valid: {DISCRIMINATOR_HELP}")
+
+
+def init_weights(net: nn.Module, init_type: str = "normal", gain: float = 0.02) -> nn.Module:
+    """pix2pix initialization: conv and linear weights (ILM's W1–W3 included) from ``init_type``,
+    biases 0; batch/group norm scales N(1, gain), shifts 0. ILM's B_ω, B_β keep their 1 / 0 init."""
+
+    def init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if init_type == "normal":
+                nn.init.normal_(module.weight, 0.0, gain)
+            elif init_type == "xavier":
+                nn.init.xavier_normal_(module.weight, gain=gain)
+            elif init_type == "kaiming":
+                nn.init.kaiming_normal_(module.weight, a=0, mode="fan_in")
+            elif init_type == "orthogonal":
+                nn.init.orthogonal_(module.weight, gain=gain)
+            else:
+                raise UsageError(
+                    f"unknown init type {init_type!r}; valid: normal, xavier, kaiming, orthogonal"
+                )
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)) and module.weight is not None:
+            nn.init.normal_(module.weight, 1.0, gain)
+            nn.init.zeros_(module.bias)
+
+    net.apply(init)
+    return net
+
+
+def norm_options(config) -> dict:
+    """The norm-factory options stored in a config (shared by G and D)."""
+    return {
+        "ilm_group_size": config.ilm_group_size,
+        "num_groups": config.num_groups,
+        "ilm_mean_activation": config.ilm_mean_activation,
+        "ilm_var_activation": config.ilm_var_activation,
+    }
+
+
+def generator_from_config(config) -> nn.Module:
+    """The generator of a :class:`~pix2pix_ilm.config.TrainConfig`, not initialized (weights as torch
+    creates them); build it under ``torch.device("meta")`` to load a checkpoint without any init work."""
+    try:
+        return build_generator(
+            config.netG,
+            config.input_nc,
+            config.output_nc,
+            config.ngf,
+            norm_factory(config.netG_norm, **norm_options(config)),
+            dropout=not config.no_dropout,
+        )
+    except ValueError as err:  # channel counts a norm cannot divide, e.g. ILM K that does not divide ngf
+        raise UsageError(str(err)) from err
+
+
+def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
+    """Build and initialize (G, D) from a :class:`~pix2pix_ilm.config.TrainConfig`.
+
+    D sees the input and output images concatenated, so it has ``input_nc + output_nc`` input channels.
+    """
+    generator = generator_from_config(config)
+    try:
+        discriminator = build_discriminator(
+            config.netD,
+            config.input_nc + config.output_nc,
+            config.ndf,
+            norm_factory(config.netD_norm, **norm_options(config)),
+            n_layers=config.n_layers_D,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    init_weights(generator, config.init_type, config.init_gain)
+    init_weights(discriminator, config.init_type, config.init_gain)
+    return generator, discriminator
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_ilm_layers(module: nn.Module) -> int:
+    """Number of ILM layers in a network."""
+    from pix2pix_ilm.models.norms import ILMNorm
+
+    return sum(isinstance(m, ILMNorm) for m in module.modules())
+
+
+def parameter_table(
+    net_g: str = "unet_256", net_d: str = "basic", *, ngf: int = 64, ndf: int = 64, ilm_group_size: int = 1
+) -> str:
+    """Markdown table of G and D parameter counts for every norm, with the ILM increment over its base."""
+    base_of = {"ilm_in": "instance", "ilm_gn": "group", "ilm_ln": "layer"}
+    counts: dict[str, tuple[int, int]] = {}
+    for name in NORM_NAMES:
+        norm = norm_factory(name, ilm_group_size=ilm_group_size)
+        g = build_generator(net_g, 3, 3, ngf, norm)
+        d = build_discriminator(net_d, 6, ndf, norm)
+        counts[name] = (count_parameters(g), count_parameters(d))
+    lines = [
+        f"Parameters of G = {net_g} (ngf {ngf}) and D = {net_d} (ndf {ndf}), ILM key-group size {ilm_group_size}",
+        "",
+        "| norm | G params | D params | ILM increment G | ILM increment D |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, (g, d) in counts.items():
+        if name in base_of:
+            bg, bd = counts[base_of[name]]
+            inc = f"+{g - bg:,} (+{100 * (g - bg) / bg:.2f}%) | +{d - bd:,} (+{100 * (d - bd) / bd:.2f}%)"
+        else:
+            inc = "– | –"
+        lines.append(f"| {name} | {g:,} | {d:,} | {inc} |")
+    return "\n".join(lines)

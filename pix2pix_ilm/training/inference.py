@@ -1,0 +1,187 @@
+"""Inference with a trained run: ``config.json`` + checkpoint → G → images and an HTML page.
+
+No architecture flags: everything about the networks comes from the run's ``config.json``, checked against
+the config stored inside the checkpoint. Preprocessing is the training one without randomness:
+``resize_and_crop`` resizes straight to the crop size (the whole image is seen), ``crop`` takes the centre,
+and nothing is flipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pix2pix_ilm.config import (
+    ARCHITECTURE_KEYS,
+    TestConfig,
+    TrainConfig,
+    config_differences,
+    config_from_dict,
+    load_run_config,
+    parse_subset,
+    plain_name_problem,
+)
+from pix2pix_ilm.cpu_speed import retain_freed_memory, set_small_input_matmul
+from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, TransformSpec, collate_skipping_none
+from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
+from pix2pix_ilm.device import resolve_device
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.models.networks import generator_from_config, unet_depth
+from pix2pix_ilm.training.checkpoint import load_checkpoint
+
+
+def checkpoint_path(run_dir: Path, epoch: str) -> Path:
+    """``latest`` → ``latest.pt``; ``N`` → ``epoch_N.pt``."""
+    if epoch == "latest":
+        return run_dir / "latest.pt"
+    if not epoch.isdigit():
+        raise UsageError(f"--epoch must be 'latest' or an epoch number, got {epoch!r}")
+    return run_dir / f"epoch_{int(epoch)}.pt"
+
+
+def load_generator_for_inference(
+    run_dir: Path, epoch: str = "latest", device: str = "auto", native_conv: bool = False
+) -> tuple[nn.Module, TrainConfig]:
+    """The run's generator in eval mode with the weights of ``epoch`` (config from ``config.json``, verified).
+
+    Only G is built and read: the checkpoint is memory-mapped and G's weights are verified by their own
+    digest, so D's weights and Adam's moments (3/4 of a ``unet_256`` checkpoint) are never loaded.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"no run at {run_dir} (check --name and --checkpoints-dir)")
+    config = load_run_config(run_dir)
+    path = checkpoint_path(run_dir, epoch)
+    if not path.is_file():
+        available = sorted(p.name for p in run_dir.glob("*.pt"))
+        raise UsageError(f"checkpoint {path} not found; available: {', '.join(available) or 'none'}")
+    state = load_checkpoint(path, only="generator")
+    if "config" in state:
+        stored = config_from_dict(TrainConfig, state["config"], source=str(path))
+        diffs = config_differences(config, stored, ARCHITECTURE_KEYS)
+        if diffs:
+            raise UsageError(f"{path} does not match {run_dir / 'config.json'}: " + "; ".join(diffs))
+    weights = state.get("generator")
+    if not isinstance(weights, dict):
+        raise UsageError(f"checkpoint {path} holds no generator weights")
+    non_finite = [
+        key
+        for key, tensor in weights.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if non_finite:
+        raise UsageError(
+            f"{path} holds NaN or infinite values in {len(non_finite)} generator tensor(s), e.g. {non_finite[0]}; "
+            "its outputs would be meaningless (use an earlier --epoch)"
+        )
+    config.device = device
+    with torch.device("meta"):  # no init work: every tensor comes from the checkpoint
+        generator = generator_from_config(config)
+    try:
+        generator.load_state_dict(weights, assign=True)
+    except (RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        raise UsageError(f"checkpoint does not fit the configured networks: {first}") from err
+    left = [name for name, t in (*generator.named_parameters(), *generator.named_buffers()) if t.is_meta]
+    if left:
+        raise UsageError(f"checkpoint {path} lacks generator tensor(s) {', '.join(left[:3])}")
+    set_small_input_matmul(generator, not native_conv)
+    target = resolve_device(device)
+    if target.type == "cpu":
+        retain_freed_memory()
+    return generator.to(target).eval(), config
+
+
+@torch.inference_mode()
+def translate(
+    generator: nn.Module, real_a: torch.Tensor, config: TrainConfig, train_mode_dropout: bool = False
+) -> torch.Tensor:
+    """G(real_A) on G's device: eval mode unless ``train_mode_dropout`` (pix2pix's test-time dropout);
+    bf16 autocast if the run trained with it."""
+    device = next(generator.parameters()).device
+    generator.train(train_mode_dropout)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    real_a = real_a.to(device).contiguous(memory_format=memory_format)
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if config.precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        return generator(real_a).float()
+
+
+def run_test(options: TestConfig) -> Path:
+    """Translate the images of ``<dataroot>/<phase>``; returns the output folder."""
+    from tqdm import tqdm
+
+    from pix2pix_ilm.viz.images import save_image, tensor_to_image
+    from pix2pix_ilm.viz.pages import write_gallery
+
+    # --name and --phase name the output folder: they must not lead out of --results-dir.
+    problems = [
+        p
+        for p in (plain_name_problem("--name", options.name), plain_name_problem("--phase", options.phase))
+        if p
+    ]
+    if problems:
+        raise UsageError("; ".join(problems))
+    if options.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
+    run_dir = Path(options.checkpoints_dir) / options.name
+    generator, config = load_generator_for_inference(
+        run_dir, options.epoch, options.device, native_conv=options.native_conv
+    )
+    folder = phase_folder(options.dataroot, options.phase)
+    files = select_files(list_images(folder), parse_subset(options.subset), options.num_test)
+    if not files:
+        raise UsageError(f"no images in {folder}")
+    transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, flip=False, train=False)
+    depth = unet_depth(config.netG)
+    files = validate_images(
+        files,
+        aligned=not options.single,
+        skip_bad=options.skip_bad_images,
+        mode=options.validate_images,
+        transform=transform,
+        size_multiple=2**depth if depth is not None else 4,
+    )
+    bad_image = "drop" if options.skip_bad_images else "error"
+    if options.single:
+        dataset = SingleDataset(files, transform, config.input_nc, bad_image=bad_image)
+    else:
+        dataset = AlignedDataset(
+            files, transform, config.direction, config.input_nc, config.output_nc, bad_image=bad_image
+        )
+    loader = DataLoader(
+        dataset, batch_size=options.batch_size, shuffle=False, collate_fn=collate_skipping_none
+    )
+    out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}"
+    image_dir = out_dir / "images"
+    torch.manual_seed(options.seed)
+    labels = ("real_A", "fake_B") if options.single else ("real_A", "fake_B", "real_B")
+    rows = []
+    start = time.time()
+    for batch in tqdm(loader, desc=f"test {options.name}", unit="batch", disable=None):
+        if batch is None:  # every image of the batch failed to decode (--skip-bad-images)
+            continue
+        fake_b = translate(generator, batch["A"], config, options.train_mode_dropout).cpu()
+        visuals = {"real_A": batch["A"], "fake_B": fake_b}
+        if not options.single:
+            visuals["real_B"] = batch["B"]
+        for i, path in enumerate(batch["path"]):
+            stem = Path(path).stem
+            for label in labels:
+                save_image(tensor_to_image(visuals[label][i]), image_dir / f"{stem}_{label}.png")
+            rows.append((stem, [(label, f"images/{stem}_{label}.png") for label in labels]))
+    mode = "train-mode dropout" if options.train_mode_dropout else "eval mode"
+    write_gallery(
+        out_dir / "index.html", f"{options.name}: {options.phase}, epoch {options.epoch} ({mode})", rows
+    )
+    print(f"translated {len(rows)} images in {time.time() - start:.1f} s -> {out_dir}")
+    return out_dir

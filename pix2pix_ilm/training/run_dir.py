@@ -1,0 +1,158 @@
+"""The run folder and its options, checked once before any work: new, overwritten or resumed (``--continue``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pix2pix_ilm.config import (
+    ARCHITECTURE_KEYS,
+    TrainConfig,
+    config_differences,
+    config_to_dict,
+    load_run_config,
+    parse_subset,
+    plain_name_problem,
+)
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.models.networks import unet_depth
+from pix2pix_ilm.training.checkpoint import load_checkpoint
+
+
+# -- checks before any work ----------------------------------------------------------------------------
+def check_train_config(config: TrainConfig) -> None:
+    """Reject impossible or contradictory options before any work, showing the offending values."""
+    problems = []
+    name_problem = plain_name_problem("--name", config.name)
+    if name_problem:
+        problems.append(name_problem)
+    for flag, value, minimum in (
+        ("--n-epochs", config.n_epochs, 0),
+        ("--n-epochs-decay", config.n_epochs_decay, 0),
+        ("--batch-size", config.batch_size, 1),
+        ("--load-size", config.load_size, 1),
+        ("--crop-size", config.crop_size, 1),
+        ("--ngf", config.ngf, 1),
+        ("--ndf", config.ndf, 1),
+        ("--ilm-group-size", config.ilm_group_size, 1),
+        ("--print-freq", config.print_freq, 1),
+        ("--display-freq", config.display_freq, 1),
+        ("--save-latest-freq", config.save_latest_freq, 1),
+        ("--save-epoch-freq", config.save_epoch_freq, 1),
+        ("--num-workers", config.num_workers, 0),
+    ):
+        if value < minimum:
+            problems.append(f"{flag} must be >= {minimum}, got {value}")
+    if config.n_epochs + config.n_epochs_decay < 1:
+        problems.append(
+            f"--n-epochs + --n-epochs-decay must be >= 1, got {config.n_epochs} + {config.n_epochs_decay}"
+        )
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        problems.append(f"--lr must be a positive number, got {config.lr}")
+    if not 0 <= config.beta1 < 1:
+        problems.append(f"--beta1 must be in [0, 1), got {config.beta1}")
+    elif config.lr / (1 - config.beta1) > torch.finfo(torch.float32).max:
+        problems.append(
+            f"--lr {config.lr} is too large: Adam's first step, lr / (1 - beta1) = "
+            f"{config.lr / (1 - config.beta1):g}, does not fit in a 32-bit float"
+        )
+    if (
+        config.preprocess in ("resize_and_crop", "scale_width_and_crop")
+        and config.crop_size > config.load_size
+    ):
+        problems.append(f"--crop-size {config.crop_size} is larger than --load-size {config.load_size}")
+    if config.continue_train and config.overwrite:
+        problems.append("--continue and --overwrite contradict each other")
+    try:
+        depth = unet_depth(config.netG)
+    except UsageError as err:
+        problems.append(str(err))
+        depth = None
+    fixed_size = config.preprocess not in ("none", "scale_width")
+    if depth is not None and fixed_size and config.crop_size % (2**depth):
+        problems.append(
+            f"--netG {config.netG} downsamples {depth} times, so --crop-size must be a multiple of {2**depth}; "
+            f"got {config.crop_size} (use unet_{config.crop_size} if it is a power of two)"
+        )
+    parse_subset(config.subset)
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+# -- run folder ----------------------------------------------------------------------------------------
+def resolve_run_config(config: TrainConfig, explicit: set[str] | None = None) -> TrainConfig:
+    """The options the run will use, checked against its folder; changes nothing on disk.
+
+    With ``--continue`` the run's saved ``config.json`` is the base and only the options named in
+    ``explicit`` (those given on the command line; all of them when None) override it, so resuming needs no
+    architecture flags. Overriding an architecture option with another value is an error, and so is a new
+    run over an existing one without ``--overwrite``.
+    """
+    run_dir = config.run_dir
+    existing = (run_dir / "config.json").exists() or (run_dir / "latest.pt").exists()
+    if config.continue_train:
+        if not (run_dir / "latest.pt").is_file():
+            raise UsageError(f"--continue: no checkpoint to resume at {run_dir / 'latest.pt'}")
+        saved = load_run_config(run_dir)
+        if explicit is not None:
+            merged = config_to_dict(saved)
+            merged.update({k: v for k, v in config_to_dict(config).items() if k in explicit})
+            merged.update(continue_train=True, overwrite=False)
+            config = TrainConfig(**merged)
+        diffs = config_differences(saved, config, ARCHITECTURE_KEYS)
+        if diffs:
+            raise UsageError(
+                f"--continue with a different architecture than {run_dir / 'config.json'}: "
+                + "; ".join(diffs)
+            )
+        return config
+    if existing and not config.overwrite:
+        raise UsageError(
+            f"run folder {run_dir} already holds a run; use --continue to resume it, --overwrite to start "
+            "again, or another --name"
+        )
+    return config
+
+
+def prepare_run_dir(
+    config: TrainConfig, explicit: set[str] | None = None
+) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Create, refuse, overwrite or resume the run folder; returns the config and the state to resume.
+
+    See :func:`resolve_run_config` for how ``--continue`` merges the saved options with ``explicit``.
+    """
+    config = resolve_run_config(config, explicit)
+    run_dir = config.run_dir
+    if config.continue_train:
+        return config, load_checkpoint(run_dir / "latest.pt")
+    if config.overwrite and ((run_dir / "config.json").exists() or (run_dir / "latest.pt").exists()):
+        shutil.rmtree(run_dir)
+    return config, None
+
+
+def _loss_log_truncate(path: Path, iteration: int) -> None:
+    """On resume, drop loss-log lines written after the checkpoint (and a half-written last line)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry.get("iteration", 0) <= iteration:
+            kept.append(line)
+    path.write_text("".join(k + "\n" for k in kept))
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete the temp files of atomic writes that a killed run left behind (``.<name>.<random>.tmp``)."""
+    for path in run_dir.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            path.unlink()

@@ -1,0 +1,204 @@
+"""Live previews on a visdom server that never stop training: an unreachable server costs one warning and a
+retry every ``retry_interval`` seconds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any, Union
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from pix2pix_ilm.viz.images import as_rgb, image_grid, tensor_to_image
+from pix2pix_ilm.viz.server import is_loopback
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class VisdomUnavailableWarning(RuntimeWarning):
+    """The visdom server could not be reached; training goes on without live previews."""
+
+
+def _make_client(server: str, port: int, env: str, timeout: float) -> Any:
+    """Connect a :class:`visdom.Visdom` whose HTTP requests time out; raises ``ConnectionError`` if down."""
+    import requests
+    import visdom
+
+    trust_env = not is_loopback(urlparse(server).hostname or "")
+
+    class _TimeoutVisdom(visdom.Visdom):
+        @property
+        def session(self) -> requests.Session:
+            # A server on this machine is never reached through $http_proxy (requests would use it otherwise).
+            if self._session is None:
+                self._session = requests.Session()
+                self._session.trust_env = trust_env
+            return self._session
+
+        # ``_handle_post`` is visdom's documented override point for how requests are sent. Its default has no
+        # timeout (a hung server would block training forever) and ignores HTTP error statuses.
+        def _handle_post(self, url: str, data: Any = None) -> str:
+            response = self.session.post(url, data=data if data is not None else {}, timeout=timeout)
+            response.raise_for_status()
+            return response.text
+
+    visdom_logger = logging.getLogger("visdom")
+    level = visdom_logger.level
+    # The constructor logs "Setting up a new session..." and a note about the incoming socket at WARNING level
+    # on every connection; they say nothing useful to a training run.
+    visdom_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # visdom's own use of ``logger.warn``
+            client = _TimeoutVisdom(
+                server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False
+            )
+    except requests.RequestException as err:  # raised outside visdom's own conversion, e.g. by the session
+        raise ConnectionError(str(err)) from err
+    finally:
+        visdom_logger.setLevel(level)
+    return client
+
+
+def _failure_reason(err: BaseException) -> str:
+    """A short reason for a failed visdom request (visdom hides the requests exception in ``__context__``)."""
+    import requests
+
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, requests.RequestException):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, requests.HTTPError) and cause.response is not None:
+        return f"HTTP {cause.response.status_code}"
+    if isinstance(cause, requests.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(cause, requests.Timeout):
+        return "no answer in time"
+    if isinstance(cause, requests.ConnectionError):
+        return "connection refused or host unreachable"
+    return str(err) or type(err).__name__
+
+
+class VisdomDisplay:
+    """Live previews for the training loop: the current images in one window, the loss curves in another.
+
+    Nothing here stops training: the client connects lazily, every request has a ``timeout``, and while the
+    server is unreachable calls return at once (one warning per outage, a new attempt at most every
+    ``retry_interval`` seconds). The whole loss history is kept here and re-sent on each
+    :meth:`plot_losses`, so a server that comes back (or restarts) shows the complete curves again.
+    """
+
+    IMAGE_WINDOW = "pix2pix_ilm_images"
+    LOSS_WINDOW = "pix2pix_ilm_losses"
+
+    def __init__(
+        self,
+        server: str = "http://127.0.0.1",
+        port: int = 8097,
+        env: str = "main",
+        enabled: bool = True,
+        retry_interval: float = 30.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.server = server if "://" in server else f"http://{server}"
+        self.port = int(port)
+        self.env = env
+        self.enabled = enabled
+        self.retry_interval = float(retry_interval)
+        self.timeout = float(timeout)
+        self._client: Any = None
+        self._next_attempt = 0.0  # time.monotonic() before which no connection is tried
+        self._down = False  # an outage has been reported and not yet ended
+        self._ever_connected = False
+        self._loss_x: list[float] = []
+        self._loss_values: dict[str, list[float]] = {}  # name -> one value per x (NaN where it was absent)
+
+    @property
+    def address(self) -> str:
+        """The server address, e.g. ``http://127.0.0.1:8097``."""
+        return f"{self.server}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last request reached the server."""
+        return self._client is not None
+
+    def show_images(self, images: Mapping[str, torch.Tensor | np.ndarray], epoch: int | None = None) -> None:
+        """Show images side by side in one window, updated in place (e.g. real_A, fake_B, real_B).
+
+        Tensors are in [-1, 1] (a batch shows its first image); arrays are uint8 images.
+        """
+        if not self.enabled or not images:
+            return
+        pictures = []
+        for value in images.values():
+            if isinstance(value, torch.Tensor):
+                pictures.append(tensor_to_image(value[0] if value.dim() == 4 else value))
+            else:
+                pictures.append(as_rgb(value))
+        names = " | ".join(images.keys())
+        caption = names if epoch is None else f"{names} (epoch {epoch})"
+        grid = image_grid([pictures], pad=2)
+        opts = {"title": caption, "caption": caption}
+        self._send(lambda vis: vis.image(grid.transpose(2, 0, 1), win=self.IMAGE_WINDOW, opts=opts))
+
+    def plot_losses(self, x: float, losses: Mapping[str, float]) -> None:
+        """Add one point per loss at ``x`` (e.g. a fractional epoch) and redraw the loss window."""
+        if not self.enabled or not losses:
+            return
+        n_before = len(self._loss_x)
+        self._loss_x.append(float(x))
+        for name, value in losses.items():
+            self._loss_values.setdefault(name, [float("nan")] * n_before).append(float(value))
+        for history in self._loss_values.values():
+            if len(history) == n_before:
+                history.append(float("nan"))
+        names = list(self._loss_values)
+        y = np.array([self._loss_values[name] for name in names], dtype=np.float64).T  # (points, losses)
+        x_values = np.array(self._loss_x, dtype=np.float64)
+        opts = {"title": f"{self.env} losses", "legend": names, "xlabel": "epoch", "ylabel": "loss"}
+        self._send(lambda vis: vis.line(Y=y, X=x_values, win=self.LOSS_WINDOW, opts=opts))
+
+    def _send(self, action: Any) -> bool:
+        """Run ``action(client)`` if the server is (or may again be) reachable; False when it was skipped."""
+        client = self._client
+        if client is None:
+            if time.monotonic() < self._next_attempt:
+                return False
+            try:
+                client = _make_client(self.server, self.port, self.env, self.timeout)
+            except ConnectionError as err:
+                self._mark_down(err)
+                return False
+        try:
+            action(client)
+        except ConnectionError as err:  # visdom turns every requests failure into ConnectionError
+            self._mark_down(err)
+            return False
+        self._client = client
+        self._ever_connected = True
+        if self._down:
+            self._down = False
+            logger.warning("visdom server at %s is reachable again; live previews resume", self.address)
+        return True
+
+    def _mark_down(self, err: BaseException) -> None:
+        self._client = None
+        self._next_attempt = time.monotonic() + self.retry_interval
+        if self._down:
+            return
+        self._down = True
+        lost = "lost the connection to" if self._ever_connected else "cannot reach"
+        warnings.warn(
+            f"{lost} visdom server at {self.address} ({_failure_reason(err)}); training goes on without live "
+            f"previews and retries every {self.retry_interval:g} s. Start a server with: "
+            f"pix2pix-ilm visdom --port {self.port}",
+            VisdomUnavailableWarning,
+            stacklevel=4,
+        )

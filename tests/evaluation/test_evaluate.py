@@ -1,0 +1,128 @@
+"""Evaluation of images and of test output folders, and the ``eval`` command's metrics.json."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.evaluation import evaluate
+
+
+def test_evaluate_images_checks_inputs() -> None:
+    a = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(UsageError, match="pair 0"):
+        evaluate.evaluate_images([a], [np.zeros((8, 9, 3), np.uint8)], "rmse")
+    with pytest.raises(UsageError, match="8-bit RGB"):
+        evaluate.evaluate_images([a.astype(np.float32)], [a], "rmse")
+    with pytest.raises(UsageError, match="no images"):
+        evaluate.evaluate_images([], [], "rmse")
+    with pytest.raises(UsageError, match="batch-size"):
+        evaluate.evaluate_images([a], [a], "rmse", batch_size=0)
+    tiny = np.zeros((6, 40, 3), np.uint8)
+    with pytest.raises(UsageError, match="at least 7x7"):
+        evaluate.evaluate_images([tiny], [tiny], "ssim")
+
+
+def test_batching_and_mixed_sizes_give_per_image_scores() -> None:
+    rng = np.random.default_rng(2)
+    reals = [rng.integers(0, 256, size=shape, dtype=np.uint8) for shape in [(8, 8, 3)] * 3 + [(9, 12, 3)] * 2]
+    fakes = [np.clip(r.astype(int) + 5 * (i + 1), 0, 255).astype(np.uint8) for i, r in enumerate(reals)]
+    one_by_one = evaluate.evaluate_images(fakes, reals, "rmse,ssim", batch_size=1)
+    batched = evaluate.evaluate_images(fakes, reals, "rmse,ssim", batch_size=4)
+    assert list(batched["per_image"]) == ["0", "1", "2", "3", "4"]
+    for stem, scores in one_by_one["per_image"].items():
+        assert batched["per_image"][stem] == pytest.approx(scores, abs=1e-12)
+    for i in range(5):
+        expected = math.sqrt(np.mean((fakes[i].astype(float) - reals[i]) ** 2))
+        assert batched["per_image"][str(i)]["rmse"] == pytest.approx(expected, abs=1e-12)
+
+
+# -------------------------------------------------------------------------------- results folders
+
+
+def _write_pair(images: Path, stem: str, fake: np.ndarray, real: np.ndarray) -> None:
+    images.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(fake).save(images / f"{stem}_fake_B.png")
+    Image.fromarray(real).save(images / f"{stem}_real_B.png")
+
+
+def test_eval_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="results folder not found"):
+        evaluate.evaluate_results_dir(tmp_path / "absent", "rmse")
+    results = tmp_path / "run"
+    results.mkdir()
+    with pytest.raises(UsageError, match=r"no images/ folder"):
+        evaluate.evaluate_results_dir(results, "rmse")
+    images = results / "images"
+    images.mkdir()
+    with pytest.raises(UsageError, match=r"no \*_fake_B\.png images in .*images"):
+        evaluate.evaluate_results_dir(results, "rmse")
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    _write_pair(images, "1", image, image)
+    Image.fromarray(image).save(images / "2_fake_B.png")
+    with pytest.raises(UsageError, match=r"2_fake_B\.png has no ground truth: .*2_real_B\.png is missing"):
+        evaluate.evaluate_results_dir(results, "rmse")
+
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(images / "2_real_B.png")
+    with pytest.raises(UsageError, match=r"2_fake_B\.png is 8x8 but .*2_real_B\.png is 10x8"):
+        evaluate.evaluate_results_dir(results, "rmse")
+
+    (images / "2_real_B.png").write_bytes(b"broken")
+    with pytest.raises(UsageError, match=r"cannot read image .*2_real_B\.png"):
+        evaluate.evaluate_results_dir(results, "rmse")
+
+
+def test_run_eval_command_writes_json(
+    tmp_path: Path, lpips_backbone: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results" / "run" / "test_latest"
+    rng = np.random.default_rng(4)
+    offsets = {"10": 2, "2": 6, "1": 0}  # natural order: 1, 2, 10
+    for stem, offset in offsets.items():
+        real = rng.integers(20, 230, size=(64, 64, 3), dtype=np.uint8)
+        _write_pair(results / "images", stem, (real + offset).astype(np.uint8), real)
+
+    returned = evaluate.run_eval_command(results, "rmse,psnr,mae,ssim,lpips", lpips_backbone, None, "auto", 2)
+    document = json.loads((results / "metrics.json").read_text())
+    assert document["n"] == 3
+    assert document["metrics"] == ["rmse", "psnr", "mae", "ssim", "lpips"]
+    assert list(document["per_image"]) == ["1", "2", "10"]
+    assert document["per_image"]["2"]["rmse"] == pytest.approx(6.0)
+    assert document["per_image"]["10"]["mae"] == pytest.approx(2.0)
+    assert document["per_image"]["1"]["psnr"] is None  # identical images: inf, written as null
+    assert document["per_image"]["1"]["ssim"] == pytest.approx(1.0)
+    assert document["per_image"]["1"]["lpips"] == pytest.approx(0.0, abs=1e-6)
+    assert document["per_image"]["10"]["lpips"] > 0
+    assert document["mean"]["rmse"] == pytest.approx(8 / 3)
+    assert document["std"]["rmse"] == pytest.approx(float(np.std([0, 6, 2])))
+    assert document["mean"]["psnr"] is None
+    assert document["higher_is_better"] == {
+        "rmse": False,
+        "psnr": True,
+        "mae": False,
+        "ssim": True,
+        "lpips": False,
+    }
+    assert (
+        document["settings"]["ssim"]["win_size"] == 7
+        and document["settings"]["ssim"]["gaussian_weights"] is False
+    )
+    assert document["settings"]["lpips"]["backbone"] == str(lpips_backbone)
+    assert returned["per_image"]["2"]["rmse"] == pytest.approx(6.0)
+
+    table = capsys.readouterr().out
+    assert "rmse" in table and "2.6667 ± 2.4944" in table and "lower" in table and "higher" in table
+
+    custom = tmp_path / "elsewhere" / "scores.json"
+    evaluate.run_eval_command(results, "mae", None, custom, "cpu", 16)
+    assert json.loads(custom.read_text())["mean"] == {"mae": pytest.approx(8 / 3)}
+
+    with pytest.raises(UsageError, match="unknown metric 'fid'"):
+        evaluate.run_eval_command(results, "fid", None, None, "cpu", 16)

@@ -1,0 +1,101 @@
+"""Generators and discriminators built through the norm factory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pix2pix_ilm.config import TrainConfig
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.models.networks import (
+    build_discriminator,
+    build_generator,
+    count_ilm_layers,
+    count_parameters,
+    networks_from_config,
+    norm_factory,
+    unet_depth,
+)
+from pix2pix_ilm.models.norms import NORM_NAMES, ILMNorm
+from pix2pix_ilm.models.pix2pix import Pix2PixModel
+
+
+def test_unet_depth_from_name():
+    assert unet_depth("unet_256") == 8
+    assert unet_depth("unet_128") == 7
+    assert unet_depth("unet_1024") == 10
+    assert unet_depth("resnet_9blocks") is None
+    with pytest.raises(UsageError, match="power of two"):
+        unet_depth("unet_100")
+
+
+def test_pix2pix_reference_sizes():
+    # The published pix2pix sizes with batch norm: G 54.414 M parameters, D 2.769 M.
+    g = build_generator("unet_256", 3, 3, 64, norm_factory("batch"))
+    d = build_discriminator("basic", 6, 64, norm_factory("batch"))
+    assert round(count_parameters(g) / 1e6, 3) == 54.414
+    assert round(count_parameters(d) / 1e6, 3) == 2.769
+
+
+def test_unet_dropout_and_receptive_field():
+    g = build_generator("unet_256", 3, 3, 8, norm_factory("instance"))
+    assert sum(isinstance(m, torch.nn.Dropout) for m in g.modules()) == 3
+    d = build_discriminator("basic", 6, 8, norm_factory("instance"))
+    assert d(torch.randn(1, 6, 256, 256)).shape == (1, 1, 30, 30)  # 70x70 PatchGAN on 256x256
+    assert build_discriminator("pixel", 6, 8, norm_factory("instance"))(torch.randn(1, 6, 16, 16)).shape == (
+        1,
+        1,
+        16,
+        16,
+    )
+
+
+def test_ilm_layers_from_the_factory():
+    g = build_generator("unet_64", 3, 3, 8, norm_factory("ilm_in", ilm_group_size=1))
+    layers = [m for m in g.modules() if isinstance(m, ILMNorm)]
+    assert layers and all(layer.key_group_size == 1 for layer in layers)
+    assert count_ilm_layers(g) == len(layers)
+
+
+@pytest.mark.parametrize("net_g", ["unet_32", "resnet_6blocks"])
+@pytest.mark.parametrize("net_d", ["basic", "n_layers", "pixel"])
+@pytest.mark.parametrize("norm", NORM_NAMES)
+def test_every_combination_trains_one_step(net_g, net_d, norm):
+    config = TrainConfig(
+        dataroot="unused",
+        name="t",
+        netG=net_g,
+        netD=net_d,
+        n_layers_D=2,
+        ngf=4,
+        ndf=4,
+        netG_norm=norm,
+        netD_norm=norm,
+        crop_size=32,
+        num_groups=4,
+        device="cpu",
+    )
+    torch.manual_seed(0)
+    model = Pix2PixModel(config)
+    before = [p.detach().clone() for p in model.generator.parameters()]
+    losses = model.train_step(torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert set(losses) == {"G_GAN", "G_L1", "D_real", "D_fake"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.generator.parameters(), strict=False))
+
+
+def test_init_types_and_errors():
+    for init in ("normal", "xavier", "kaiming", "orthogonal"):
+        config = TrainConfig(dataroot="x", name="t", netG="unet_32", ngf=4, ndf=4, init_type=init)
+        g, _ = networks_from_config(config)
+        assert torch.isfinite(next(g.parameters())).all()
+    with pytest.raises(UsageError, match="unknown generator"):
+        networks_from_config(TrainConfig(dataroot="x", name="t", netG="vgg"))
+    with pytest.raises(UsageError, match="unknown discriminator"):
+        networks_from_config(TrainConfig(dataroot="x", name="t", netD="huge"))
+    with pytest.raises(UsageError, match="unknown norm"):
+        norm_factory("spectral")
+    with pytest.raises(UsageError, match="must divide"):
+        networks_from_config(
+            TrainConfig(dataroot="x", name="t", netG="unet_32", ngf=6, netG_norm="ilm_in", ilm_group_size=4)
+        )

@@ -1,0 +1,368 @@
+"""End to end on real facades: train → test without architecture flags, exact resume, user errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from pix2pix_ilm.cli import main
+from pix2pix_ilm.training.checkpoint import load_checkpoint, save_checkpoint
+
+NET = [
+    "--netG",
+    "unet_64",
+    "--ngf",
+    "8",
+    "--ndf",
+    "8",
+    "--load-size",
+    "72",
+    "--crop-size",
+    "64",
+    "--direction",
+    "BtoA",
+]
+TINY = [*NET, "--no-display", "--no-progress", "--print-freq", "1"]
+
+
+@pytest.fixture(scope="module")
+def small_facades(facades_dir: Path, tmp_path_factory) -> Path:
+    """Four train and three test facades copied to a temporary data root."""
+    root = tmp_path_factory.mktemp("facades")
+    for phase, names in (("train", ["1", "2", "3", "4"]), ("test", ["1", "2", "3"])):
+        (root / phase).mkdir()
+        for n in names:
+            shutil.copy(facades_dir / phase / f"{n}.jpg", root / phase / f"{n}.jpg")
+    return root
+
+
+def _train_args(data: Path, ckpt: Path, name: str, *extra: str) -> list[str]:
+    return ["train", "--dataroot", str(data), "--name", name, "--checkpoints-dir", str(ckpt), *extra]
+
+
+def _train(data: Path, ckpt: Path, name: str, *extra: str) -> int:
+    return main(_train_args(data, ckpt, name, *TINY, *extra))
+
+
+def _resume(data: Path, ckpt: Path, name: str, *extra: str) -> int:
+    """``train --continue`` with no architecture flags: the run's config.json must supply them."""
+    return main(_train_args(data, ckpt, name, "--continue", *extra))
+
+
+def test_train_then_test_without_architecture_flags(small_facades, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    code = _train(
+        small_facades,
+        ckpt,
+        "ilm",
+        "--n-epochs",
+        "1",
+        "--n-epochs-decay",
+        "1",
+        "--netG-norm",
+        "ilm_in",
+        "--netD-norm",
+        "ilm_in",
+    )
+    assert code == 0
+    run = ckpt / "ilm"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["config"]["netG_norm"] == "ilm_in" and saved["environment"]["torch"] == torch.__version__
+    assert {"latest.pt", "epoch_2.pt", "loss_log.jsonl"} <= {p.name for p in run.iterdir()}
+    log = [json.loads(line) for line in (run / "loss_log.jsonl").read_text().splitlines()]
+    assert [e["iteration"] for e in log] == list(range(1, 9))
+    assert {"G_GAN", "G_L1", "D_real", "D_fake"} <= set(log[0])
+    html = (run / "web" / "index.html").read_text()
+    assert "epoch 2" in html and "epoch002_fake_B.png" in html
+
+    results = tmp_path / "results"
+    code = main(
+        [
+            "test",
+            "--name",
+            "ilm",
+            "--checkpoints-dir",
+            str(ckpt),
+            "--dataroot",
+            str(small_facades),
+            "--results-dir",
+            str(results),
+        ]
+    )
+    assert code == 0
+    out = results / "ilm" / "test_latest"
+    images = sorted(p.name for p in (out / "images").iterdir())
+    assert len(images) == 9
+    for stem in ("1", "2", "3"):
+        for label in ("real_A", "fake_B", "real_B"):
+            with Image.open(out / "images" / f"{stem}_{label}.png") as img:
+                assert img.size == (64, 64) and img.mode == "RGB"
+    index = (out / "index.html").read_text()
+    assert all(f"images/{name}" in index for name in images)
+    assert main(["eval", "--results-dir", str(out), "--metrics", "rmse,ssim,psnr,mae"]) == 0
+    scores = json.loads((out / "metrics.json").read_text())
+    assert scores["n"] == 3 and set(scores["per_image"]) == {"1", "2", "3"}
+    assert 0 < scores["mean"]["rmse"] < 255 and -1 <= scores["mean"]["ssim"] <= 1
+
+    # An older epoch by number, and --single on a folder of plain images.
+    single = tmp_path / "single" / "test"
+    single.mkdir(parents=True)
+    with Image.open(small_facades / "test" / "1.jpg") as img:
+        img.crop((256, 0, 512, 256)).save(single / "label map.png")
+    code = main(
+        [
+            "test",
+            "--name",
+            "ilm",
+            "--checkpoints-dir",
+            str(ckpt),
+            "--dataroot",
+            str(single.parent),
+            "--results-dir",
+            str(results),
+            "--single",
+            "--epoch",
+            "2",
+        ]
+    )
+    assert code == 0
+    assert sorted(p.name for p in (results / "ilm" / "test_2" / "images").iterdir()) == [
+        "label map_fake_B.png",
+        "label map_real_A.png",
+    ]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(path)
+    return {
+        **{f"G.{k}": v for k, v in state["generator"].items()},
+        **{f"D.{k}": v for k, v in state["discriminator"].items()},
+    }
+
+
+@pytest.mark.parametrize("norms", [("ilm_in", "ilm_in"), ("batch", "instance")])
+def test_resume_is_exact(small_facades, tmp_path, norms):
+    ckpt = tmp_path / "ckpt"
+    common = ["--netG-norm", norms[0], "--netD-norm", norms[1], "--batch-size", "2", "--seed", "3"]
+    assert _train(small_facades, ckpt, "straight", "--n-epochs", "1", "--n-epochs-decay", "1", *common) == 0
+    # 1 epoch, then --continue with the decay epoch added: no architecture flags needed to resume.
+    assert _train(small_facades, ckpt, "resumed", "--n-epochs", "1", "--n-epochs-decay", "0", *common) == 0
+    assert (
+        _resume(small_facades, ckpt, "resumed", "--n-epochs-decay", "1", "--no-display", "--no-progress") == 0
+    )
+    straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "resumed" / "latest.pt")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert load_checkpoint(ckpt / "resumed" / "latest.pt")["counters"] == {
+        "epoch": 3,
+        "batches_done": 0,
+        "iteration": 4,
+    }
+    log = [
+        json.loads(line)["iteration"]
+        for line in (ckpt / "resumed" / "loss_log.jsonl").read_text().splitlines()
+    ]
+    assert log == [1, 2, 3, 4]
+
+
+def _run_until_killed(args: list[str], log: Path, iteration: int, sig: int) -> int:
+    """Start training in a subprocess and send ``sig`` once the loss log reaches ``iteration``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pix2pix_ilm", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= iteration:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_after_kill_is_exact(small_facades, tmp_path, sig):
+    """Killed mid-epoch (at whatever step the signal lands), --continue ends with the straight run's weights."""
+    ckpt = tmp_path / "ckpt"
+    common = ["--n-epochs", "2", "--n-epochs-decay", "0", "--netG-norm", "ilm_in", "--save-latest-freq", "1"]
+    assert _train(small_facades, ckpt, "straight", *common) == 0
+    args = [
+        "train",
+        "--dataroot",
+        str(small_facades),
+        "--name",
+        "killed",
+        "--checkpoints-dir",
+        str(ckpt),
+        *TINY,
+        *common,
+    ]
+    code = _run_until_killed(args, ckpt / "killed" / "loss_log.jsonl", 2, sig)
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + signal.SIGTERM)
+    done = load_checkpoint(ckpt / "killed" / "latest.pt")["counters"]["iteration"]
+    assert 1 <= done < 8, "the signal should land before the run ends"
+    assert (
+        main(
+            [
+                "train",
+                "--dataroot",
+                str(small_facades),
+                "--name",
+                "killed",
+                "--checkpoints-dir",
+                str(ckpt),
+                "--continue",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "killed" / "latest.pt")
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def _train_with_display(data: Path, ckpt: Path, name: str, port: int, *extra: str) -> int:
+    """One epoch of the tiny model with visdom previews on ``port``."""
+    display = ["--print-freq", "1", "--no-progress", "--display-port", str(port)]
+    return main(
+        _train_args(data, ckpt, name, *NET, *display, "--n-epochs", "1", "--n-epochs-decay", "0", *extra)
+    )
+
+
+def test_live_previews_reach_a_real_visdom_server(small_facades, tmp_path):
+    import visdom
+
+    from pix2pix_ilm.viz.display import VisdomDisplay
+    from pix2pix_ilm.viz.server import free_port, start_visdom_server, stop_visdom_server
+
+    port = free_port()
+    server = start_visdom_server(port, env_path=str(tmp_path / "visdom"))
+    try:
+        code = _train_with_display(
+            small_facades, tmp_path / "ckpt", "live", port, "--display-freq", "2", "--display-env", "live_env"
+        )
+        assert code == 0
+        client = visdom.Visdom(port=port, use_incoming_socket=False, raise_exceptions=True)
+        windows = json.loads(client.get_window_data(win=None, env="live_env"))
+    finally:
+        stop_visdom_server(server)
+    assert windows[VisdomDisplay.IMAGE_WINDOW]["type"] == "image"
+    assert "real_A | fake_B | real_B" in windows[VisdomDisplay.IMAGE_WINDOW]["title"]
+    lines = {trace["name"]: trace["x"] for trace in windows[VisdomDisplay.LOSS_WINDOW]["content"]["data"]}
+    assert set(lines) == {"G_GAN", "G_L1", "D_real", "D_fake"}
+    assert lines["G_L1"] == [0.5, 1.0]  # iterations 2 and 4 of a 4-image epoch
+
+
+def test_training_continues_without_a_visdom_server(small_facades, tmp_path):
+    from pix2pix_ilm.viz.display import VisdomUnavailableWarning
+    from pix2pix_ilm.viz.server import free_port
+
+    with pytest.warns(VisdomUnavailableWarning, match="pix2pix-ilm visdom"):
+        code = _train_with_display(
+            small_facades, tmp_path / "ckpt", "dark", free_port(), "--display-freq", "1"
+        )
+    assert code == 0
+    assert load_checkpoint(tmp_path / "ckpt" / "dark" / "latest.pt")["counters"]["iteration"] == 4
+
+
+def test_user_errors_are_one_line(small_facades, tmp_path, capsys):
+    ckpt = str(tmp_path / "ckpt")
+
+    def error(*args: str) -> str:
+        assert main(list(args)) == 2
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+        return err
+
+    assert "not a folder" in error(
+        "train", "--dataroot", str(tmp_path / "missing"), "--name", "x", "--checkpoints-dir", ckpt
+    )
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    assert "no images in" in error(
+        "train", "--dataroot", str(empty), "--name", "x", "--checkpoints-dir", ckpt
+    )
+    bad = tmp_path / "bad"
+    (bad / "train").mkdir(parents=True)
+    shutil.copy(small_facades / "train" / "1.jpg", bad / "train" / "1.jpg")
+    (bad / "train" / "2.jpg").write_bytes(b"not a jpeg at all")
+    msg = error("train", "--dataroot", str(bad), "--name", "x", "--checkpoints-dir", ckpt)
+    assert "2.jpg" in msg and "cannot decode" in msg
+    (bad / "train" / "2.jpg").unlink()
+    Image.new("RGB", (300, 256)).save(bad / "train" / "3.png")
+    msg = error("train", "--dataroot", str(bad), "--name", "x", "--checkpoints-dir", ckpt)
+    assert "3.png" in msg and "300x256" in msg and "twice its height" in msg
+    assert "unknown generator" in error(
+        "train", "--dataroot", str(small_facades), "--name", "x", "--checkpoints-dir", ckpt, "--netG", "vgg16"
+    )
+    assert "--crop-size 300 is larger than --load-size 286" in error(
+        "train",
+        "--dataroot",
+        str(small_facades),
+        "--name",
+        "x",
+        "--checkpoints-dir",
+        ckpt,
+        "--crop-size",
+        "300",
+    )
+    assert "no run at" in error(
+        "test", "--name", "nope", "--dataroot", str(small_facades), "--checkpoints-dir", ckpt
+    )
+    with pytest.raises(SystemExit) as exit_info:  # argparse lists the valid norms
+        main(["train", "--dataroot", str(small_facades), "--name", "x", "--netG-norm", "weird"])
+    assert exit_info.value.code == 2 and "invalid choice: 'weird'" in capsys.readouterr().err
+
+    # A checkpoint whose stored config does not match config.json, and a refused overwrite.
+    assert (
+        _train(small_facades, tmp_path / "ckpt", "mismatch", "--n-epochs", "1", "--n-epochs-decay", "0") == 0
+    )
+    state = load_checkpoint(tmp_path / "ckpt" / "mismatch" / "epoch_1.pt")
+    state["config"]["netG_norm"] = "ilm_in"
+    save_checkpoint(state, tmp_path / "ckpt" / "mismatch" / "epoch_1.pt")
+    msg = error(
+        "test",
+        "--name",
+        "mismatch",
+        "--dataroot",
+        str(small_facades),
+        "--checkpoints-dir",
+        ckpt,
+        "--epoch",
+        "1",
+        "--results-dir",
+        str(tmp_path / "res"),
+    )
+    assert "epoch_1.pt does not match" in msg and "netG_norm: 'instance' != 'ilm_in'" in msg
+    assert "already holds a run" in error(
+        "train", "--dataroot", str(small_facades), "--name", "mismatch", "--checkpoints-dir", ckpt
+    )
+
+
+def test_resume_from_a_checkpoint_taken_right_before_the_epoch_end(small_facades, tmp_path):
+    """A kill between the last step's save and the epoch-end save leaves an epoch with no batches left."""
+    ckpt = tmp_path / "ckpt"
+    common = ["--n-epochs-decay", "0", "--netG-norm", "ilm_in", "--batch-size", "2"]
+    assert _train(small_facades, ckpt, "straight", "--n-epochs", "2", *common) == 0
+    assert _train(small_facades, ckpt, "edge", "--n-epochs", "1", *common) == 0
+    state = load_checkpoint(ckpt / "edge" / "latest.pt")
+    assert state["counters"] == {"epoch": 2, "batches_done": 0, "iteration": 2}
+    state["counters"] = {"epoch": 1, "batches_done": 2, "iteration": 2}  # what the per-step save wrote
+    save_checkpoint(state, ckpt / "edge" / "latest.pt")
+    assert _resume(small_facades, ckpt, "edge", "--n-epochs", "2", "--no-progress") == 0
+    straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "edge" / "latest.pt")
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)

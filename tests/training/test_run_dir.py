@@ -1,0 +1,86 @@
+"""Options checked before any work, and --continue against another architecture or foreign checkpoints."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pix2pix_ilm.cli import main
+from tests.faults import (
+    args_for_test,
+    cli_error,
+    copy_run,
+    good_pairs,
+    run_cli,
+    sha256,
+    train_args,
+    write_folder,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# -- options -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--crop-size", "64"], "--crop-size 64 is larger than --load-size 36"),
+        (
+            ["--netG", "unet_64"],
+            "--netG unet_64 downsamples 6 times, so --crop-size must be a multiple of 64; got 32",
+        ),
+        (["--n-epochs", "-1"], "--n-epochs must be >= 0, got -1"),
+        (["--n-epochs", "0"], "--n-epochs + --n-epochs-decay must be >= 1, got 0 + 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--lr", "0"], "--lr must be a positive number, got 0.0"),
+        (["--lr", "1e39"], "--lr 1e+39 is too large"),
+        (["--beta1", "1"], "--beta1 must be in [0, 1), got 1.0"),
+        (["--continue", "--overwrite"], "--continue and --overwrite contradict each other"),
+        (["--ilm-group-size", "3", "--netG-norm", "ilm_in"], "3"),
+        (["--name", "../escape"], "--name must be a plain folder name"),
+        (["--name", "a/b"], "--name must be a plain folder name"),
+        (["--name", ".."], "--name must be a plain folder name"),
+    ],
+)
+def test_impossible_options_are_one_line_errors_before_any_work(pairs, tmp_path, capsys, extra, words):
+    root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1"))
+    ckpt = tmp_path / "nest" / "ckpt"
+    msg = cli_error(capsys, *train_args(root, ckpt, "x", *extra))
+    assert words in msg, msg
+    assert not (tmp_path / "nest").exists() and not (tmp_path / "escape").exists()
+
+
+def test_option_errors_in_a_real_process(pairs, tmp_path):
+    root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1"))
+    done = run_cli(*train_args(root, tmp_path / "ckpt", "x", "--crop-size", "64"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "pix2pix-ilm train: error: --crop-size 64 is larger than --load-size 36"
+    ]
+    # An unknown norm is refused by argparse itself, also in one line that lists the choices.
+    done = run_cli(*train_args(root, tmp_path / "ckpt", "x", "--netG-norm", "weird"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "invalid choice: 'weird'" in done.stderr and "ilm_in" in done.stderr
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_continue_with_another_architecture_and_foreign_checkpoints(trained, pairs, tmp_path, capsys):
+    data, ckpt = copy_run(trained, tmp_path)
+    before = sha256(ckpt / "base" / "latest.pt")
+    msg = cli_error(
+        capsys, *train_args(data, ckpt, "base", "--continue", "--ngf", "8", "--netG-norm", "ilm_in")
+    )
+    assert "--continue with a different architecture" in msg
+    assert "ngf: 4 != 8" in msg and "netG_norm: 'instance' != 'ilm_in'" in msg
+    # A latest.pt from a run of another architecture, dropped into this run.
+    assert main(train_args(data, ckpt, "wide", "--ngf", "8")) == 0
+    for suffix in ("", ".sha256"):
+        shutil.copy(ckpt / "wide" / f"latest.pt{suffix}", ckpt / "base" / f"latest.pt{suffix}")
+    msg = cli_error(capsys, *train_args(data, ckpt, "base", "--continue", "--n-epochs", "2"))
+    assert "latest.pt does not match" in msg and "config.json" in msg and "ngf: 4 != 8" in msg
+    msg = cli_error(capsys, *args_for_test(data, ckpt, tmp_path / "res"))
+    assert "latest.pt does not match" in msg and "ngf: 4 != 8" in msg
+    assert sha256(ckpt / "base" / "latest.pt") != before
+    assert (
+        main(args_for_test(data, ckpt, tmp_path / "res", "--epoch", "1")) == 0
+    )  # epoch_1.pt is still usable
