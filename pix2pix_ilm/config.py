@@ -93,6 +93,17 @@ class NetworkOptions:
     ilm_var_activation: str = opt(
         "sigmoid", "ILM decoder activation of D_gamma", choices=("tanh", "sigmoid", "relu", "identity")
     )
+    ilm_init: str = opt(
+        "pix2pix",
+        "init of ILM's meta-network W1-W3: pix2pix (as every layer, --init-type) or pytorch (torch's default, "
+        "as the authors' code)",
+        choices=("pix2pix", "pytorch"),
+    )
+    ilm_variance: str = opt(
+        "biased",
+        "variance of ILM's standardisation: biased (as InstanceNorm2d) or unbiased (as the authors' code)",
+        choices=("biased", "unbiased"),
+    )
     no_dropout: bool = opt(False, "no dropout in the generator")
     init_type: str = opt("normal", "weight initialization", choices=INIT_TYPES)
     init_gain: float = opt(0.02, "scale of the weight initialization")

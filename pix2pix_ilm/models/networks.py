@@ -16,7 +16,7 @@ from torch import nn
 
 from pix2pix_ilm.cpu_speed import Conv2d, ConvTranspose2d
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.models.norms import NORM_NAMES, make_norm
+from pix2pix_ilm.models.norms import NORM_NAMES, ILMNorm, make_norm
 
 NormFactory = Callable[[int], nn.Module]
 GENERATOR_HELP = "unet_<2^k> (unet_256, unet_128, ...), resnet_6blocks, resnet_9blocks"
@@ -251,12 +251,18 @@ def build_discriminator(
     raise UsageError(f"unknown discriminator {net_d!r}; valid: {DISCRIMINATOR_HELP}")
 
 
-def init_weights(net: nn.Module, init_type: str = "normal", gain: float = 0.02) -> nn.Module:
+def init_weights(
+    net: nn.Module, init_type: str = "normal", gain: float = 0.02, ilm_init: str = "pix2pix"
+) -> nn.Module:
     """pix2pix initialization: conv and linear weights (ILM's W1–W3 included) from ``init_type``,
-    biases 0; batch/group norm scales N(1, gain), shifts 0. ILM's B_ω, B_β keep their 1 / 0 init."""
+    biases 0; batch/group norm scales N(1, gain), shifts 0. ILM's B_ω, B_β keep their 1 / 0 init.
+    ``ilm_init="pytorch"`` gives ILM's W1–W3 PyTorch's default initialisation instead."""
 
     def init(module: nn.Module) -> None:
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(module, ILMNorm):  # visited after its linears (apply is post-order)
+            if ilm_init == "pytorch":
+                module.reset_meta_parameters()
+        elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             if init_type == "normal":
                 nn.init.normal_(module.weight, 0.0, gain)
             elif init_type == "xavier":
@@ -286,6 +292,7 @@ def norm_options(config) -> dict:
         "num_groups": config.num_groups,
         "ilm_mean_activation": config.ilm_mean_activation,
         "ilm_var_activation": config.ilm_var_activation,
+        "ilm_variance": config.ilm_variance,
     }
 
 
@@ -321,8 +328,8 @@ def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
-    init_weights(generator, config.init_type, config.init_gain)
-    init_weights(discriminator, config.init_type, config.init_gain)
+    init_weights(generator, config.init_type, config.init_gain, config.ilm_init)
+    init_weights(discriminator, config.init_type, config.init_gain, config.ilm_init)
     return generator, discriminator
 
 
@@ -332,8 +339,6 @@ def count_parameters(module: nn.Module) -> int:
 
 def count_ilm_layers(module: nn.Module) -> int:
     """Number of ILM layers in a network."""
-    from pix2pix_ilm.models.norms import ILMNorm
-
     return sum(isinstance(m, ILMNorm) for m in module.modules())
 
 

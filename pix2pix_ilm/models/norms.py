@@ -20,6 +20,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda t: t,
 }
 STANDARDIZATIONS: tuple[str, ...] = ("instance", "group", "layer")
+ILM_VARIANCES: tuple[str, ...] = ("biased", "unbiased")
 
 
 def ilm_hidden_size(num_key_groups: int, reduction: int = 16, min_hidden: int = 2) -> int:
@@ -93,8 +94,11 @@ class ILMNorm(nn.Module):
         eps: float = 1e-5,
         mean_activation: str = "tanh",
         var_activation: str = "sigmoid",
+        variance: str = "biased",
     ) -> None:
         super().__init__()
+        if variance not in ILM_VARIANCES:
+            raise ValueError(f"variance must be one of {ILM_VARIANCES}, got {variance!r}")
         if standardization not in STANDARDIZATIONS:
             raise ValueError(f"standardization must be one of {STANDARDIZATIONS}, got {standardization!r}")
         for label, act in (("mean_activation", mean_activation), ("var_activation", var_activation)):
@@ -124,6 +128,7 @@ class ILMNorm(nn.Module):
         self.eps = eps
         self.mean_activation = mean_activation
         self.var_activation = var_activation
+        self.variance = variance
         self.encoder = nn.Linear(self.num_key_groups, self.hidden_size, bias=False)  # W1, shared
         self.mean_decoder = nn.Linear(self.hidden_size, self.num_key_groups, bias=False)  # W2
         self.var_decoder = nn.Linear(self.hidden_size, self.num_key_groups, bias=False)  # W3
@@ -134,8 +139,15 @@ class ILMNorm(nn.Module):
         return (
             f"{self.num_channels}, standardization={self.standardization}, K={self.key_group_size}, "
             f"N_k={self.num_key_groups}, M={self.hidden_size}, G={self.num_groups}, eps={self.eps}, "
-            f"activations=({self.mean_activation}, {self.var_activation})"
+            f"activations=({self.mean_activation}, {self.var_activation}), variance={self.variance}"
         )
+
+    def reset_meta_parameters(self) -> None:
+        """PyTorch's default initialisation of W1–W3 (as the authors' code leaves them); B_ω = 1, B_β = 0."""
+        for linear in (self.encoder, self.mean_decoder, self.var_decoder):
+            linear.reset_parameters()
+        nn.init.ones_(self.weight_bias)
+        nn.init.zeros_(self.bias_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_channels:
@@ -162,6 +174,9 @@ class ILMNorm(nn.Module):
 
         group_size = channels // self.num_groups
         norm_mean, norm_var = _group_stats(channel_mean, channel_var, group_size)
+        if self.variance == "unbiased":
+            norm_count = group_size * pixels
+            norm_var = norm_var * (norm_count / max(norm_count - 1, 1))
         rstd = torch.rsqrt(norm_var + self.eps)
         if group_size > 1:
             norm_mean = norm_mean.repeat_interleave(group_size, dim=1)
@@ -188,6 +203,7 @@ def make_norm(
     ilm_min_hidden: int = 2,
     ilm_mean_activation: str = "tanh",
     ilm_var_activation: str = "sigmoid",
+    ilm_variance: str = "biased",
 ) -> nn.Module:
     """Build the norm layer called ``name`` for a feature map with ``num_channels`` channels.
 
@@ -199,7 +215,8 @@ def make_norm(
     * ``group`` – ``GroupNorm`` with ``num_groups`` groups (fewer, one per channel, if the layer is narrower).
     * ``layer`` – layer norm over (C, H, W) with per-channel affine, i.e. ``GroupNorm(1, C)``.
     * ``ilm_in`` / ``ilm_gn`` / ``ilm_ln`` – :class:`ILMNorm` over IN / GN / LN; ``ilm_group_size`` is the
-      key-group size K (pix2pix in the paper uses K = 1).
+      key-group size K (pix2pix in the paper uses K = 1); ``ilm_variance`` is the variance of the
+      standardization: ``"biased"`` (as ``InstanceNorm2d``) or ``"unbiased"`` (as the authors' code).
 
     Raises ``ValueError`` for an unknown name or channel counts the layer cannot divide.
     """
@@ -231,4 +248,5 @@ def make_norm(
         eps=eps,
         mean_activation=ilm_mean_activation,
         var_activation=ilm_var_activation,
+        variance=ilm_variance,
     )

@@ -99,3 +99,29 @@ def test_init_types_and_errors():
         networks_from_config(
             TrainConfig(dataroot="x", name="t", netG="unet_32", ngf=6, netG_norm="ilm_in", ilm_group_size=4)
         )
+
+
+def test_ilm_init_pix2pix_or_pytorch():
+    """pix2pix's N(0, 0.02) makes the meta-network almost constant (ω ≈ 1.5, β ≈ 0 for every input);
+    ``ilm_init="pytorch"`` keeps PyTorch's default U(±1/sqrt(fan_in)) as the authors' code does."""
+    spreads = {}
+    for ilm_init in ("pix2pix", "pytorch"):
+        torch.manual_seed(0)
+        config = TrainConfig(
+            dataroot="x", name="t", netG="unet_32", ngf=8, ndf=8, netG_norm="ilm_in", ilm_init=ilm_init
+        )
+        generator, _ = networks_from_config(config)
+        layers = [m for m in generator.modules() if isinstance(m, ILMNorm)]
+        weights = [lin.weight for m in layers for lin in (m.encoder, m.mean_decoder, m.var_decoder)]
+        for w in weights:
+            assert w.abs().max() <= 1 / w.shape[1] ** 0.5
+        std = torch.cat([w.detach().flatten() for w in weights]).std().item()
+        layer = layers[0]
+        stats = torch.rand(64, layer.num_key_groups) * 4  # key-group variances of 64 inputs
+        omega = torch.sigmoid(layer.var_decoder(torch.relu(layer.encoder(stats)))) + 1
+        spreads[ilm_init] = (std, omega.min().item(), omega.max().item())
+        assert all(float(m.weight_bias.min()) == 1 == float(m.weight_bias.max()) for m in layers)
+    std, low, high = spreads["pix2pix"]
+    assert 0.01 < std < 0.03 and 1.45 < low <= high < 1.55
+    std, low, high = spreads["pytorch"]
+    assert std > 0.1 and high - low > 0.1

@@ -223,3 +223,51 @@ def test_bad_arguments():
         ILMNorm(64, "batch")
     with pytest.raises(ValueError, match="expects"):
         make_norm("ilm_in", 64, ilm_group_size=1)(torch.randn(2, 32, 4, 4))
+
+
+def ilm_authors_float64(x, w1, w2, w3, b_omega, b_beta, key_size, eps=1e-5):
+    """Our float64 transcription of the authors' ILM+IN forward pass (github.com/Gasoonjia/ILM-Norm,
+    lib/nn/ilm_in.py), written from the paper's Eq. 3-6 and what that code does differently: every
+    statistic, the key features' γ *and* the standardisation's variance, is the unbiased ``var()``
+    (divisor n - 1), and eps sits inside the square root. One shared encoder W1, no biases."""
+    x = x.detach().double()
+    n, c, h, w = x.shape
+    groups = c // key_size
+    keys = x.reshape(n, groups, key_size * h * w)
+    mu, gamma = keys.mean(-1), keys.var(-1, unbiased=True)
+    w1, w2, w3 = (t.detach().double() for t in (w1, w2, w3))
+    d_mu = torch.tanh(torch.relu(mu @ w1.T) @ w2.T)
+    d_gamma = torch.sigmoid(torch.relu(gamma @ w1.T) @ w3.T)
+    omega = d_gamma.repeat_interleave(key_size, dim=1) + b_omega.detach().double()
+    beta = d_mu.repeat_interleave(key_size, dim=1) + b_beta.detach().double()
+    per_channel = x.reshape(n, c, h * w)
+    centred = per_channel - per_channel.mean(-1, keepdim=True)
+    standardised = centred / (per_channel.var(-1, unbiased=True, keepdim=True) + eps).sqrt()
+    return standardised.reshape(n, c, h, w) * omega[:, :, None, None] + beta[:, :, None, None]
+
+
+@pytest.mark.parametrize("channels,key_size,size", [(8, 1, 2), (16, 1, 4), (32, 2, 3), (64, 16, 8)])
+def test_unbiased_variance_is_the_authors_layer(channels, key_size, size):
+    torch.manual_seed(3)
+    x = torch.randn(3, channels, size, size, dtype=torch.float64) * 2 + 0.5
+    outputs = {}
+    for variance in ("biased", "unbiased"):
+        layer = make_norm("ilm_in", channels, ilm_group_size=key_size, ilm_variance=variance).double()
+        _randomize(layer)
+        assert layer.variance == variance
+        outputs[variance] = layer(x)
+    weights = (layer.encoder.weight, layer.mean_decoder.weight, layer.var_decoder.weight)
+    authors = ilm_authors_float64(x, *weights, layer.weight_bias, layer.bias_bias, key_size)
+    torch.testing.assert_close(outputs["unbiased"], authors, rtol=0, atol=1e-12)
+    # Today's default differs from the authors' code only in the standardisation's divisor: by
+    # sqrt(n / (n - 1)) on the centred part, which is large on the U-Net's 2×2 maps (n = 4).
+    gap = (outputs["biased"] - authors).abs().max().item()
+    assert gap > (0.05 if size <= 4 else 1e-3)
+    scale = math.sqrt(size * size / (size * size - 1))
+    beta = outputs["unbiased"].mean(dim=(2, 3), keepdim=True)  # the centred parts average to zero
+    torch.testing.assert_close(outputs["biased"] - beta, (authors - beta) * scale, rtol=1e-4, atol=1e-6)
+
+
+def test_variance_option_is_checked():
+    with pytest.raises(ValueError, match="variance must be one of"):
+        make_norm("ilm_in", 8, ilm_variance="population")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -84,3 +85,30 @@ def test_continue_with_another_architecture_and_foreign_checkpoints(trained, pai
     assert (
         main(args_for_test(data, ckpt, tmp_path / "res", "--epoch", "1")) == 0
     )  # epoch_1.pt is still usable
+
+
+def test_ilm_variant_options_are_saved_resumed_and_used_by_test(trained, pairs, tmp_path):
+    """--ilm-init / --ilm-variance land in config.json, --continue keeps them, test builds that layer;
+    a config.json written before the options existed reads as today's defaults."""
+    from pix2pix_ilm.models.norms import ILMNorm
+    from pix2pix_ilm.training.inference import load_generator_for_inference
+
+    data, ckpt = copy_run(trained, tmp_path)
+    variant = ["--netG-norm", "ilm_in", "--ilm-init", "pytorch", "--ilm-variance", "unbiased"]
+    assert main(train_args(data, ckpt, "authors", *variant)) == 0
+    saved = json.loads((ckpt / "authors" / "config.json").read_text())["config"]
+    assert (saved["ilm_init"], saved["ilm_variance"]) == ("pytorch", "unbiased")
+    assert main(train_args(data, ckpt, "authors", "--continue", "--n-epochs", "2")) == 0
+    saved = json.loads((ckpt / "authors" / "config.json").read_text())["config"]
+    assert (saved["ilm_variance"], saved["n_epochs"]) == ("unbiased", 2)
+    generator, config = load_generator_for_inference(ckpt / "authors", device="cpu")
+    layers = [m for m in generator.modules() if isinstance(m, ILMNorm)]
+    assert layers and all(m.variance == "unbiased" for m in layers) and config.ilm_init == "pytorch"
+    assert main(args_for_test(data, ckpt, tmp_path / "res", "--name", "authors")) == 0
+
+    old = json.loads((ckpt / "base" / "config.json").read_text())
+    for key in ("ilm_init", "ilm_variance"):
+        old["config"].pop(key)
+    (ckpt / "base" / "config.json").write_text(json.dumps(old))
+    _, config = load_generator_for_inference(ckpt / "base", device="cpu")
+    assert (config.ilm_init, config.ilm_variance) == ("pix2pix", "biased")
