@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--results-dir", required=True, help="a test output folder, e.g. results/RUN/test_latest")
     p.add_argument(
-        "--metrics", default="rmse,ssim,lpips", help="comma-separated metric names (default: rmse,ssim,lpips)"
+        "--metrics",
+        default="rmse,rmse_rgb,ssim,lpips",
+        help="comma-separated metric names (default: rmse,rmse_rgb,ssim,lpips)",
     )
     p.add_argument(
         "--lpips-backbone",

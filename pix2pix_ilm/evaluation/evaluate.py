@@ -220,7 +220,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def run_eval_command(
     results_dir: str | Path,
-    metrics: str | Sequence[str] = "rmse,ssim,lpips",
+    metrics: str | Sequence[str] = "rmse,rmse_rgb,ssim,lpips",
     lpips_backbone: str | Path | None = None,
     json_path: str | Path | None = None,
     device: str = "auto",

@@ -104,6 +104,13 @@ def rmse(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
     return np.sqrt(_squared_error(fake, real))
 
 
+def rmse_rgb(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Root-mean-square Euclidean colour distance per pixel: ``sqrt(sum_{pixels, RGB} (f - r)^2 / (H W))``,
+    = √3 × :func:`rmse` (the convention of GcGAN's evaluation script; see docs/metrics.md)."""
+    diff = fake.astype(np.float64) - real.astype(np.float64)
+    return np.sqrt(np.sum(diff * diff, axis=(1, 2, 3)) / (fake.shape[1] * fake.shape[2]))
+
+
 def mae(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
     """Mean absolute error per image on 0–255 values."""
     return np.mean(np.abs(fake.astype(np.float64) - real.astype(np.float64)), axis=(1, 2, 3))
@@ -143,6 +150,13 @@ def ssim(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
 @register_metric("rmse", higher_is_better=False, description="root-mean-square error, 0-255 scale")
 def _make_rmse(options: EvalOptions) -> Scorer:
     return rmse
+
+
+@register_metric(
+    "rmse_rgb", higher_is_better=False, description="RMS Euclidean RGB distance per pixel, = sqrt(3) x rmse"
+)
+def _make_rmse_rgb(options: EvalOptions) -> Scorer:
+    return rmse_rgb
 
 
 @register_metric("psnr", higher_is_better=True, description="peak signal-to-noise ratio in dB, peak 255")

@@ -112,3 +112,31 @@ def test_ssim_uses_the_documented_settings() -> None:
     assert abs(ours - gaussian) > 1e-3
     assert metrics.ssim(real[None], real[None])[0] == pytest.approx(1.0, abs=1e-12)
     assert ours < 0.99
+
+
+def test_rmse_rgb_is_the_euclidean_colour_distance_and_sqrt3_times_rmse(tmp_path, capsys) -> None:
+    fake = np.zeros((1, 1, 2, 3), np.uint8)
+    real = np.array([[[[3, 4, 0], [0, 0, 0]]]], np.uint8)  # one pixel 5 away in colour, one exact
+    assert metrics.rmse_rgb(fake, real) == pytest.approx([math.sqrt(25 / 2)])
+    rng = np.random.default_rng(7)
+    fakes = rng.integers(0, 256, size=(5, 17, 23, 3), dtype=np.uint8)
+    reals = rng.integers(0, 256, size=(5, 17, 23, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        metrics.rmse_rgb(fakes, reals), math.sqrt(3) * metrics.rmse(fakes, reals), rtol=1e-12
+    )
+    assert metrics.get_metric("rmse_rgb").higher_is_better is False
+
+    from PIL import Image
+
+    from pix2pix_ilm.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, (f, r) in enumerate(zip(fakes, reals, strict=True)):
+        Image.fromarray(f).save(images / f"{i}_fake_B.png")
+        Image.fromarray(r).save(images / f"{i}_real_B.png")
+    assert main(["eval", "--results-dir", str(tmp_path), "--metrics", "rmse,rmse_rgb"]) == 0
+    scores = json.loads((tmp_path / "metrics.json").read_text())
+    for stem, per_image in scores["per_image"].items():
+        assert per_image["rmse_rgb"] == pytest.approx(math.sqrt(3) * per_image["rmse"], rel=1e-12), stem
+    assert "rmse_rgb" in capsys.readouterr().out
