@@ -29,9 +29,24 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return action.help or ""  # defaults are already written into the help texts
 
 
+def _retain_heap_on_cpu(device: str) -> None:
+    """Commands that train or translate on CPU keep freed memory in the process (``cpu_speed``); this is a
+    process-wide setting, so the command line opts in and the library never does it behind a caller's back."""
+    from pix2pix_ilm.cpu_speed import retain_freed_memory
+    from pix2pix_ilm.device import resolve_device
+
+    try:
+        on_cpu = resolve_device(device).type == "cpu"
+    except UsageError:
+        return  # the command itself reports the bad --device
+    if on_cpu:
+        retain_freed_memory()
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from pix2pix_ilm.training.loop import train
 
+    _retain_heap_on_cpu(args.device)
     train(dataclass_from_args(TrainConfig, args), explicit=args.explicit_options)
     return 0
 
@@ -45,6 +60,7 @@ def _explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> s
 def _cmd_test(args: argparse.Namespace) -> int:
     from pix2pix_ilm.training.inference import run_test
 
+    _retain_heap_on_cpu(args.device)
     run_test(dataclass_from_args(TestConfig, args))
     return 0
 
@@ -66,6 +82,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_table6(args: argparse.Namespace) -> int:
     from pix2pix_ilm.evaluation.table6 import run_table6
 
+    _retain_heap_on_cpu(args.device)
     run_table6(args)
     return 0
 

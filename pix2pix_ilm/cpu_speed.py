@@ -5,8 +5,8 @@
   oneDNN copies the weights into its blocked layout at every call. Results agree with the native kernels to
   float32 rounding. :func:`set_small_input_matmul` turns the route on or off for a network (``--native-conv``).
 * :func:`retain_freed_memory`: glibc ``mallopt`` so big freed buffers stay in the heap instead of being
-  unmapped and page-faulted in again at every step (for the whole process; ``PIX2PIX_ILM_RETAIN_MEMORY=0``
-  keeps glibc's defaults).
+  unmapped and page-faulted in again at every step. It changes the whole process, so the library never
+  calls it: the command line opts in (unless ``PIX2PIX_ILM_RETAIN_MEMORY=0``), a Python caller chooses.
 
 Measurements and the reasoning behind both: docs/cpu_speed.md.
 """

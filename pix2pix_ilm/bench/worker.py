@@ -59,11 +59,14 @@ def _job_settings(job: dict) -> tuple[dict, torch.device, bool, dict, int | None
     is_baseline = job["path"] == BASELINE
     overrides, threads = ({}, None) if is_baseline else parse_path(job["path"])
     device = resolve_device(job["options"]["device"])
-    if not is_baseline and device.type == "cpu" and job["task"] == "train":
-        # as train does (test does it itself, after the benchmark has written its checkpoint); the
-        # system_malloc path's environment turns it off
-        retain_freed_memory()
     return job["options"], device, is_baseline, overrides, threads
+
+
+def _retain_heap_like_the_cli(is_baseline: bool, device: torch.device) -> None:
+    """The project's paths on CPU measure what ``train`` / ``test`` run from the command line get: the retained
+    heap (the eager baseline keeps glibc's defaults; the system_malloc path's environment turns it off)."""
+    if not is_baseline and device.type == "cpu":
+        retain_freed_memory()
 
 
 def measure_train(job: dict) -> dict:
@@ -71,6 +74,7 @@ def measure_train(job: dict) -> dict:
     from pix2pix_ilm.models.pix2pix import Pix2PixModel
 
     options, device, is_baseline, overrides, threads = _job_settings(job)
+    _retain_heap_like_the_cli(is_baseline, device)
     previous_threads = _set_threads(threads)
     try:
         config = bench_config(options, job["norms"], overrides)
@@ -157,6 +161,7 @@ def measure_inference(job: dict) -> dict:
             files = _write_inference_inputs(root / "data" / "test", options["images"], options["size"])
             torch.manual_seed(options["seed"])
             checkpoint = _write_run(root / "checkpoints" / "bench", config, torch.device("cpu"))
+            _retain_heap_like_the_cli(is_baseline, device)
             memory = MemoryProbe(device)
 
             def timed_run(count: int) -> float:

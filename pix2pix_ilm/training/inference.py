@@ -26,7 +26,7 @@ from pix2pix_ilm.config import (
     parse_subset,
     plain_name_problem,
 )
-from pix2pix_ilm.cpu_speed import retain_freed_memory, set_small_input_matmul
+from pix2pix_ilm.cpu_speed import set_small_input_matmul
 from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, TransformSpec, collate_skipping_none
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
 from pix2pix_ilm.device import resolve_device
@@ -91,10 +91,7 @@ def load_generator_for_inference(
     if left:
         raise UsageError(f"checkpoint {path} lacks generator tensor(s) {', '.join(left[:3])}")
     set_small_input_matmul(generator, not native_conv)
-    target = resolve_device(device)
-    if target.type == "cpu":
-        retain_freed_memory()
-    return generator.to(target).eval(), config
+    return generator.to(resolve_device(device)).eval(), config
 
 
 @torch.inference_mode()

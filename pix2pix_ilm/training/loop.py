@@ -31,7 +31,6 @@ from pix2pix_ilm.config import (
     parse_subset,
     save_run_config,
 )
-from pix2pix_ilm.cpu_speed import retain_freed_memory
 from pix2pix_ilm.data.aligned import AlignedDataset, EpochBatchSampler, TransformSpec
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
 from pix2pix_ilm.device import resolve_device
@@ -154,8 +153,6 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
     rank, world, local_rank = distributed_context()
     is_main = rank == 0
     device = resolve_device(config.device)
-    if device.type == "cpu":
-        retain_freed_memory()
     if world > 1:
         import torch.distributed as dist
 
