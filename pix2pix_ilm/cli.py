@@ -231,9 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pix2pix-ilm {args.command}: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
-        from pix2pix_ilm.training.loop import TrainingStopped
+        from pix2pix_ilm.training.stopping import TrainingDiverged, TrainingStopped
 
         if isinstance(err, TrainingStopped):  # latest.pt is saved and the message printed
+            return err.exit_code
+        if isinstance(err, TrainingDiverged):  # not the user's typing: its own exit code, one line
+            print(f"pix2pix-ilm {args.command}: diverged: {err}", file=sys.stderr)
             return err.exit_code
         raise
     except KeyboardInterrupt:

@@ -107,11 +107,12 @@ def iterations(run: Path) -> list[int]:
     return [json.loads(line)["iteration"] for line in (run / "loss_log.jsonl").read_text().splitlines()]
 
 
-def cli_error(capsys, *args: str) -> str:
-    """Run the CLI in-process; it must exit 2 with one line on stderr and no traceback."""
+def cli_error(capsys, *args: str, exit_code: int = 2) -> str:
+    """Run the CLI in-process; it must exit ``exit_code`` (2: a usage error) with one line on stderr and no
+    traceback."""
     code = main(list(args))
     err = capsys.readouterr().err.strip()
-    assert code == 2, (code, err)
+    assert code == exit_code, (code, err)
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     return err
 

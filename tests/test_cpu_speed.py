@@ -150,7 +150,9 @@ def test_training_steps_agree_with_native_convolutions(norms):
         assert all(m.small_input_matmul is (not native) for m in routed)
         inputs = torch.Generator().manual_seed(3)
         real_a, real_b = (torch.rand(2, 3, 32, 32, generator=inputs) * 2 - 1 for _ in range(2))
-        losses.append([{k: float(v) for k, v in model.train_step(real_a, real_b).items()} for _ in range(3)])
+        losses.append(
+            [{k: float(v) for k, v in model.optimize_parameters(real_a, real_b).items()} for _ in range(3)]
+        )
     for ours, theirs in zip(*losses, strict=True):
         for name in ours:
             assert ours[name] == pytest.approx(theirs[name], rel=1e-4, abs=1e-5), name

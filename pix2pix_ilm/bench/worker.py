@@ -93,7 +93,7 @@ def measure_train(job: dict) -> dict:
             model = Pix2PixModel(config, device)
 
             def step() -> Any:
-                return model.train_step(real_a, real_b)
+                return model.optimize_parameters(real_a, real_b)
 
         timing = time_steps(
             step,

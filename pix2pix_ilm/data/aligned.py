@@ -104,6 +104,13 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 BAD_IMAGE_POLICIES = ("error", "substitute", "drop")
+EPOCH_SEED_STRIDE = 1_000_003
+"""A prime: ``seed * EPOCH_SEED_STRIDE + epoch`` gives every (seed, epoch) its own data-order seed."""
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's data order and augmentation (and of its DataLoader's own generator)."""
+    return seed * EPOCH_SEED_STRIDE + epoch
 
 
 class _ImageFolderDataset(Dataset, abc.ABC):
@@ -254,7 +261,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         self.start_batch, self.rank, self.num_replicas = start_batch, rank, num_replicas
 
     def _plan(self) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = (
             torch.randperm(self.num_samples, generator=gen)
             if self.shuffle

@@ -171,7 +171,8 @@ def run_table6(args: argparse.Namespace) -> dict[str, Any]:
     from pix2pix_ilm.evaluation.evaluate import evaluate_results_dir, json_safe
     from pix2pix_ilm.evaluation.lpips_alexnet import build_lpips
     from pix2pix_ilm.training.inference import run_test
-    from pix2pix_ilm.training.loop import check_train_config, train
+    from pix2pix_ilm.training.loop import train
+    from pix2pix_ilm.training.run_dir import check_train_config
 
     out = Path(args.out)
     overrides = parse_overrides(args.overrides)

@@ -1,6 +1,6 @@
 """The pix2pix model: G, D, their optimizers, the training step, and the whole run's state.
 
-One training step (``Pix2PixModel.train_step``):
+One training step (``Pix2PixModel.optimize_parameters``):
 
 1. ``fake_B = G(real_A)``
 2. D step: ``loss_D = ½·[GAN(D(A, fake_B.detach()), fake) + GAN(D(A, real_B), real)]`` (+ λ_gp·GP for wgangp)
@@ -21,7 +21,7 @@ from torch import nn
 
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.cpu_speed import set_small_input_matmul
-from pix2pix_ilm.device import resolve_device, torch_at_least
+from pix2pix_ilm.device import autocast, resolve_device, torch_at_least
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.losses import GANLoss, gradient_penalty
 from pix2pix_ilm.models.networks import networks_from_config
@@ -86,11 +86,6 @@ class Pix2PixModel:
         self.d_frozen_forward = self.discriminator
 
     # -- one step ------------------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _prepare(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
@@ -102,22 +97,13 @@ class Pix2PixModel:
                 group["lr"] = lr
         return lr
 
-    def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One D update then one G update; returns the detached losses (``LOSS_NAMES``, plus ``D_gp``)."""
-        real_a, real_b = self._prepare(real_a), real_b.to(self.device, non_blocking=True)
-        real_b = real_b.contiguous(memory_format=self.memory_format)
-        self.generator.train()
-        self.discriminator.train()
-        with self._autocast():
-            fake_b = self.g_forward(real_a)
-        fake_pair = torch.cat([real_a, fake_b], 1)
-        real_pair = torch.cat([real_a, real_b], 1)
-
-        # D step
+    def _set_d_requires_grad(self, requires_grad: bool) -> None:
         for p in self.discriminator.parameters():
-            p.requires_grad_(True)
-        self.opt_d.zero_grad(set_to_none=True)
-        with self._autocast():
+            p.requires_grad_(requires_grad)
+
+    def backward_D(self, real_pair: torch.Tensor, fake_pair: torch.Tensor) -> dict[str, torch.Tensor]:
+        """D's loss ½·[GAN(D(A, fake_B), fake) + GAN(D(A, real_B), real)] (+ λ_gp·GP), back-propagated."""
+        with self.autocast():
             if self.d_has_batch_norm:
                 pred_fake = self.d_forward(fake_pair.detach())
                 pred_real = self.d_forward(real_pair)
@@ -128,28 +114,49 @@ class Pix2PixModel:
         loss_d = (loss_d_fake + loss_d_real) * 0.5
         losses = {"D_real": loss_d_real.detach(), "D_fake": loss_d_fake.detach()}
         if self.config.gan_mode == "wgangp":
-            with self._autocast():
+            with self.autocast():
                 penalty = gradient_penalty(self.d_forward, real_pair, fake_pair.detach())
             loss_d = loss_d + self.config.lambda_gp * penalty
             losses["D_gp"] = penalty.detach()
         loss_d.backward()
-        self.opt_d.step()
+        return losses
 
-        # G step: D's weight gradients are not needed.
-        for p in self.discriminator.parameters():
-            p.requires_grad_(False)
-        self.opt_g.zero_grad(set_to_none=True)
-        with self._autocast():
+    def backward_G(
+        self, fake_pair: torch.Tensor, fake_b: torch.Tensor, real_b: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """G's loss GAN(D(A, fake_B), real) + λ_L1·|fake_B − real_B|₁ with D frozen, back-propagated."""
+        with self.autocast():
             pred_fake = self.d_frozen_forward(fake_pair)
         loss_g_gan = self.gan_loss(pred_fake, True)
         loss_g_l1 = torch.nn.functional.l1_loss(fake_b.float(), real_b.float()) * self.config.lambda_l1
         (loss_g_gan + loss_g_l1).backward()
+        return {"G_GAN": loss_g_gan.detach(), "G_L1": loss_g_l1.detach()}
+
+    def optimize_parameters(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step: fake_B = G(real_A), one D update, one G update; returns the detached losses."""
+        real_a, real_b = self._prepare(real_a), self._prepare(real_b)
+        self.generator.train()
+        self.discriminator.train()
+        with self.autocast():
+            fake_b = self.g_forward(real_a)
+        fake_pair = torch.cat([real_a, fake_b], 1)
+        real_pair = torch.cat([real_a, real_b], 1)
+
+        self._set_d_requires_grad(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        losses = self.backward_D(real_pair, fake_pair)
+        self.opt_d.step()
+
+        self._set_d_requires_grad(False)  # D's weight gradients are not needed for G's step
+        self.opt_g.zero_grad(set_to_none=True)
+        losses.update(self.backward_G(fake_pair, fake_b, real_b))
         self.opt_g.step()
-        for p in self.discriminator.parameters():
-            p.requires_grad_(True)
-        losses.update({"G_GAN": loss_g_gan.detach(), "G_L1": loss_g_l1.detach()})
+        self._set_d_requires_grad(True)
         self.last_visuals = {"real_A": real_a.detach(), "fake_B": fake_b.detach(), "real_B": real_b.detach()}
         return losses
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device, self.config.precision)
 
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -8,7 +8,6 @@ and nothing is flipped.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from pix2pix_ilm.config import (
 from pix2pix_ilm.cpu_speed import set_small_input_matmul
 from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, TransformSpec, collate_skipping_none
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
-from pix2pix_ilm.device import resolve_device
+from pix2pix_ilm.device import autocast, resolve_device
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.networks import generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
@@ -79,7 +78,6 @@ def load_generator_for_inference(
             f"{path} holds NaN or infinite values in {len(non_finite)} generator tensor(s), e.g. {non_finite[0]}; "
             "its outputs would be meaningless (use an earlier --epoch)"
         )
-    config.device = device
     with torch.device("meta"):  # no init work: every tensor comes from the checkpoint
         generator = generator_from_config(config)
     try:
@@ -104,12 +102,7 @@ def translate(
     generator.train(train_mode_dropout)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     real_a = real_a.to(device).contiguous(memory_format=memory_format)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if config.precision == "bf16"
-        else contextlib.nullcontext()
-    )
-    with autocast:
+    with autocast(device, config.precision):
         return generator(real_a).float()
 
 

@@ -1,167 +1,101 @@
-"""The training loop: epochs, learning-rate schedule, progress, checkpoints, loss log, previews.
+"""The training loop: ``train()`` reads like the algorithm; set-up, reporting, checkpoints and stopping live in
+``run_dir``, ``distributed``, ``reporting``, ``state`` and ``stopping``.
 
-Counters saved with every checkpoint: ``epoch`` (1-based, the epoch in progress), ``batches_done`` (batches of
-that epoch already trained) and ``iteration`` (steps since the start). Data order and jitter are a function of
-``(seed, epoch)`` (see :mod:`pix2pix_ilm.data.aligned`), and the global RNG (dropout) is saved, so ``--continue``
-reproduces an uninterrupted run exactly.
+Data order and jitter are a function of ``(seed, epoch)`` (see :mod:`pix2pix_ilm.data.aligned`) and the
+dropout RNG is saved with every checkpoint, so ``--continue`` reproduces an uninterrupted run exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import os
-import signal
 import sys
 import time
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from pix2pix_ilm.config import (
-    ARCHITECTURE_KEYS,
-    TrainConfig,
-    config_differences,
-    config_from_dict,
-    config_to_dict,
-    parse_subset,
-    save_run_config,
+from pix2pix_ilm.config import TrainConfig, parse_subset
+from pix2pix_ilm.data.aligned import (
+    EPOCH_SEED_STRIDE,
+    AlignedDataset,
+    EpochBatchSampler,
+    TransformSpec,
+    epoch_seed,
 )
-from pix2pix_ilm.data.aligned import AlignedDataset, EpochBatchSampler, TransformSpec
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
 from pix2pix_ilm.device import resolve_device
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.pix2pix import Pix2PixModel
-from pix2pix_ilm.training.checkpoint import save_checkpoint
-from pix2pix_ilm.training.run_dir import (
-    _loss_log_truncate,
-    check_train_config,
-    prepare_run_dir,
-    remove_stale_temp_files,
-    resolve_run_config,
-)
-from pix2pix_ilm.viz.pages import TrainingPages
+from pix2pix_ilm.training.distributed import Distributed
+from pix2pix_ilm.training.reporting import Reporter
+from pix2pix_ilm.training.run_dir import checked_run_config, prepare_run_dir, start_run_folder
+from pix2pix_ilm.training.state import CheckpointSaver, Counters, restore_training_state
+from pix2pix_ilm.training.stopping import StopRequest, TrainingStopped
 
-CHECKPOINT_FORMAT = 1
-
-
-class TrainingStopped(Exception):
-    """Training was stopped by SIGINT / SIGTERM after saving ``latest.pt``; callers must not go on."""
-
-    def __init__(self, signal_name: str) -> None:
-        super().__init__(f"stopped by {signal_name}")
-        self.signal_name = signal_name
-        self.exit_code = 128 + int(getattr(signal.Signals, signal_name))
+# Dropout seeds: an epoch's stream is seeded from (seed, epoch, rank); a process that cannot restore its
+# saved stream mid-epoch (rank > 0) seeds one from (epoch, batches done) instead.
+DROPOUT_EPOCH_STRIDE = 7_919
+MID_EPOCH_STRIDE = 100_003
 
 
-class NonFiniteLossError(UsageError):
-    """A loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-# -- distributed (torchrun) ----------------------------------------------------------------------------
-def distributed_context() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when run directly."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-@contextmanager
-def graceful_stop():
-    """SIGINT / SIGTERM set a flag so the loop can finish the current step and save; a second one aborts."""
-    state = {"stop": None}
-
-    def handler(signum, frame):
-        if state["stop"] is not None:
-            raise KeyboardInterrupt
-        state["stop"] = signal.Signals(signum).name
-
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(ValueError):  # not in the main thread
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield state
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _training_state(model: Pix2PixModel, config: TrainConfig, counters: dict[str, int]) -> dict[str, Any]:
-    state = model.state_dict()
-    state.update(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "config": config_to_dict(config),
-            "counters": dict(counters),
-            "rng_cpu": torch.get_rng_state(),
-        }
-    )
-    if torch.cuda.is_available() and model.device.type == "cuda":
-        state["rng_cuda"] = torch.cuda.get_rng_state(model.device)
-    return state
-
-
-def _save(model: Pix2PixModel, config: TrainConfig, counters: dict[str, int], path: Path) -> None:
-    """Save a checkpoint, unless a weight of G or D is NaN or infinite: then stop and keep the last good one."""
-    state = _training_state(model, config, counters)
-    tensors = [
-        t for part in ("generator", "discriminator") for t in state[part].values() if t.is_floating_point()
-    ]
-    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
-        raise NonFiniteLossError(
-            f"the weights became non-finite (NaN or inf) at iteration {counters['iteration']} "
-            f"(epoch {counters['epoch']}); {path.name} was not saved and the last good checkpoint "
-            f"{path.parent / 'latest.pt'} is kept — try a lower --lr or --precision fp32"
-        )
-    save_checkpoint(state, path)
-
-
-def _batches(loader: DataLoader):
-    """The loader's batches; a :class:`UsageError` raised in a worker process keeps its one-line message."""
-    iterator = iter(loader)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except UsageError as err:
-            lines = str(err).strip().splitlines()
-            if len(lines) > 1 and lines[0].startswith("Caught "):  # torch's "Caught ... in DataLoader worker"
-                raise UsageError(lines[-1].split("UsageError: ", 1)[-1]) from None
-            raise
-        yield batch
-
-
-def _seed_epoch(config: TrainConfig, epoch: int, rank: int) -> None:
-    torch.manual_seed(config.seed * 1_000_003 + epoch * 7_919 + rank)
-
-
-# -- the loop ------------------------------------------------------------------------------------------
 def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
     """Train a pix2pix model as ``config`` says; returns the run folder.
 
-    ``explicit``: the option names given on the command line (see :func:`prepare_run_dir`).
+    ``explicit``: the option names typed on the command line (``--continue`` keeps the saved values of the others).
     """
-    check_train_config(config)
-    config = resolve_run_config(config, explicit)  # --continue: the saved options, before data are checked
-    check_train_config(config)
-    rank, world, local_rank = distributed_context()
-    is_main = rank == 0
-    device = resolve_device(config.device)
-    if world > 1:
-        import torch.distributed as dist
+    # -- set-up: options, processes, data, run folder
+    config = checked_run_config(config, explicit)
+    dist = Distributed.set_up(resolve_device(config.device))
+    dataset = training_dataset(config)
+    resume_state = prepare_run_dir(config, may_change_folder=dist.is_main)
+    dist.barrier()
 
-        if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # -- model, resumed where the last checkpoint left it
+    torch.manual_seed(config.seed)
+    model = Pix2PixModel(config, dist.device)
+    counters = restore_training_state(model, resume_state, config) if resume_state else Counters()
+    if dist.world > 1:
+        model.wrap_distributed()
+    if dist.is_main:
+        start_run_folder(config, resumed_at=counters.iteration if resume_state else None)
+    report = Reporter(config, dist, batches_per_epoch(len(dataset), config, dist.world), counters)
+    saver = CheckpointSaver(model, config, dist)
 
+    # -- the loop: epochs of GAN steps (D then G, see Pix2PixModel.optimize_parameters)
+    with StopRequest(dist) as stop:
+        while counters.epoch <= config.total_epochs and not stop.signal_name:
+            lr = model.set_learning_rate(counters.epoch)
+            seed_dropout(config, counters, dist, resume_state)
+            resume_state = None
+            for batch in epoch_batches(dataset, config, counters, dist):
+                losses = model.optimize_parameters(batch["A"], batch["B"])
+                counters.step()
+                report.step(counters, lr, losses, model.last_visuals)
+                saver.step(counters)
+                if stop.requested():
+                    break
+            else:
+                finished = counters.epoch
+                counters.next_epoch()
+                report.epoch_end(finished, model.last_visuals)
+                saver.epoch_end(finished, counters)
+    report.close()
+
+    # -- the end: stopped (saved, exit 128 + signal) or finished
+    if stop.signal_name:
+        saver.save_latest(counters)
+    _say_how_it_ended(config, dist, counters, stop.signal_name, report.start_time)
+    dist.barrier()
+    if stop.signal_name:
+        raise TrainingStopped(stop.signal_name)
+    return config.run_dir
+
+
+def training_dataset(config: TrainConfig) -> AlignedDataset:
+    """The checked aligned images of ``<dataroot>/<phase>`` (every file validated before any work)."""
     folder = phase_folder(config.dataroot, config.phase)
     files = select_files(list_images(folder), parse_subset(config.subset), config.max_dataset_size)
     if not files:
@@ -176,199 +110,89 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
         transform=transform,
         size_multiple=2**depth if depth is not None else 4,
     )
-
-    if is_main:
-        config, resume_state = prepare_run_dir(config, explicit)
-    else:  # other torchrun processes: the same merge, without touching the folder
-        resume_state = None
-        if config.continue_train:
-            config, resume_state = prepare_run_dir(config, explicit)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-    run_dir = config.run_dir
-    torch.manual_seed(config.seed)
-    model = Pix2PixModel(config, device)
-    counters = {"epoch": 1, "batches_done": 0, "iteration": 0}
-    if resume_state is not None:
-        missing = [k for k in ("config", "counters", "rng_cpu", "opt_g", "opt_d") if k not in resume_state]
-        if missing:
-            raise UsageError(
-                f"{run_dir / 'latest.pt'} cannot resume training: it lacks {', '.join(missing)} "
-                "(not a checkpoint written by 'pix2pix-ilm train'?)"
-            )
-        saved_config = config_from_dict(TrainConfig, resume_state["config"], source="latest.pt")
-        diffs = config_differences(config, saved_config, ARCHITECTURE_KEYS)
-        if diffs:
-            raise UsageError(
-                f"{run_dir / 'latest.pt'} does not match {run_dir / 'config.json'} (trained with another "
-                "architecture; config.json value != checkpoint value): " + "; ".join(diffs)
-            )
-        model.load_state_dict(resume_state)
-        counters = {k: int(v) for k, v in resume_state["counters"].items()}
-    if world > 1:
-        model.wrap_distributed()
-
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(config, run_dir / "config.json")
-        if resume_state is not None:
-            _loss_log_truncate(run_dir / "loss_log.jsonl", counters["iteration"])
-            remove_stale_temp_files(run_dir)
-
-    display = None
-    if is_main and not config.no_display:
-        from pix2pix_ilm.viz.display import VisdomDisplay
-
-        display = VisdomDisplay(
-            server=config.display_server,
-            port=config.display_port,
-            env=config.display_env or config.name,
-        )
-    pages = None
-    if is_main and not config.no_html:
-        pages = TrainingPages(run_dir / "web", config.name)
-
-    dataset = AlignedDataset(
-        files,
-        transform,
-        config.direction,
-        config.input_nc,
-        config.output_nc,
-        bad_image="substitute" if config.skip_bad_images else "error",
+    bad_image = "substitute" if config.skip_bad_images else "error"
+    return AlignedDataset(
+        files, transform, config.direction, config.input_nc, config.output_nc, bad_image=bad_image
     )
-    batches_per_epoch = EpochBatchSampler(
-        len(dataset), config.batch_size, config.seed, 1, num_replicas=world
+
+
+def batches_per_epoch(num_images: int, config: TrainConfig, world: int) -> int:
+    count = EpochBatchSampler(
+        num_images, config.batch_size, config.seed, 1, num_replicas=world
     ).batches_per_epoch()
-    if batches_per_epoch < 1:
+    if count < 1:
         raise UsageError(
-            f"{len(dataset)} images are fewer than one batch of {config.batch_size} x {world} processes"
+            f"{num_images} images are fewer than one batch of {config.batch_size} x {world} processes"
         )
-    total_iterations = batches_per_epoch * config.total_epochs
-    log_path = run_dir / "loss_log.jsonl"
+    return count
 
-    progress = None
-    if is_main and not config.no_progress:
-        from tqdm import tqdm
 
-        progress = tqdm(
-            total=total_iterations,
-            initial=counters["iteration"],
-            unit="it",
-            dynamic_ncols=True,
-            desc=config.name,
-            file=sys.stderr,
-            disable=None,
-        )
-    start_time = time.time()
-    stopped_by = None
-    with graceful_stop() as stop_state:
-        while counters["epoch"] <= config.total_epochs:
-            epoch = counters["epoch"]
-            lr = model.set_learning_rate(epoch)
-            if counters["batches_done"] == 0:
-                _seed_epoch(config, epoch, rank)
-            elif resume_state is not None:  # mid-epoch resume: continue the saved dropout RNG stream
-                torch.set_rng_state(resume_state["rng_cpu"])
-                if "rng_cuda" in resume_state and device.type == "cuda":
-                    torch.cuda.set_rng_state(resume_state["rng_cuda"], device)
-                if rank > 0:  # only rank 0's stream is saved; the others restart a seeded one
-                    _seed_epoch(config, epoch * 100_003 + counters["batches_done"], rank)
-            resume_state = None
-            sampler = EpochBatchSampler(
-                len(dataset),
-                config.batch_size,
-                config.seed,
-                epoch,
-                start_batch=counters["batches_done"],
-                rank=rank,
-                num_replicas=world,
-            )
-            loader = DataLoader(
-                dataset,
-                batch_sampler=sampler,
-                num_workers=config.num_workers,
-                pin_memory=device.type == "cuda",
-                persistent_workers=False,
-                # Its own generator: otherwise starting the iterator draws from the global RNG (dropout's),
-                # and a mid-epoch resume would shift the dropout stream.
-                generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch),
-            )
-            for batch in _batches(loader):
-                losses = model.train_step(batch["A"], batch["B"])
-                counters["iteration"] += 1
-                counters["batches_done"] += 1
-                values = {k: float(v) for k, v in losses.items()}
-                bad = [k for k, v in values.items() if not math.isfinite(v)]
-                if bad:
-                    raise NonFiniteLossError(
-                        f"non-finite loss {', '.join(f'{k}={values[k]}' for k in bad)} at iteration "
-                        f"{counters['iteration']} (epoch {epoch}); the last good checkpoint {run_dir / 'latest.pt'} "
-                        "is kept — try a lower --lr or --precision fp32"
-                    )
-                it = counters["iteration"]
-                if is_main:
-                    if progress is not None:
-                        progress.update(1)
-                        progress.set_postfix_str(
-                            f"ep {epoch}/{config.total_epochs} "
-                            + " ".join(f"{k} {v:.3f}" for k, v in values.items()),
-                            refresh=False,
-                        )
-                    if it % config.print_freq == 0 or counters["batches_done"] == batches_per_epoch:
-                        entry = {
-                            "iteration": it,
-                            "epoch": epoch,
-                            "epoch_progress": round(
-                                epoch - 1 + counters["batches_done"] / batches_per_epoch, 6
-                            ),
-                            "lr": lr,
-                            "time": round(time.time() - start_time, 3),
-                            **values,
-                        }
-                        with open(log_path, "a") as handle:
-                            handle.write(json.dumps(entry) + "\n")
-                    if display is not None and it % config.display_freq == 0:
-                        display.show_images(model.last_visuals, epoch=epoch)
-                        display.plot_losses(epoch - 1 + counters["batches_done"] / batches_per_epoch, values)
-                    if pages is not None and it % config.display_freq == 0:
-                        pages.update(epoch, model.last_visuals)
-                    if it % config.save_latest_freq == 0:
-                        _save(model, config, counters, run_dir / "latest.pt")
-                if stop_state["stop"]:
-                    stopped_by = stop_state["stop"]
-                    break
-            if stopped_by:
-                break
-            # end of epoch
-            counters["epoch"] += 1
-            counters["batches_done"] = 0
-            if is_main:
-                if pages is not None and model.last_visuals:  # empty when resumed right at an epoch's end
-                    pages.update(epoch, model.last_visuals)
-                if display is not None and model.last_visuals:
-                    display.show_images(model.last_visuals, epoch=epoch)
-                _save(model, config, counters, run_dir / "latest.pt")
-                if epoch % config.save_epoch_freq == 0 or epoch == config.total_epochs:
-                    _save(model, config, counters, run_dir / f"epoch_{epoch}.pt")
-    if progress is not None:
-        progress.close()
-    if stopped_by and is_main:
-        _save(model, config, counters, run_dir / "latest.pt")
-        print(
-            f"{stopped_by}: stopped after iteration {counters['iteration']}; saved {run_dir / 'latest.pt'} "
-            f"(resume with --continue)",
-            file=sys.stderr,
-        )
-    elif is_main:
-        print(
-            f"finished {counters['iteration']} iterations in {time.time() - start_time:.1f} s; run folder {run_dir}"
-        )
-    if world > 1:
-        import torch.distributed as dist
+def seed_dropout(
+    config: TrainConfig, counters: Counters, dist: Distributed, resume_state: dict[str, Any] | None
+) -> None:
+    """Seed the dropout stream at an epoch's start; a mid-epoch resume continues the saved stream."""
+    if counters.batches_done == 0:
+        _seed(config, counters.epoch, dist.rank)
+    elif resume_state is not None:
+        torch.set_rng_state(resume_state["rng_cpu"])
+        if "rng_cuda" in resume_state and dist.device.type == "cuda":
+            torch.cuda.set_rng_state(resume_state["rng_cuda"], dist.device)
+        if dist.rank > 0:  # only rank 0's stream is saved; the others restart a seeded one
+            _seed(config, counters.epoch * MID_EPOCH_STRIDE + counters.batches_done, dist.rank)
 
-        dist.barrier()
+
+def _seed(config: TrainConfig, epoch: int, rank: int) -> None:
+    torch.manual_seed(config.seed * EPOCH_SEED_STRIDE + epoch * DROPOUT_EPOCH_STRIDE + rank)
+
+
+def epoch_batches(
+    dataset: AlignedDataset, config: TrainConfig, counters: Counters, dist: Distributed
+) -> Iterator[dict[str, Any]]:
+    """This process's batches of the epoch in progress, from the first one not trained yet."""
+    sampler = EpochBatchSampler(
+        len(dataset),
+        config.batch_size,
+        config.seed,
+        counters.epoch,
+        start_batch=counters.batches_done,
+        rank=dist.rank,
+        num_replicas=dist.world,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=dist.device.type == "cuda",
+        persistent_workers=False,
+        # Its own generator: otherwise starting the iterator draws from the global RNG (dropout's), and a
+        # mid-epoch resume would shift the dropout stream.
+        generator=torch.Generator().manual_seed(epoch_seed(config.seed, counters.epoch)),
+    )
+    iterator = iter(loader)
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except UsageError as err:  # raised in a worker process: keep its one-line message
+            lines = str(err).strip().splitlines()
+            if len(lines) > 1 and lines[0].startswith("Caught "):  # torch's "Caught ... in DataLoader worker"
+                raise UsageError(lines[-1].split("UsageError: ", 1)[-1]) from None
+            raise
+
+
+def _say_how_it_ended(
+    config: TrainConfig, dist: Distributed, counters: Counters, stopped_by: str | None, start_time: float
+) -> None:
+    if not dist.is_main:
+        return
+    latest = config.run_dir / "latest.pt"
     if stopped_by:
-        raise TrainingStopped(stopped_by)
-    return run_dir
+        print(
+            f"{stopped_by}: stopped after iteration {counters.iteration}; saved {latest} (resume with --continue)",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"finished {counters.iteration} iterations in {time.time() - start_time:.1f} s; run folder {config.run_dir}"
+        )

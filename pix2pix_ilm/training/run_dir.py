@@ -19,6 +19,7 @@ from pix2pix_ilm.config import (
     load_run_config,
     parse_subset,
     plain_name_problem,
+    save_run_config,
 )
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.networks import unet_depth
@@ -26,12 +27,38 @@ from pix2pix_ilm.training.checkpoint import load_checkpoint
 
 
 # -- checks before any work ----------------------------------------------------------------------------
+def checked_run_config(config: TrainConfig, explicit: set[str] | None = None) -> TrainConfig:
+    """The options the run will use, each check made once: the run's name first (it names the folder that
+    ``--continue`` reads), then the merge with the saved options (:func:`resolve_run_config`), then the rest."""
+    _raise_problems(_identity_problems(config))
+    config = resolve_run_config(config, explicit)
+    _raise_problems(_option_problems(config))
+    return config
+
+
 def check_train_config(config: TrainConfig) -> None:
     """Reject impossible or contradictory options before any work, showing the offending values."""
+    _raise_problems(_identity_problems(config) + _option_problems(config))
+
+
+def _raise_problems(problems: list[str]) -> None:
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def _identity_problems(config: TrainConfig) -> list[str]:
+    """What must hold before the run folder is even looked at."""
     problems = []
     name_problem = plain_name_problem("--name", config.name)
     if name_problem:
         problems.append(name_problem)
+    if config.continue_train and config.overwrite:
+        problems.append("--continue and --overwrite contradict each other")
+    return problems
+
+
+def _option_problems(config: TrainConfig) -> list[str]:
+    problems = []
     for flag, value, minimum in (
         ("--n-epochs", config.n_epochs, 0),
         ("--n-epochs-decay", config.n_epochs_decay, 0),
@@ -67,8 +94,6 @@ def check_train_config(config: TrainConfig) -> None:
         and config.crop_size > config.load_size
     ):
         problems.append(f"--crop-size {config.crop_size} is larger than --load-size {config.load_size}")
-    if config.continue_train and config.overwrite:
-        problems.append("--continue and --overwrite contradict each other")
     try:
         depth = unet_depth(config.netG)
     except UsageError as err:
@@ -81,8 +106,7 @@ def check_train_config(config: TrainConfig) -> None:
             f"got {config.crop_size} (use unet_{config.crop_size} if it is a power of two)"
         )
     parse_subset(config.subset)
-    if problems:
-        raise UsageError("; ".join(problems))
+    return problems
 
 
 # -- run folder ----------------------------------------------------------------------------------------
@@ -120,20 +144,26 @@ def resolve_run_config(config: TrainConfig, explicit: set[str] | None = None) ->
     return config
 
 
-def prepare_run_dir(
-    config: TrainConfig, explicit: set[str] | None = None
-) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """Create, refuse, overwrite or resume the run folder; returns the config and the state to resume.
-
-    See :func:`resolve_run_config` for how ``--continue`` merges the saved options with ``explicit``.
-    """
-    config = resolve_run_config(config, explicit)
+def prepare_run_dir(config: TrainConfig, *, may_change_folder: bool = True) -> dict[str, Any] | None:
+    """The state to resume (``--continue``) or None; with ``--overwrite`` the old run is removed first
+    (only where ``may_change_folder``: the other torchrun processes read, they do not write)."""
     run_dir = config.run_dir
     if config.continue_train:
-        return config, load_checkpoint(run_dir / "latest.pt")
-    if config.overwrite and ((run_dir / "config.json").exists() or (run_dir / "latest.pt").exists()):
+        return load_checkpoint(run_dir / "latest.pt")
+    existing = (run_dir / "config.json").exists() or (run_dir / "latest.pt").exists()
+    if may_change_folder and config.overwrite and existing:
         shutil.rmtree(run_dir)
-    return config, None
+    return None
+
+
+def start_run_folder(config: TrainConfig, resumed_at: int | None) -> None:
+    """Write ``config.json``; on resume, drop what the killed run wrote after ``latest.pt`` was saved."""
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_run_config(config, run_dir / "config.json")
+    if resumed_at is not None:
+        _loss_log_truncate(run_dir / "loss_log.jsonl", resumed_at)
+        remove_stale_temp_files(run_dir)
 
 
 def _loss_log_truncate(path: Path, iteration: int) -> None:

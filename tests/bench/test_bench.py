@@ -1,4 +1,4 @@
-"""The benchmark: its eager baseline computes what ``Pix2PixModel.train_step`` computes; the CLI's report.
+"""The benchmark: its eager baseline computes what ``Pix2PixModel.optimize_parameters`` computes; the CLI's report.
 
 No timings are asserted: benchmarks are not run in CI.
 """
@@ -62,7 +62,7 @@ def _run_both(norms: tuple[str, str], overrides: dict) -> tuple[Pix2PixModel, Ba
     ours_losses, baseline_losses = [], []
     for step in range(STEPS):
         torch.manual_seed(100 + step)
-        ours_losses.append({k: float(v) for k, v in ours.train_step(real_a, real_b).items()})
+        ours_losses.append({k: float(v) for k, v in ours.optimize_parameters(real_a, real_b).items()})
         torch.manual_seed(100 + step)
         baseline_losses.append(
             {k: float(v) for k, v in baseline_train_step(baseline, real_a, real_b).items()}

@@ -78,7 +78,7 @@ def test_every_combination_trains_one_step(net_g, net_d, norm):
     torch.manual_seed(0)
     model = Pix2PixModel(config)
     before = [p.detach().clone() for p in model.generator.parameters()]
-    losses = model.train_step(torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1)
+    losses = model.optimize_parameters(torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1)
     assert set(losses) == {"G_GAN", "G_L1", "D_real", "D_fake"}
     assert all(torch.isfinite(v) for v in losses.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.generator.parameters(), strict=False))

@@ -366,3 +366,50 @@ def test_resume_from_a_checkpoint_taken_right_before_the_epoch_end(small_facades
     assert _resume(small_facades, ckpt, "edge", "--n-epochs", "2", "--no-progress") == 0
     straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "edge" / "latest.pt")
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
+class _HostReadProbe:
+    """A loss as the loop sees it, recording at which step the loop read its value back to the host."""
+
+    def __init__(self, value: torch.Tensor, step: int, reads: set[int]) -> None:
+        self.value, self.step, self.reads = value, step, reads
+
+    def __float__(self) -> float:
+        self.reads.add(self.step)
+        return float(self.value)
+
+
+def test_losses_are_read_back_only_when_logged(small_facades, tmp_path, monkeypatch):
+    """Reading a loss waits for the device; the loop does it only for a log line (every --print-freq steps and
+    at each epoch's end), not at every step."""
+    from pix2pix_ilm.models.pix2pix import Pix2PixModel
+
+    reads: set[int] = set()
+    steps = iter(range(1, 1000))
+    real_step = Pix2PixModel.optimize_parameters
+
+    def probed_step(self, real_a, real_b):
+        step = next(steps)
+        return {k: _HostReadProbe(v, step, reads) for k, v in real_step(self, real_a, real_b).items()}
+
+    monkeypatch.setattr(Pix2PixModel, "optimize_parameters", probed_step)
+    assert (
+        _train(
+            small_facades,
+            tmp_path / "ckpt",
+            "sync",
+            "--print-freq",
+            "3",
+            "--n-epochs",
+            "2",
+            "--n-epochs-decay",
+            "0",
+        )
+        == 0
+    )
+    logged = [
+        json.loads(line)["iteration"]
+        for line in (tmp_path / "ckpt/sync/loss_log.jsonl").read_text().splitlines()
+    ]
+    assert logged == [3, 4, 6, 8]  # 4 images: every 3rd step and each epoch's last
+    assert reads == set(logged)

@@ -13,6 +13,7 @@ import torch
 
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.training.checkpoint import load_checkpoint, save_checkpoint
+from pix2pix_ilm.training.stopping import DIVERGED_EXIT_CODE
 from tests.faults import (
     CHILD_ENV,
     cli_error,
@@ -58,7 +59,12 @@ def test_sigint_finishes_the_step_saves_and_exits_cleanly(pairs, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(pairs, tmp_path, capsys):
     root, ckpt, run, before = trained_run(pairs, tmp_path)
-    msg = cli_error(capsys, *train_args(root, ckpt, "run", "--continue", "--n-epochs", "5", "--lr", "1e30"))
+    msg = cli_error(
+        capsys,
+        *train_args(root, ckpt, "run", "--continue", "--n-epochs", "5", "--lr", "1e30"),
+        exit_code=DIVERGED_EXIT_CODE,
+    )
+    assert msg.startswith("pix2pix-ilm train: diverged: ") and DIVERGED_EXIT_CODE != 2  # not a usage error
     match = re.search(r"non-finite loss .*=(nan|inf) at iteration (\d+) \(epoch \d+\)", msg)
     assert match and int(match.group(2)) > 2, msg
     assert "latest.pt is kept" in msg
@@ -95,7 +101,9 @@ def test_non_finite_weights_are_never_saved_or_used(pairs, tmp_path, capsys):
     )
     assert "NaN or infinite values" in msg and key in msg
     msg = cli_error(
-        capsys, *train_args(root, ckpt, "run", "--continue", "--n-epochs", "2", "--save-latest-freq", "1")
+        capsys,
+        *train_args(root, ckpt, "run", "--continue", "--n-epochs", "2", "--save-latest-freq", "1"),
+        exit_code=DIVERGED_EXIT_CODE,
     )
     assert "the weights became non-finite (NaN or inf) at iteration 3" in msg and "latest.pt" in msg
     assert (run / "latest.pt").read_bytes() == before

@@ -1,0 +1,183 @@
+"""What a run shows while it trains: progress bar, ``loss_log.jsonl``, visdom previews, the run's web page.
+
+:class:`Reporter` decides *when* (a log entry every ``--print-freq`` steps and at each epoch's end, previews
+every ``--display-freq`` steps) and is the only place that reads the losses back from the device, so a step
+costs no host/device synchronisation otherwise. Each output is a :class:`ReportSink`; a new output is one more
+sink in :func:`default_sinks`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pix2pix_ilm.config import TrainConfig
+from pix2pix_ilm.training.distributed import Distributed
+from pix2pix_ilm.training.state import Counters
+from pix2pix_ilm.training.stopping import TrainingDiverged
+
+Visuals = dict[str, torch.Tensor]
+
+
+class ReportSink:
+    """One output of the reporter; every hook is optional. Main process only."""
+
+    def step(self, counters: Counters) -> None:
+        """After every step (must not read tensors: that would synchronise with the device)."""
+
+    def log(self, entry: dict[str, Any]) -> None:
+        """A ``loss_log.jsonl`` entry: iteration, epoch, epoch_progress, lr, time and the losses."""
+
+    def preview(self, epoch: int, epoch_progress: float, visuals: Visuals, losses: dict[str, float]) -> None:
+        """The latest real_A / fake_B / real_B and losses, every ``--display-freq`` steps."""
+
+    def epoch_end(self, epoch: int, visuals: Visuals) -> None:
+        """After each epoch (``visuals`` is empty when the run resumed right at an epoch's end)."""
+
+    def close(self) -> None:
+        """The run ended (finished, stopped or failed)."""
+
+
+class ProgressBar(ReportSink):
+    def __init__(self, config: TrainConfig, total: int, initial: int) -> None:
+        from tqdm import tqdm
+
+        self.config = config
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            unit="it",
+            dynamic_ncols=True,
+            desc=config.name,
+            file=sys.stderr,
+            disable=None,
+        )
+
+    def step(self, counters: Counters) -> None:
+        self.bar.update(1)
+
+    def log(self, entry: dict[str, Any]) -> None:
+        losses = " ".join(f"{k} {v:.3f}" for k, v in entry.items() if k not in LOG_FIELDS)
+        self.bar.set_postfix_str(f"ep {entry['epoch']}/{self.config.total_epochs} {losses}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class LossLog(ReportSink):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def log(self, entry: dict[str, Any]) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+class VisdomPreviews(ReportSink):
+    def __init__(self, config: TrainConfig) -> None:
+        from pix2pix_ilm.viz.display import VisdomDisplay
+
+        self.display = VisdomDisplay(
+            server=config.display_server, port=config.display_port, env=config.display_env or config.name
+        )
+
+    def preview(self, epoch: int, epoch_progress: float, visuals: Visuals, losses: dict[str, float]) -> None:
+        self.display.show_images(visuals, epoch=epoch)
+        self.display.plot_losses(epoch_progress, losses)
+
+    def epoch_end(self, epoch: int, visuals: Visuals) -> None:
+        if visuals:
+            self.display.show_images(visuals, epoch=epoch)
+
+
+class WebPage(ReportSink):
+    def __init__(self, config: TrainConfig) -> None:
+        from pix2pix_ilm.viz.pages import TrainingPages
+
+        self.pages = TrainingPages(config.run_dir / "web", config.name)
+
+    def preview(self, epoch: int, epoch_progress: float, visuals: Visuals, losses: dict[str, float]) -> None:
+        self.pages.update(epoch, visuals)
+
+    def epoch_end(self, epoch: int, visuals: Visuals) -> None:
+        if visuals:
+            self.pages.update(epoch, visuals)
+
+
+LOG_FIELDS = ("iteration", "epoch", "epoch_progress", "lr", "time")
+
+
+def default_sinks(config: TrainConfig, total_iterations: int, counters: Counters) -> list[ReportSink]:
+    """The outputs the options ask for (main process)."""
+    sinks: list[ReportSink] = []
+    if not config.no_progress:
+        sinks.append(ProgressBar(config, total_iterations, counters.iteration))
+    sinks.append(LossLog(config.run_dir / "loss_log.jsonl"))
+    if not config.no_display:
+        sinks.append(VisdomPreviews(config))
+    if not config.no_html:
+        sinks.append(WebPage(config))
+    return sinks
+
+
+class Reporter:
+    """Reads the losses when something is due, checks them (all processes agree), and feeds the sinks."""
+
+    def __init__(
+        self, config: TrainConfig, dist: Distributed, batches_per_epoch: int, counters: Counters
+    ) -> None:
+        self.config, self.dist, self.batches_per_epoch = config, dist, batches_per_epoch
+        total = batches_per_epoch * config.total_epochs
+        self.sinks = default_sinks(config, total, counters) if dist.is_main else []
+        self.start_time = time.time()
+
+    def step(self, counters: Counters, lr: float, losses: dict[str, torch.Tensor], visuals: Visuals) -> None:
+        for sink in self.sinks:
+            sink.step(counters)
+        log_due = (
+            counters.iteration % self.config.print_freq == 0
+            or counters.batches_done == self.batches_per_epoch
+        )
+        preview_due = counters.iteration % self.config.display_freq == 0
+        if not (log_due or preview_due):
+            return
+        values = self._checked_values(losses, counters)  # the only host/device synchronisation of a step
+        epoch_progress = counters.epoch - 1 + counters.batches_done / self.batches_per_epoch
+        entry = {
+            "iteration": counters.iteration,
+            "epoch": counters.epoch,
+            "epoch_progress": round(epoch_progress, 6),
+            "lr": lr,
+            "time": round(time.time() - self.start_time, 3),
+            **values,
+        }
+        for sink in self.sinks:
+            if log_due:
+                sink.log(entry)
+            if preview_due:
+                sink.preview(counters.epoch, epoch_progress, visuals, values)
+
+    def _checked_values(self, losses: dict[str, torch.Tensor], counters: Counters) -> dict[str, float]:
+        values = {k: float(v) for k, v in losses.items()}
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if self.dist.agreed_max(int(bool(bad))):
+            found = ", ".join(f"{k}={values[k]}" for k in bad) or "in another process"
+            raise TrainingDiverged(
+                f"non-finite loss {found} at iteration {counters.iteration} (epoch {counters.epoch}); the last "
+                f"good checkpoint {self.config.run_dir / 'latest.pt'} is kept — try a lower --lr or --precision fp32"
+            )
+        return values
+
+    def epoch_end(self, epoch: int, visuals: Visuals) -> None:
+        for sink in self.sinks:
+            sink.epoch_end(epoch, visuals)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
