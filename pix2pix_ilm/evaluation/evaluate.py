@@ -218,25 +218,24 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_eval_command(
+def score_to_json(
     results_dir: str | Path,
     metrics: str | Sequence[str] = "rmse,rmse_rgb,ssim,lpips",
     lpips_backbone: str | Path | None = None,
     json_path: str | Path | None = None,
     device: str = "auto",
     batch_size: int = 16,
-) -> dict[str, Any]:
-    """The ``pix2pix-ilm eval`` command: score a test output folder, print a table, write the JSON.
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Score a test output folder and write its ``metrics.json``: the one code path of ``eval`` and ``table6``.
 
     The JSON (default ``<results_dir>/metrics.json``, written atomically) holds the result of
     :func:`evaluate_results_dir` plus ``results_dir``, ``higher_is_better`` and ``settings``; non-finite
-    scores (PSNR of identical images) are written as ``null``. Returns the result dictionary.
+    scores (PSNR of identical images) are written as ``null``. LPIPS runs on ``device`` (``auto``: CUDA
+    when available). Returns (result, the JSON document, its path).
     """
     metric_list = parse_metric_names(metrics)
     device_name = str(resolve_device(device)) if "lpips" in metric_list else "cpu"
-    started = time.perf_counter()
     result = evaluate_results_dir(results_dir, metric_list, lpips_backbone, device_name, batch_size)
-    elapsed = time.perf_counter() - started
     settings: dict[str, Any] = {"std": "population (ddof=0) over images", "pixel_range": [0, 255]}
     if "ssim" in metric_list:
         settings["ssim"] = {k: v for k, v in SSIM_SETTINGS.items() if k != "channel_axis"} | {"color": "rgb"}
@@ -254,6 +253,14 @@ def run_eval_command(
     document["settings"] = settings
     target = Path(json_path) if json_path else Path(results_dir) / "metrics.json"
     atomic_write_text(target, json.dumps(document, indent=2, allow_nan=False) + "\n")
+    return result, document, target
+
+
+def run_eval_command(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The ``pix2pix-ilm eval`` command: :func:`score_to_json` (same arguments), then a table; returns the
+    result."""
+    started = time.perf_counter()
+    result, _, target = score_to_json(*args, **kwargs)
     print(format_table(result))
-    print(f"scored {result['n']} image pairs in {elapsed:.1f}s; wrote {target}")
+    print(f"scored {result['n']} image pairs in {time.perf_counter() - started:.1f}s; wrote {target}")
     return result

@@ -1,29 +1,18 @@
-"""The paper's Table 6 protocol as one command: train, test and evaluate three configurations.
+"""The paper's Table 6 protocol as one command: train, test and score each configuration for every seed.
 
-Configurations (G norm / D norm, ILM key-group size 1): IN/IN, ILM+IN/IN, ILM+IN/ILM+IN.
-
-Split (``--eval-split paper``): the 400 images of ``facades/train`` in natural order (1.jpg … 400.jpg);
-training uses the first 200 (``1.jpg``–``200.jpg``), evaluation the other 200 (``201.jpg``–``400.jpg``).
-The paper says only "train on 200, evaluate on the other 200", so this is our reading of it.
-``--eval-split test`` trains on the same 200 and evaluates on the 106 ``facades/test`` images.
-
-Test-time dropout: the authors built on the pix2pix code, whose ``test.py`` keeps dropout active unless
-``--eval`` is given, so the protocol keeps it on (seeded, reproducible); ``--test-dropout off`` evaluates the
-deterministic eval-mode generator instead.
-
-Every stage is resumable: a finished training run (its last ``epoch_<n>.pt`` exists) is not trained again,
-an interrupted one continues from ``latest.pt``, and a run whose ``metrics.json`` exists is not re-evaluated.
+Protocol, splits, statistics and the figure: docs/table6.md. Every stage is resumable: a finished training
+run is not trained again, an interrupted one continues from ``latest.pt``, and up-to-date scores are kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
-import os
-import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -31,20 +20,48 @@ from pix2pix_ilm.config import TestConfig, TrainConfig, _field_type
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.files import atomic_write_text
 
-CONFIGURATIONS: tuple[tuple[str, str, str, str], ...] = (
-    # (label, slug, G norm, D norm)
-    ("IN / IN", "in_in", "instance", "instance"),
-    ("ILM+IN / IN", "ilmin_in", "ilm_in", "instance"),
-    ("ILM+IN / ILM+IN", "ilmin_ilmin", "ilm_in", "ilm_in"),
+
+@dataclass(frozen=True)
+class Configuration:
+    """One row of the table: G and D norms, extra training options, and the paper's row to compare with."""
+
+    label: str
+    slug: str
+    netG_norm: str
+    netD_norm: str
+    options: dict[str, Any] = field(default_factory=dict)
+    paper: str = ""
+
+    @property
+    def paper_row(self) -> str:
+        return self.paper or self.slug
+
+
+CONFIGURATIONS: tuple[Configuration, ...] = (
+    Configuration("IN / IN", "in_in", "instance", "instance"),
+    Configuration("ILM+IN / IN", "ilmin_in", "ilm_in", "instance"),
+    Configuration("ILM+IN / ILM+IN", "ilmin_ilmin", "ilm_in", "ilm_in"),
+    # Our ablation: ILM as in the authors' code (PyTorch's init of W1-W3, unbiased standardisation).
+    Configuration(
+        "ILM+IN / IN, authors' ILM code",
+        "ilmin_in_authors",
+        "ilm_in",
+        "instance",
+        {"ilm_init": "pytorch", "ilm_variance": "unbiased"},
+        paper="ilmin_in",
+    ),
 )
+DEFAULT_CONFIGS = ("in_in", "ilmin_in", "ilmin_ilmin")
+# The paper's RMSE is the per-pixel Euclidean colour distance: our ``rmse_rgb`` (docs/metrics.md).
 PAPER_TABLE6: dict[str, dict[str, float]] = {
-    "in_in": {"rmse": 108.17, "lpips": 0.441, "ssim": 0.372},
-    "ilmin_in": {"rmse": 105.82, "lpips": 0.435, "ssim": 0.390},
-    "ilmin_ilmin": {"rmse": 105.46, "lpips": 0.428, "ssim": 0.372},
+    "in_in": {"rmse_rgb": 108.17, "lpips": 0.441, "ssim": 0.372},
+    "ilmin_in": {"rmse_rgb": 105.82, "lpips": 0.435, "ssim": 0.390},
+    "ilmin_ilmin": {"rmse_rgb": 105.46, "lpips": 0.428, "ssim": 0.372},
 }
-TABLE_METRICS = ("rmse", "lpips", "ssim")
+SCORED_METRICS = ("rmse", "rmse_rgb", "lpips", "ssim", "psnr", "mae")
+SPLITS: dict[str, tuple[str, str | None]] = {"paper": ("train", "200:400"), "test": ("test", None)}
+"""Evaluation split -> (folder under the data root, subset): train/201-400, or the 106 test/ images."""
 TRAIN_SUBSET = "0:200"
-EVAL_SUBSET = "200:400"
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's setting: 256², unet_256, 70x70 PatchGAN, batch 1, labels → photos, 100 + 100 epochs.
@@ -87,7 +104,8 @@ COMMON = {
 
 def add_table6_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        __doc__.split("\n\n")[0] + " Writes table6.md, table6.json and sample grids to --out."
+        __doc__.split("\n\n")[0] + " Writes table6.md, table6.json, table6.png (with matplotlib) and sample "
+        "grids to --out."
     )
     parser.add_argument(
         "--dataroot",
@@ -101,10 +119,24 @@ def add_table6_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
     parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=list(DEFAULT_CONFIGS),
+        choices=[c.slug for c in CONFIGURATIONS] + ["all"],
+        metavar="CONFIG",
+        help=f"rows to run: {', '.join(c.slug for c in CONFIGURATIONS)} or all "
+        f"(default: {' '.join(DEFAULT_CONFIGS)})",
+    )
+    parser.add_argument(
         "--eval-split",
-        choices=("paper", "test"),
+        choices=(*SPLITS, "both"),
         default="paper",
-        help="paper: train/201-400 (default); test: the 106 test/ images",
+        help="paper: train/201-400 (default); test: the 106 test/ images; both: each trained run on both",
+    )
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="only test and score the runs already trained; list the others as missing",
     )
     parser.add_argument(
         "--lpips-backbone", default=None, help="local AlexNet weights for LPIPS (see 'eval --help')"
@@ -163,207 +195,141 @@ def _resolve_dataroot(dataroot: str | None) -> Path:
 
 
 def _run_finished(config: TrainConfig) -> bool:
-    return (config.run_dir / f"epoch_{config.total_epochs}.pt").is_file()
+    """Its last epoch's checkpoint exists, or the runner saw its training return (a run resumed from a
+    ``latest.pt`` taken at the very end writes no epoch checkpoint again)."""
+    timing = config.run_dir / "table6_timing.json"
+    finished = timing.is_file() and json.loads(timing.read_text()).get("finished", False)
+    return finished or (config.run_dir / f"epoch_{config.total_epochs}.pt").is_file()
 
 
-def run_table6(args: argparse.Namespace) -> dict[str, Any]:
-    """Train, test and evaluate the three configurations for every seed; write table6.md/json and grids."""
-    from pix2pix_ilm.evaluation.evaluate import evaluate_results_dir, json_safe
-    from pix2pix_ilm.evaluation.lpips_alexnet import build_lpips
-    from pix2pix_ilm.training.inference import run_test
+def selected_configurations(names: list[str]) -> list[Configuration]:
+    """The rows named (``all``: every row), in the table's order."""
+    wanted = {c.slug for c in CONFIGURATIONS} if "all" in names else set(names)
+    return [c for c in CONFIGURATIONS if c.slug in wanted]
+
+
+def train_config(args: argparse.Namespace, config: Configuration, seed: int, dataroot: Path) -> TrainConfig:
+    """The training options of one run: preset, common protocol options, the row's options, --set."""
+    values = {**PRESETS[args.preset], **COMMON, **config.options, **parse_overrides(args.overrides)}
+    return TrainConfig(
+        dataroot=str(dataroot),
+        name=f"{config.slug}_seed{seed}",
+        checkpoints_dir=str(Path(args.out) / "checkpoints"),
+        netG_norm=config.netG_norm,
+        netD_norm=config.netD_norm,
+        seed=seed,
+        device=args.device,
+        no_progress=args.no_progress,
+        no_display=True,
+        print_freq=50,
+        display_freq=1000,
+        **values,
+    )
+
+
+def train_run(config: TrainConfig) -> float:
+    """Train (or resume) one run; returns its training seconds, accumulated over interruptions."""
     from pix2pix_ilm.training.loop import train
-    from pix2pix_ilm.training.run_dir import check_train_config
 
+    timing_path = config.run_dir / "table6_timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"train_seconds": 0.0}
+    if _run_finished(config):
+        print(f"[table6] {config.name}: trained already, skipping training", file=sys.stderr)
+        return timing["train_seconds"]
+    resume = (config.run_dir / "latest.pt").is_file()
+    print(f"[table6] {config.name}: {'resuming' if resume else 'training'}", file=sys.stderr)
+    stage = time.time()
+    train(
+        dataclasses.replace(config, continue_train=resume, overwrite=not resume and config.run_dir.exists())
+    )
+    timing["train_seconds"] = round(timing["train_seconds"] + time.time() - stage, 1)
+    timing["finished"] = True
+    atomic_write_text(timing_path, json.dumps(timing) + "\n")
+    return timing["train_seconds"]
+
+
+def score_run(args: argparse.Namespace, config: TrainConfig, split: str, dataroot: Path) -> dict[str, Any]:
+    """Test one trained run on ``split`` and score it with ``eval``'s code path (same ``metrics.json``);
+    kept when its scores are newer than the checkpoint and hold every metric."""
+    from pix2pix_ilm.evaluation.evaluate import score_to_json
+    from pix2pix_ilm.training.inference import run_test
+
+    phase, subset = SPLITS[split]
     out = Path(args.out)
-    overrides = parse_overrides(args.overrides)
-    dataroot = _resolve_dataroot(args.dataroot)
-    build_lpips(args.lpips_backbone, "cpu")  # fail now, not after hours of training, if LPIPS cannot load
-    started = time.time()
-    runs: list[dict[str, Any]] = []
-    for label, slug, g_norm, d_norm in CONFIGURATIONS:
-        for seed in args.seeds:
-            name = f"{slug}_seed{seed}"
-            values = {**PRESETS[args.preset], **COMMON, **overrides}
-            config = TrainConfig(
+    result_dir = out / "results" / config.name / f"{phase}_latest"
+    metrics_path = result_dir / "metrics.json"
+    checkpoint = config.run_dir / "latest.pt"
+    document = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    stale = not document or metrics_path.stat().st_mtime < checkpoint.stat().st_mtime
+    if stale or not set(SCORED_METRICS) <= set(document.get("metrics", [])) or "settings" not in document:
+        run_test(
+            TestConfig(
+                name=config.name,
                 dataroot=str(dataroot),
-                name=name,
                 checkpoints_dir=str(out / "checkpoints"),
-                netG_norm=g_norm,
-                netD_norm=d_norm,
-                seed=seed,
+                phase=phase,
+                subset=subset,
+                num_test=args.eval_limit,
+                results_dir=str(out / "results"),
+                train_mode_dropout=args.test_dropout == "on",
                 device=args.device,
-                no_progress=args.no_progress,
-                no_display=True,
-                print_freq=50,
-                display_freq=1000,
-                **values,
+                seed=config.seed,
             )
-            check_train_config(config)
-            timing_path = config.run_dir / "table6_timing.json"
-            timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"train_seconds": 0.0}
-            if _run_finished(config):
-                print(f"[table6] {name}: trained already, skipping training", file=sys.stderr)
-            else:
-                resume = (config.run_dir / "latest.pt").is_file()
-                print(
-                    f"[table6] {name}: {'resuming' if resume else 'training'} ({label}, seed {seed})",
-                    file=sys.stderr,
-                )
-                stage = time.time()
-                train(
-                    dataclasses.replace(
-                        config, continue_train=resume, overwrite=not resume and config.run_dir.exists()
-                    )
-                )
-                # Accumulated over interruptions, so a resumed run still reports its whole training time.
-                timing["train_seconds"] = round(timing["train_seconds"] + time.time() - stage, 1)
-                atomic_write_text(timing_path, json.dumps(timing) + "\n")
-            train_seconds = timing["train_seconds"]
-            phase, subset = ("train", EVAL_SUBSET) if args.eval_split == "paper" else ("test", None)
-            result_dir = out / "results" / name / f"{phase}_latest"
-            metrics_path = result_dir / "metrics.json"
-            checkpoint = config.run_dir / "latest.pt"
-            if not metrics_path.is_file() or metrics_path.stat().st_mtime < checkpoint.stat().st_mtime:
-                run_test(
-                    TestConfig(
-                        name=name,
-                        dataroot=str(dataroot),
-                        checkpoints_dir=str(out / "checkpoints"),
-                        phase=phase,
-                        subset=subset,
-                        num_test=args.eval_limit,
-                        results_dir=str(out / "results"),
-                        train_mode_dropout=args.test_dropout == "on",
-                        device=args.device,
-                        seed=seed,
-                    )
-                )
-                scores = evaluate_results_dir(
-                    result_dir, list(TABLE_METRICS) + ["psnr", "mae"], lpips_backbone=args.lpips_backbone
-                )
-                atomic_write_text(metrics_path, json.dumps(json_safe(scores), indent=2) + "\n")
-            scores = json.loads(metrics_path.read_text())
-            runs.append(
-                {
-                    "config": slug,
-                    "label": label,
-                    "seed": seed,
-                    "name": name,
-                    "n": scores["n"],
-                    "mean": scores["mean"],
-                    "train_seconds": train_seconds,
-                    "result_dir": str(result_dir),
-                }
-            )
-    summary = summarize(runs, args, dataroot, time.time() - started)
-    atomic_write_text(out / "table6.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "table6.md", format_table(summary))
-    write_sample_grids(out, runs)
-    print(format_table(summary))
-    return summary
-
-
-def summarize(
-    runs: list[dict[str, Any]], args: argparse.Namespace, dataroot: Path, seconds: float
-) -> dict[str, Any]:
-    """Mean ± std over seeds of every metric, per configuration, next to the paper's numbers."""
-    rows = []
-    for label, slug, g_norm, d_norm in CONFIGURATIONS:
-        mine = [r for r in runs if r["config"] == slug]
-        metrics = {}
-        for metric in mine[0]["mean"]:
-            values = [r["mean"][metric] for r in mine]
-            metrics[metric] = {
-                "mean": statistics.fmean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "per_seed": values,
-            }
-        rows.append(
-            {
-                "config": slug,
-                "label": label,
-                "netG_norm": g_norm,
-                "netD_norm": d_norm,
-                "n_images": mine[0]["n"],
-                "metrics": metrics,
-                "paper": PAPER_TABLE6[slug],
-            }
         )
+        _, document, _ = score_to_json(
+            result_dir, SCORED_METRICS, lpips_backbone=args.lpips_backbone, device=args.device
+        )
+    stems = "\n".join(document["per_image"]).encode()
     return {
-        "preset": args.preset,
-        "preset_options": {**PRESETS[args.preset], **COMMON, **parse_overrides(args.overrides)},
-        "seeds": list(args.seeds),
-        "eval_split": args.eval_split,
-        "test_dropout": args.test_dropout,
-        "dataroot": str(dataroot),
-        "wall_seconds": round(seconds, 1),
-        "rows": rows,
-        "runs": runs,
-        "command": " ".join(["pix2pix-ilm", *sys.argv[1:]]),
+        "n": document["n"],
+        "mean": document["mean"],
+        "images_digest": hashlib.sha256(stems).hexdigest()[:16],
+        "result_dir": str(result_dir),
     }
 
 
-def format_table(summary: dict[str, Any]) -> str:
-    """The Markdown table: ours (mean ± std over seeds) beside the paper's Table 6."""
-    seeds = summary["seeds"]
-    lines = [
-        f"# Table 6 — pix2pix on CMP Facades (preset `{summary['preset']}`, seeds {seeds}, "
-        f"eval split `{summary['eval_split']}`, test dropout {summary['test_dropout']})",
-        "",
-        "| G / D | RMSE ↓ | paper | LPIPS ↓ | paper | SSIM ↑ | paper | n |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in summary["rows"]:
-        cells = []
-        for metric, digits in (("rmse", 2), ("lpips", 3), ("ssim", 3)):
-            m = row["metrics"][metric]
-            std = f" ± {m['std']:.{digits}f}" if len(seeds) > 1 else ""
-            cells += [f"{m['mean']:.{digits}f}{std}", f"{row['paper'][metric]:.{digits}f}"]
-        lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {row['n_images']} |")
-    lines += [
-        "",
-        f"Wall time: {summary['wall_seconds'] / 60:.1f} min. Options: `{json.dumps(summary['preset_options'])}`",
-        "",
-    ]
-    return "\n".join(lines)
+def run_table6(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, test and score the chosen configurations for every seed on the chosen split(s); write
+    table6.json, table6.md, table6.png and sample grids to ``--out``."""
+    from pix2pix_ilm.evaluation.lpips_alexnet import build_lpips
+    from pix2pix_ilm.evaluation.table6_report import summarize, write_outputs
+    from pix2pix_ilm.training.run_dir import check_train_config
+
+    dataroot = _resolve_dataroot(args.dataroot)
+    build_lpips(args.lpips_backbone, "cpu")  # fail now, not after hours of training, if LPIPS cannot load
+    splits = list(SPLITS) if args.eval_split == "both" else [args.eval_split]
+    started = time.time()
+    runs: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for configuration in selected_configurations(args.configs):
+        for seed in args.seeds:
+            config = train_config(args, configuration, seed, dataroot)
+            check_train_config(config)
+            if args.no_train and not _run_finished(config):
+                missing.append(config.name)
+                continue
+            run = {
+                "config": configuration.slug,
+                "label": configuration.label,
+                "seed": seed,
+                "name": config.name,
+            }
+            run["train_seconds"] = train_run(config)
+            run["splits"] = {split: score_run(args, config, split, dataroot) for split in splits}
+            runs.append(run)
+    if not runs:
+        raise UsageError(f"no trained run to score in {args.out} (missing: {', '.join(missing)})")
+    summary = summarize(runs, missing, args, dataroot, time.time() - started)
+    write_outputs(summary, Path(args.out))
+    return summary
 
 
-def write_sample_grids(out: Path, runs: list[dict[str, Any]], count: int = 4) -> None:
-    """``samples_<config>.png`` (rows: input | output | target) and ``samples.png`` comparing all three."""
-    import numpy as np
-    from PIL import Image
-
-    from pix2pix_ilm.viz.images import image_grid, save_image
-
-    def load(path: Path) -> np.ndarray:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-
-    first_seed = {}
-    for run in runs:
-        first_seed.setdefault(run["config"], run)
-    stems = None
-    for slug, run in first_seed.items():
-        images = Path(run["result_dir"]) / "images"
-        stems = (
-            stems
-            or sorted(
-                {p.name[: -len("_fake_B.png")] for p in images.glob("*_fake_B.png")},
-                key=lambda s: (len(s), s),
-            )[:count]
-        )
-        rows = [[load(images / f"{s}_{k}.png") for k in ("real_A", "fake_B", "real_B")] for s in stems]
-        save_image(image_grid(rows), out / f"samples_{slug}.png")
-    if stems:
-        rows = []
-        for s in stems:
-            row = [load(Path(first_seed["in_in"]["result_dir"]) / "images" / f"{s}_real_A.png")]
-            row += [
-                load(Path(run["result_dir"]) / "images" / f"{s}_fake_B.png") for run in first_seed.values()
-            ]
-            row.append(load(Path(first_seed["in_in"]["result_dir"]) / "images" / f"{s}_real_B.png"))
-            rows.append(row)
-        save_image(image_grid(rows), out / "samples.png")
-
-
-__all__ = ["run_table6", "add_table6_arguments", "CONFIGURATIONS", "PAPER_TABLE6", "PRESETS", "os"]
+__all__ = [
+    "CONFIGURATIONS",
+    "PAPER_TABLE6",
+    "PRESETS",
+    "Configuration",
+    "add_table6_arguments",
+    "parse_overrides",
+    "run_table6",
+]

@@ -1,0 +1,260 @@
+"""Table 6 over seeds: mean ± std per row, paired differences to IN / IN with a t interval, the Markdown,
+the per-seed figure and sample grids (the method: docs/table6.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from pix2pix_ilm.files import atomic_write_text
+
+# metric -> (column title, digits, higher is better, key of the paper's value in the same convention)
+COLUMNS: dict[str, tuple[str, int, bool, str | None]] = {
+    "rmse": ("RMSE", 2, False, None),
+    "rmse_rgb": ("RMSE_rgb", 2, False, "rmse_rgb"),
+    "lpips": ("LPIPS", 3, False, "lpips"),
+    "ssim": ("SSIM", 3, True, "ssim"),
+}
+BASELINE = "in_in"
+CONFIDENCE = 0.95
+
+
+def mean_std(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (n - 1; 0 for one value) and n."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+
+
+def t_interval(differences: list[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Mean ± Student-t half-width over seeds (``ci`` None for one seed)."""
+    from scipy.stats import t
+
+    out = mean_std(differences)
+    if out["n"] < 2:
+        return out | {"ci": None}
+    half = float(t.ppf(0.5 + confidence / 2, out["n"] - 1)) * out["std"] / math.sqrt(out["n"])
+    return out | {"ci": [out["mean"] - half, out["mean"] + half]}
+
+
+def verdict(interval: dict[str, Any], higher_is_better: bool) -> str:
+    """``gain`` / ``loss`` when the interval excludes 0, ``within seed noise`` when it holds 0."""
+    if interval["ci"] is None:
+        return "one seed, no interval"
+    low, high = interval["ci"]
+    if low <= 0 <= high:
+        return "within seed noise"
+    return "gain" if (low > 0) == higher_is_better else "loss"
+
+
+def split_rows(runs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    """Per row: every metric's mean ± std over seeds, and its per-seed differences to IN / IN."""
+    from pix2pix_ilm.evaluation.metrics import get_metric
+    from pix2pix_ilm.evaluation.table6 import CONFIGURATIONS, PAPER_TABLE6
+
+    base = {r["seed"]: r["splits"][split] for r in runs if r["config"] == BASELINE}
+    rows = []
+    for config in CONFIGURATIONS:
+        mine = sorted((r for r in runs if r["config"] == config.slug), key=lambda r: r["seed"])
+        if not mine:
+            continue
+        row = {"config": config.slug, "label": config.label, "seeds": [r["seed"] for r in mine]}
+        row |= {"n_images": mine[0]["splits"][split]["n"], "paper": PAPER_TABLE6[config.paper_row]}
+        row |= {"metrics": {}, "paired": {}}
+        for metric in mine[0]["splits"][split]["mean"]:
+            per_seed = {r["seed"]: r["splits"][split]["mean"][metric] for r in mine}
+            row["metrics"][metric] = mean_std(list(per_seed.values())) | {"per_seed": per_seed}
+            paired = {s: v - base[s]["mean"][metric] for s, v in per_seed.items() if s in base}
+            if config.slug == BASELINE or not paired:
+                continue
+            for r in mine:  # paired on the same evaluation images, or not at all
+                if (
+                    r["seed"] in base
+                    and r["splits"][split]["images_digest"] != base[r["seed"]]["images_digest"]
+                ):
+                    raise ValueError(
+                        f"{r['name']} was scored on other images than {BASELINE}_seed{r['seed']}"
+                    )
+            interval = t_interval(list(paired.values()))
+            higher = get_metric(metric).higher_is_better
+            row["paired"][metric] = interval | {"per_seed": paired, "verdict": verdict(interval, higher)}
+        rows.append(row)
+    return rows
+
+
+def summarize(
+    runs: list[dict[str, Any]], missing: list[str], args: argparse.Namespace, dataroot: Path, seconds: float
+) -> dict[str, Any]:
+    """The whole result: options, the runs, and per split the rows with their statistics."""
+    from pix2pix_ilm.evaluation.table6 import COMMON, PRESETS, parse_overrides
+
+    splits = list(runs[0]["splits"])
+    return {
+        "preset": args.preset,
+        "preset_options": {**PRESETS[args.preset], **COMMON, **parse_overrides(args.overrides)},
+        "seeds": list(args.seeds),
+        "eval_splits": splits,
+        "test_dropout": args.test_dropout,
+        "dataroot": str(dataroot),
+        "wall_seconds": round(seconds, 1),
+        "confidence": CONFIDENCE,
+        "tables": {split: split_rows(runs, split) for split in splits},
+        "runs": runs,
+        "missing": missing,
+        "command": " ".join(["pix2pix-ilm", *sys.argv[1:]]),
+    }
+
+
+def _cell(stats: dict[str, Any], digits: int) -> str:
+    std = f" ± {stats['std']:.{digits}f}" if stats["n"] > 1 else ""
+    return f"{stats['mean']:.{digits}f}{std}"
+
+
+def format_split(split: str, rows: list[dict[str, Any]]) -> list[str]:
+    """One split: ours (mean ± std over seeds) beside the paper, then paired differences and verdicts."""
+    header = ["G / D"]
+    for title, _, higher, paper_key in COLUMNS.values():
+        header += [f"{title} {'↑' if higher else '↓'}"] + (["paper"] if paper_key else [])
+    lines = [f"### Split `{split}`", "", "| " + " | ".join([*header, "seeds", "images"]) + " |"]
+    lines.append("|---|" + "---:|" * (len(header) + 1))
+    for row in rows:
+        cells = [row["label"]]
+        for metric, (_, digits, _, paper_key) in COLUMNS.items():
+            cells.append(_cell(row["metrics"][metric], digits))
+            cells += [f"{row['paper'][paper_key]:.{digits}f}"] if paper_key else []
+        lines.append("| " + " | ".join([*cells, str(len(row["seeds"])), str(row["n_images"])]) + " |")
+    paired = [row for row in rows if row["paired"]]
+    if not paired:
+        return [*lines, ""]
+    lines += [
+        "",
+        f"Difference to IN / IN per seed (same images): mean [{CONFIDENCE:.0%} t interval over seeds]",
+        "",
+    ]
+    lines += ["| vs IN / IN | " + " | ".join(f"Δ {COLUMNS[m][0]}" for m in COLUMNS) + " |"]
+    lines.append("|---|" + "---|" * len(COLUMNS))
+    for row in paired:
+        cells = [row["label"]]
+        for metric, (_, digits, _, _) in COLUMNS.items():
+            p = row["paired"][metric]
+            ci = f" [{p['ci'][0]:+.{digits}f}, {p['ci'][1]:+.{digits}f}]" if p["ci"] else ""
+            seeds = ", ".join(f"{v:+.{digits}f}" for v in p["per_seed"].values())
+            cells.append(f"{p['mean']:+.{digits}f}{ci}; seeds: {seeds}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for row in paired:
+        verdicts = {}
+        for metric, (title, *_) in COLUMNS.items():
+            verdicts.setdefault(row["paired"][metric]["verdict"], []).append(title)
+        parts = [f"{' and '.join(titles)}: {v}" for v, titles in verdicts.items()]
+        n = row["paired"]["rmse"]["n"]
+        lines.append(
+            f"- {row['label']} vs IN / IN ({n} paired seed{'s' * (n != 1)}): " + "; ".join(parts) + "."
+        )
+    return [*lines, ""]
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    lines = [
+        f"# Table 6 — pix2pix on CMP Facades (preset `{summary['preset']}`, seeds {summary['seeds']}, "
+        f"test dropout {summary['test_dropout']})",
+        "",
+        "Mean ± std over seeds (std with n − 1). The paper's RMSE is the per-pixel Euclidean colour distance,",
+        "our RMSE_rgb (= √3 × RMSE; docs/metrics.md). Split `paper`: train/201–400; `test`: the test/ images.",
+        "",
+    ]
+    for split, rows in summary["tables"].items():
+        lines += format_split(split, rows)
+    if summary["missing"]:
+        lines += [f"Not trained, so not in the table: {', '.join(summary['missing'])}.", ""]
+    lines += [
+        f"Wall time: {summary['wall_seconds'] / 60:.1f} min. Options: `{json.dumps(summary['preset_options'])}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_figure(summary: dict[str, Any], path: Path) -> bool:
+    """Per-seed values (dots) and means (bars) of each metric per row, the paper's values as red crosses;
+    False, with a message, when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(
+            "[table6] matplotlib is not installed, no figure (pip install 'pix2pix-ilm[plot]')",
+            file=sys.stderr,
+        )
+        return False
+    tables = summary["tables"]
+    fig, axes = plt.subplots(
+        len(tables), len(COLUMNS), figsize=(2.6 * len(COLUMNS), 2.5 * len(tables)), squeeze=False
+    )
+    for i, (split, rows) in enumerate(tables.items()):
+        for j, (metric, (title, _, higher, paper_key)) in enumerate(COLUMNS.items()):
+            ax = axes[i][j]
+            for x, row in enumerate(rows):
+                values = list(row["metrics"][metric]["per_seed"].values())
+                ax.plot([x] * len(values), values, "o", ms=4, color="tab:blue", alpha=0.8)
+                ax.hlines(row["metrics"][metric]["mean"], x - 0.3, x + 0.3, color="tab:blue")
+                if paper_key:
+                    ax.plot([x], [row["paper"][paper_key]], "x", ms=7, color="tab:red")
+            ax.set_xticks(range(len(rows)), [r["config"] for r in rows], rotation=35, ha="right", fontsize=7)
+            ax.set_title(f"{title} {'↑' if higher else '↓'} (split {split})", fontsize=8)
+            ax.tick_params(axis="y", labelsize=7)
+    fig.suptitle("dots: seeds, bar: mean, red x: paper", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return True
+
+
+def write_sample_grids(out: Path, runs: list[dict[str, Any]], count: int = 4) -> None:
+    """``samples_<config>.png`` (rows: input | output | target) and ``samples.png`` comparing the rows."""
+    import numpy as np
+
+    from pix2pix_ilm.data.images import load_rgb
+    from pix2pix_ilm.viz.images import image_grid, save_image
+
+    first = {}
+    for run in runs:
+        first.setdefault(run["config"], Path(next(iter(run["splits"].values()))["result_dir"]) / "images")
+    images = next(iter(first.values()))
+    stems = sorted(
+        {p.name[: -len("_fake_B.png")] for p in images.glob("*_fake_B.png")}, key=lambda s: (len(s), s)
+    )
+    stems = stems[:count]
+
+    def load(folder: Path, stem: str, kind: str) -> np.ndarray:
+        return np.asarray(load_rgb(folder / f"{stem}_{kind}.png"))
+
+    for slug, folder in first.items():
+        save_image(
+            image_grid([[load(folder, s, k) for k in ("real_A", "fake_B", "real_B")] for s in stems]),
+            out / f"samples_{slug}.png",
+        )
+    rows = [
+        [
+            load(images, s, "real_A"),
+            *(load(f, s, "fake_B") for f in first.values()),
+            load(images, s, "real_B"),
+        ]
+        for s in stems
+    ]
+    save_image(image_grid(rows), out / "samples.png")
+
+
+def write_outputs(summary: dict[str, Any], out: Path) -> None:
+    """table6.json, table6.md, table6.png (with matplotlib) and the sample grids; prints the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "table6.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "table6.md", format_table(summary))
+    write_figure(summary, out / "table6.png")
+    write_sample_grids(out, summary["runs"])
+    print(format_table(summary))
