@@ -23,6 +23,7 @@ from pix2pix_ilm.bench.options import BASELINE, parse_path
 from pix2pix_ilm.bench.probes import MemoryProbe, summarize, sync, time_steps, undisturbed_repeats
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.cpu_speed import RETAIN_MEMORY_ENV, retain_freed_memory
+from pix2pix_ilm.errors import first_line
 
 
 def bench_config(options: dict, norms: list[str], overrides: dict[str, Any]) -> TrainConfig:
@@ -221,7 +222,7 @@ def run_job(job: dict, in_process: bool) -> dict:
         try:
             return run_worker(job)
         except Exception as err:  # a failing path (e.g. compile without a compiler) must not stop the others
-            return {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
+            return {"error": f"{type(err).__name__}: {first_line(err)}"}
     cmd = [sys.executable, "-m", "pix2pix_ilm", "bench", "--worker", json.dumps(job)]
     env = dict(os.environ)
     if "system_malloc" in job["path"].split("+"):

@@ -27,8 +27,6 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from PIL import Image
-
 from pix2pix_ilm.errors import UsageError
 
 FACADES_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/facades.tar.gz"
@@ -82,12 +80,10 @@ def verify_facades_dir(
         if len(images) != expected:
             raise UsageError(f"{folder} holds {len(images)} images, expected {expected}")
         if image_size is not None:
+            from pix2pix_ilm.data.images import image_header  # imports torch: only when checking sizes
+
             for path in images:
-                try:
-                    with Image.open(path) as image:
-                        size = image.size
-                except OSError as err:
-                    raise UsageError(f"cannot read image {path}: {err}") from err
+                size, _ = image_header(path)
                 if size != tuple(image_size):
                     raise UsageError(
                         f"{path} is {size[0]}x{size[1]}, expected {image_size[0]}x{image_size[1]} "

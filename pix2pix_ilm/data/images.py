@@ -32,9 +32,9 @@ _DECODE_ERRORS = (
 )
 
 
-def natural_key(path: Path) -> list:
-    """Sort key that orders ``2.jpg`` before ``10.jpg``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+def natural_key(name: str) -> list:
+    """Sort key that orders ``2.jpg`` before ``10.jpg`` (digits compare as numbers, letters ignore case)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def phase_folder(dataroot: Path | str, phase: str) -> Path:
@@ -67,7 +67,7 @@ def list_images(folder: Path | str) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     ]
-    return sorted(files, key=natural_key)
+    return sorted(files, key=lambda path: natural_key(path.name))
 
 
 def load_rgb(path: Path, channels: int = 3) -> Image.Image:
@@ -91,7 +91,12 @@ def load_rgb(path: Path, channels: int = 3) -> Image.Image:
         raise UsageError(f"cannot decode image {path}: {err}") from err
 
 
-def _image_header(path: Path) -> tuple[tuple[int, int], str]:
+def read_rgb_array(path: Path) -> np.ndarray:
+    """An image file as an ``(H, W, 3)`` uint8 array (see :func:`load_rgb`)."""
+    return np.asarray(load_rgb(path))
+
+
+def image_header(path: Path) -> tuple[tuple[int, int], str]:
     """((width, height), PIL format name) from the file header, without decoding the pixels."""
     try:
         with Image.open(path) as img:
@@ -137,7 +142,7 @@ def check_image(
     size_multiple: int = 1,
 ) -> None:
     """Raise :class:`UsageError` naming ``path`` if it cannot be used; see :func:`validate_images`."""
-    (width, height), image_format = _image_header(path)
+    (width, height), image_format = image_header(path)
     if width < 1 or height < 1:
         raise UsageError(f"image {path} is empty ({width}x{height})")
     if aligned and width != 2 * height:

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from pix2pix_ilm.data.images import natural_key, read_rgb_array
 from pix2pix_ilm.device import resolve_device
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.lpips_alexnet import ALEXNET_OWT_URL, resolve_lpips_backbone
 from pix2pix_ilm.evaluation.metrics import SSIM_SETTINGS, EvalOptions, get_metric, parse_metric_names
 from pix2pix_ilm.files import atomic_write_text
-
-
-def _natural_key(text: str) -> list[Any]:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
 def _as_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
@@ -131,21 +126,13 @@ def find_image_pairs(results_dir: str | Path) -> list[tuple[str, Path, Path]]:
     if not fakes:
         raise UsageError(f"no *{suffix} images in {images_dir}")
     pairs = []
-    for fake in sorted(fakes, key=lambda p: _natural_key(p.name[: -len(suffix)])):
+    for fake in sorted(fakes, key=lambda p: natural_key(p.name[: -len(suffix)])):
         stem = fake.name[: -len(suffix)]
         real = images_dir / f"{stem}_real_B.png"
         if not real.is_file():
             raise UsageError(f"{fake} has no ground truth: {real} is missing")
         pairs.append((stem, fake, real))
     return pairs
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-        raise UsageError(f"cannot read image {path}: {err}") from err
 
 
 def evaluate_results_dir(
@@ -170,7 +157,7 @@ def evaluate_results_dir(
             chunk = pairs[i : i + batch_size]
             fakes, reals = [], []
             for _, fake_path, real_path in chunk:
-                fake, real = _read_rgb(fake_path), _read_rgb(real_path)
+                fake, real = read_rgb_array(fake_path), read_rgb_array(real_path)
                 if fake.shape != real.shape:
                     raise UsageError(
                         f"{fake_path} is {fake.shape[1]}x{fake.shape[0]} but {real_path} is "

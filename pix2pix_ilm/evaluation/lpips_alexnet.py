@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.evaluation.metrics import Scorer
 
 LPIPS_BACKBONE_ENV = "PIX2PIX_ILM_LPIPS_BACKBONE"
@@ -104,8 +104,9 @@ def load_alexnet_features(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors, truncated zips, not a torch file at all
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"LPIPS backbone {path} cannot be loaded as plain tensors: {first_line}") from err
+        raise UsageError(
+            f"LPIPS backbone {path} cannot be loaded as plain tensors: {first_line(err)}"
+        ) from err
     return check_alexnet_features(state, str(path))
 
 
@@ -117,10 +118,9 @@ def _download_alexnet_features() -> dict[str, torch.Tensor]:
             ALEXNET_OWT_URL, map_location="cpu", progress=True, check_hash=True, weights_only=True
         )
     except Exception as err:  # no network, DNS failure, timeout, HTTP error, hash mismatch
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
             f"LPIPS needs ImageNet AlexNet weights and they could not be downloaded from {ALEXNET_OWT_URL} "
-            f"({reason}); give a local copy with --lpips-backbone PATH or ${LPIPS_BACKBONE_ENV}=PATH "
+            f"({first_line(err)}); give a local copy with --lpips-backbone PATH or ${LPIPS_BACKBONE_ENV}=PATH "
             "(torchvision's alexnet-owt-*.pth or a features-only file such as alexnet_owt_features.pth)"
         ) from err
     finally:

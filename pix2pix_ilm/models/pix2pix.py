@@ -22,7 +22,7 @@ from torch import nn
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.cpu_speed import set_small_input_matmul
 from pix2pix_ilm.device import autocast, resolve_device, torch_at_least
-from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.losses import GANLoss, gradient_penalty
 from pix2pix_ilm.models.networks import networks_from_config
 
@@ -176,5 +176,4 @@ class Pix2PixModel:
                 self.opt_g.load_state_dict(state["opt_g"])
                 self.opt_d.load_state_dict(state["opt_d"])
         except (KeyError, RuntimeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-            raise UsageError(f"checkpoint does not fit the configured networks: {first}") from err
+            raise UsageError(f"checkpoint does not fit the configured networks: {first_line(err)}") from err

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.files import atomic_write_bytes, atomic_write_text
 
 
@@ -176,8 +176,9 @@ def load_checkpoint(
             "(torch.load with weights_only=True will not run code from a checkpoint)"
         ) from err
     except (RuntimeError, EOFError, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"checkpoint {path} cannot be read (truncated or corrupted?): {first}") from err
+        raise UsageError(
+            f"checkpoint {path} cannot be read (truncated or corrupted?): {first_line(err)}"
+        ) from err
     if not isinstance(state, dict):
         raise UsageError(f"checkpoint {path} does not hold a state dictionary")
     return state

@@ -29,7 +29,7 @@ from pix2pix_ilm.cpu_speed import set_small_input_matmul
 from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, TransformSpec, collate_skipping_none
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
 from pix2pix_ilm.device import autocast, resolve_device
-from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.networks import generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
 
@@ -83,8 +83,7 @@ def load_generator_for_inference(
     try:
         generator.load_state_dict(weights, assign=True)
     except (RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-        raise UsageError(f"checkpoint does not fit the configured networks: {first}") from err
+        raise UsageError(f"checkpoint does not fit the configured networks: {first_line(err)}") from err
     left = [name for name, t in (*generator.named_parameters(), *generator.named_buffers()) if t.is_meta]
     if left:
         raise UsageError(f"checkpoint {path} lacks generator tensor(s) {', '.join(left[:3])}")

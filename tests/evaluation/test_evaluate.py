@@ -75,7 +75,7 @@ def test_eval_errors_name_the_file(tmp_path: Path) -> None:
         evaluate.evaluate_results_dir(results, "rmse")
 
     (images / "2_real_B.png").write_bytes(b"broken")
-    with pytest.raises(UsageError, match=r"cannot read image .*2_real_B\.png"):
+    with pytest.raises(UsageError, match=r"cannot decode image .*2_real_B\.png"):
         evaluate.evaluate_results_dir(results, "rmse")
 
 
