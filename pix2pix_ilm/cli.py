@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pix2pix_ilm import __version__
 from pix2pix_ilm.config import TestConfig, TrainConfig, add_dataclass_arguments, dataclass_from_args
@@ -119,34 +120,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pix2pix-ilm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
+    for add_command in (_add_train, _add_test, _add_eval, _add_table6, _add_models, _add_visdom, _add_bench):
+        add_command(sub)
+    parser.train_parser = sub.choices["train"]  # type: ignore[attr-defined]
+    return parser
 
-    p = sub.add_parser(
-        "train",
-        help="train a pix2pix model",
-        description="Train pix2pix on aligned A|B images. Writes <checkpoints-dir>/<name>/: config.json, "
-        "latest.pt, epoch_<n>.pt, loss_log.jsonl, web/index.html.",
-        formatter_class=_Formatter,
-    )
-    add_dataclass_arguments(p, TrainConfig)
-    p.set_defaults(func=_cmd_train)
-    train_parser = p
 
-    p = sub.add_parser(
-        "test",
-        help="translate images with a trained run",
-        description="Translate images with a trained run; the architecture is read from the run's config.json. "
-        "Writes <results-dir>/<name>/<phase>_<epoch>/images/ and index.html.",
-        formatter_class=_Formatter,
+def _command(
+    sub: argparse._SubParsersAction, name: str, func: Callable, help: str, **kw: Any
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, formatter_class=_Formatter, **kw)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    description = (
+        "Train pix2pix on aligned A|B images. Writes <checkpoints-dir>/<name>/: config.json, latest.pt, "
+        "epoch_<n>.pt, loss_log.jsonl, web/index.html."
     )
+    add_dataclass_arguments(
+        _command(sub, "train", _cmd_train, "train a pix2pix model", description=description), TrainConfig
+    )
+
+
+def _add_test(sub: argparse._SubParsersAction) -> None:
+    description = (
+        "Translate images with a trained run; the architecture is read from the run's config.json. "
+        "Writes <results-dir>/<name>/<phase>_<epoch>/images/ and index.html."
+    )
+    p = _command(sub, "test", _cmd_test, "translate images with a trained run", description=description)
     add_dataclass_arguments(p, TestConfig)
-    p.set_defaults(func=_cmd_test)
 
-    p = sub.add_parser(
-        "eval",
-        help="score test outputs: RMSE, PSNR, MAE, SSIM, LPIPS",
-        description="Pair every <stem>_fake_B.png with <stem>_real_B.png under <results-dir>/images/, print "
-        "mean ± std per metric and write the scores as JSON (default: <results-dir>/metrics.json).",
-        formatter_class=_Formatter,
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    description = (
+        "Pair every <stem>_fake_B.png with <stem>_real_B.png under <results-dir>/images/, print "
+        "mean ± std per metric and write the scores as JSON (default: <results-dir>/metrics.json)."
+    )
+    p = _command(
+        sub, "eval", _cmd_eval, "score test outputs: RMSE, PSNR, MAE, SSIM, LPIPS", description=description
     )
     p.add_argument("--results-dir", required=True, help="a test output folder, e.g. results/RUN/test_latest")
     p.add_argument(
@@ -165,54 +178,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="device for LPIPS: cpu, cuda or auto (default: auto)")
     p.add_argument("--batch-size", type=int, default=16, help="images per LPIPS batch (default: 16)")
-    p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser(
-        "table6",
-        help="reproduce the paper's Table 6 (train, test and eval three configurations)",
-        formatter_class=_Formatter,
-    )
+
+def _add_table6(sub: argparse._SubParsersAction) -> None:
     from pix2pix_ilm.evaluation.table6 import add_table6_arguments
 
-    add_table6_arguments(p)
-    p.set_defaults(func=_cmd_table6)
+    help = "reproduce the paper's Table 6 (train, test and eval three configurations)"
+    add_table6_arguments(_command(sub, "table6", _cmd_table6, help))
 
-    p = sub.add_parser(
-        "models",
-        help="print parameter counts of G and D for every norm choice",
-        formatter_class=_Formatter,
-    )
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "models", _cmd_models, "print parameter counts of G and D for every norm choice")
     p.add_argument("--netG", default="unet_256", help="generator (default: unet_256)")
     p.add_argument("--netD", default="basic", help="discriminator (default: basic)")
     p.add_argument("--ngf", type=int, default=64, help="generator width (default: 64)")
     p.add_argument("--ndf", type=int, default=64, help="discriminator width (default: 64)")
     p.add_argument("--ilm-group-size", type=int, default=1, help="ILM key-group size K (default: 1)")
-    p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser(
-        "visdom",
-        help="start a local visdom server that works offline",
-        description="Start a visdom server for live previews. Unlike 'python -m visdom.server' it does not "
-        "download browser assets, so it starts without internet. It binds to 127.0.0.1 (this machine only) "
-        "unless --host says otherwise; use --host 0.0.0.0 only on a network you trust.",
-        formatter_class=_Formatter,
+
+def _add_visdom(sub: argparse._SubParsersAction) -> None:
+    description = (
+        "Start a visdom server for live previews. Unlike 'python -m visdom.server' it does not download browser "
+        "assets, so it starts without internet. It binds to 127.0.0.1 (this machine only) unless --host says "
+        "otherwise; use --host 0.0.0.0 only on a network you trust."
     )
+    help = "start a local visdom server that works offline"
+    p = _command(sub, "visdom", _cmd_visdom, help, description=description)
     p.add_argument("--port", type=int, default=8097, help="port (default: 8097)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--env-path", default=None, help="where visdom stores environments (default: ~/.visdom)")
-    p.set_defaults(func=_cmd_visdom)
 
-    p = sub.add_parser(
-        "bench",
-        help="benchmark training and inference against a plain eager baseline",
-        formatter_class=_Formatter,
-    )
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     from pix2pix_ilm.bench.options import add_bench_arguments
 
-    add_bench_arguments(p)
-    p.set_defaults(func=_cmd_bench)
-    parser.train_parser = train_parser  # type: ignore[attr-defined]
-    return parser
+    help = "benchmark training and inference against a plain eager baseline"
+    add_bench_arguments(_command(sub, "bench", _cmd_bench, help))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

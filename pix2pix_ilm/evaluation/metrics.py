@@ -147,33 +147,16 @@ def ssim(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
     )
 
 
-@register_metric("rmse", higher_is_better=False, description="root-mean-square error, 0-255 scale")
-def _make_rmse(options: EvalOptions) -> Scorer:
-    return rmse
-
-
-@register_metric(
-    "rmse_rgb", higher_is_better=False, description="RMS Euclidean RGB distance per pixel, = sqrt(3) x rmse"
+# Metrics that need no set-up: the scorer is the function itself (registration order = listing order).
+_PLAIN_METRICS: tuple[tuple[str, Scorer, bool, str], ...] = (
+    ("rmse", rmse, False, "root-mean-square error, 0-255 scale"),
+    ("rmse_rgb", rmse_rgb, False, "RMS Euclidean RGB distance per pixel, = sqrt(3) x rmse"),
+    ("psnr", psnr, True, "peak signal-to-noise ratio in dB, peak 255"),
+    ("mae", mae, False, "mean absolute error, 0-255 scale"),
+    ("ssim", ssim, True, "SSIM, RGB, 7x7 uniform window (skimage defaults)"),
 )
-def _make_rmse_rgb(options: EvalOptions) -> Scorer:
-    return rmse_rgb
-
-
-@register_metric("psnr", higher_is_better=True, description="peak signal-to-noise ratio in dB, peak 255")
-def _make_psnr(options: EvalOptions) -> Scorer:
-    return psnr
-
-
-@register_metric("mae", higher_is_better=False, description="mean absolute error, 0-255 scale")
-def _make_mae(options: EvalOptions) -> Scorer:
-    return mae
-
-
-@register_metric(
-    "ssim", higher_is_better=True, description="SSIM, RGB, 7x7 uniform window (skimage defaults)"
-)
-def _make_ssim(options: EvalOptions) -> Scorer:
-    return ssim
+for _name, _scorer, _higher, _description in _PLAIN_METRICS:
+    register_metric(_name, higher_is_better=_higher, description=_description)(lambda options, s=_scorer: s)
 
 
 @register_metric(

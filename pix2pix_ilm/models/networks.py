@@ -101,18 +101,25 @@ class UnetGenerator(nn.Module):
         return self.model(x)
 
 
+def _padded_conv_norm_relu(
+    in_ch: int, out_ch: int, kernel: int, norm: NormFactory, bias: bool
+) -> list[nn.Module]:
+    """Reflection padding that keeps the size, a ``kernel``×``kernel`` convolution, norm, ReLU."""
+    return [
+        nn.ReflectionPad2d(kernel // 2),
+        Conv2d(in_ch, out_ch, kernel_size=kernel, bias=bias),
+        norm(out_ch),
+        nn.ReLU(True),
+    ]
+
+
 class ResnetBlock(nn.Module):
     """Residual block: reflect-pad conv → norm → ReLU (→ dropout) → reflect-pad conv → norm, plus the input."""
 
     def __init__(self, dim: int, norm: NormFactory, dropout: bool) -> None:
         super().__init__()
         bias = _uses_bias(norm)
-        layers: list[nn.Module] = [
-            nn.ReflectionPad2d(1),
-            Conv2d(dim, dim, kernel_size=3, bias=bias),
-            norm(dim),
-            nn.ReLU(True),
-        ]
+        layers = _padded_conv_norm_relu(dim, dim, 3, norm, bias)
         if dropout:
             layers.append(nn.Dropout(0.5))
         layers += [nn.ReflectionPad2d(1), Conv2d(dim, dim, kernel_size=3, bias=bias), norm(dim)]
@@ -130,12 +137,7 @@ class ResnetGenerator(nn.Module):
     ) -> None:
         super().__init__()
         bias = _uses_bias(norm)
-        layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3),
-            Conv2d(input_nc, ngf, kernel_size=7, bias=bias),
-            norm(ngf),
-            nn.ReLU(True),
-        ]
+        layers = _padded_conv_norm_relu(input_nc, ngf, 7, norm, bias)
         for i in range(2):
             mult = 2**i
             layers += [

@@ -59,27 +59,10 @@ def _group_stats(
 class ILMNorm(nn.Module):
     """Instance-Level Meta Normalization on top of IN, GN or LN (paper §3, Eq. 3–6).
 
-    For an input ``x`` of shape (N, C, H, W):
-
-    * Key features (Eq. 3): the C channels are split into ``N_k = C / K`` key groups of ``K`` consecutive
-      channels; μ and γ are each group's mean and variance over (K, H, W).
-      γ is the **unbiased** variance (divisor ``K·H·W − 1``), as in the authors' code (``x.var(-1)``), so the
-      learned encoder sees the same inputs as in the paper. With a single element per group the divisor is
-      clamped to 1 instead of producing NaN.
-    * Encoder (Eq. 4): one linear ``W1: N_k → M`` without bias, followed by ReLU, **shared** by μ and γ.
-    * Decoders (Eq. 5): ``D_μ = tanh(W2·E_μ)``, ``D_γ = sigmoid(W3·E_γ)``; ``W2, W3: M → N_k`` without bias.
-      The two activations can be changed (``mean_activation``, ``var_activation``) for the paper's Table 7.
-    * Alignment (Eq. 6): each key-group value is repeated K times to C channels;
-      ``ω = D_γ↑ + B_ω``, ``β = D_μ↑ + B_β`` with per-channel parameters initialised to 1 and 0.
-    * Output: ``ω · x_s + β`` where ``x_s`` is the standardization of the underlying norm: per channel
-      (``"instance"``), per group of ``C / num_groups`` channels (``"group"``) or over all channels
-      (``"layer"``). The standardization uses the **biased** variance, like ``torch.nn.InstanceNorm2d``,
-      ``GroupNorm`` and ``LayerNorm``, so ILM+IN with ω = 1 and β = 0 equals plain IN.
-
-    Everything is computed per sample, so a sample's output never depends on the rest of the batch.
-    Cost: one set of per-channel statistics (two passes over ``x``: mean, then centred sum of squares), from
-    which key features and standardization are both derived, and one fused multiply-add for the output; the
-    K-fold repeat is a broadcast, never materialized.
+    Key features μ, γ per group of ``K`` channels → shared encoder ``W1`` + ReLU → decoders ``tanh(W2·)``,
+    ``sigmoid(W3·)`` → repeated to C channels → ``ω · x_s + β`` with ``x_s`` the standardization of the
+    underlying norm. Per sample; ILM+IN with ω = 1, β = 0 equals IN. The derivation, the variance conventions
+    and the cost: docs/ilm.md.
     """
 
     def __init__(

@@ -57,25 +57,32 @@ def _identity_problems(config: TrainConfig) -> list[str]:
     return problems
 
 
+# The smallest value each counting option may take (the flag is the name with dashes).
+_MINIMUMS = (
+    dict.fromkeys(("n_epochs", "n_epochs_decay", "num_workers"), 0)
+    | dict.fromkeys(
+        (
+            "batch_size",
+            "load_size",
+            "crop_size",
+            "ngf",
+            "ndf",
+            "ilm_group_size",
+            "print_freq",
+            "display_freq",
+        ),
+        1,
+    )
+    | {"save_latest_freq": 1, "save_epoch_freq": 1}
+)
+
+
 def _option_problems(config: TrainConfig) -> list[str]:
     problems = []
-    for flag, value, minimum in (
-        ("--n-epochs", config.n_epochs, 0),
-        ("--n-epochs-decay", config.n_epochs_decay, 0),
-        ("--batch-size", config.batch_size, 1),
-        ("--load-size", config.load_size, 1),
-        ("--crop-size", config.crop_size, 1),
-        ("--ngf", config.ngf, 1),
-        ("--ndf", config.ndf, 1),
-        ("--ilm-group-size", config.ilm_group_size, 1),
-        ("--print-freq", config.print_freq, 1),
-        ("--display-freq", config.display_freq, 1),
-        ("--save-latest-freq", config.save_latest_freq, 1),
-        ("--save-epoch-freq", config.save_epoch_freq, 1),
-        ("--num-workers", config.num_workers, 0),
-    ):
+    for name, minimum in _MINIMUMS.items():
+        value = getattr(config, name)
         if value < minimum:
-            problems.append(f"{flag} must be >= {minimum}, got {value}")
+            problems.append(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
     if config.n_epochs + config.n_epochs_decay < 1:
         problems.append(
             f"--n-epochs + --n-epochs-decay must be >= 1, got {config.n_epochs} + {config.n_epochs_decay}"
