@@ -1,23 +1,6 @@
-"""A converter from the original CMP Facade release to aligned A|B pairs like the pix2pix facades set.
-
-CMP conversion (:func:`convert_cmp`)
-    The CMP Facade Database (Tyleček & Šára, GCPR 2013) ships ``cmp_bNNNN.jpg`` photos and
-    ``cmp_bNNNN.png`` label maps (8-bit palette, values 1–12, see :data:`CMP_CLASS_NAMES`). The converter
-    writes ``<out_dir>/train/<cmp stem>.jpg`` (and ``test/`` when ``test_count`` > 0): the photo resized to
-    size×size (bicubic) on the left, the label map resized with nearest neighbour and coloured with
-    :data:`FACADES_PALETTE` on the right.
-
-    The palette of the pix2pix facades B halves is **not** the PNGs' own embedded palette (MATLAB
-    ``jet(12)``: facade = (0, 0, 255), window = (0, 85, 255), ...). We matched four pix2pix facades
-    (train/2, train/3, test/1, test/7) to their CMP originals (cmp_b0100, cmp_b0151, cmp_b0262,
-    cmp_b0253) and read each class's colour: class ``c`` is row ``5c`` (0-based) of MATLAB's ``jet(64)``
-    colour map, i.e. background (0, 0, 223), facade (0, 48, 255), window (0, 128, 255), door (0, 207, 255),
-    cornice (32, 255, 223), sill (112, 255, 143), balcony (191, 255, 64), blind (255, 239, 0), deco
-    (255, 159, 0), molding (255, 80, 0), pillar (255, 0, 0), shop (175, 0, 0). JPEG-encoding these exact
-    colours reproduces the most frequent pixel values of the facades B halves ((0, 0, 222), (192, 255, 63),
-    (174, 0, 0), ...). The authors' resampling is unknown: their B halves are softer than ours at region
-    borders, and their photos are closest to a bicubic resize of the CMP photo (mean absolute difference
-    about 2–4 grey levels), so converted pairs resemble, but are not pixel-identical to, the facades set.
+"""A converter from the original CMP Facade release to aligned A|B pairs like the pix2pix facades set (photo
+left, label map coloured with :data:`FACADES_PALETTE` right). How the palette was matched to the facades set:
+docs/data.md.
 """
 
 from __future__ import annotations

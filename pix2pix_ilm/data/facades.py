@@ -1,16 +1,6 @@
-"""Getting the data: the pix2pix facades set (download, local copy or archive); the CMP converter is in
-:mod:`pix2pix_ilm.data.cmp`.
-
-Facades (:func:`ensure_facades`)
-    The pix2pix authors' ``facades.tar.gz`` holds ``facades/{train,test,val}/<n>.jpg``: 400, 106 and 100
-    JPEGs of 512×256, photo (A) on the left and colour label map (B) on the right. A local folder in that
-    layout is used in place; a local archive is extracted; otherwise the archive is downloaded.
-
-    Integrity: the pix2pix authors publish no checksum for the archive, and we found no authoritative size
-    or digest to pin, so none is hard-coded (an invented one would be worse than none). Instead the
-    extracted folder is verified (image counts per split and 512×256 images), and the archive's SHA-256 is
-    printed so that users can compare it between machines or with a copy they trust.
-
+"""Getting the data: the pix2pix facades set (download, local copy or archive), verified after extraction;
+the CMP converter is in :mod:`pix2pix_ilm.data.cmp`. Where the data come from and how they are checked:
+docs/data.md.
 """
 
 from __future__ import annotations
