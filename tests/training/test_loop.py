@@ -53,6 +53,12 @@ def _train(data: Path, ckpt: Path, name: str, *extra: str) -> int:
     return main(_train_args(data, ckpt, name, *TINY, *extra))
 
 
+def _test_run(ckpt: Path, data: Path, results: Path, *extra: str) -> int:
+    """``test`` of run ``ilm``: no architecture flags."""
+    args = ["--checkpoints-dir", str(ckpt), "--dataroot", str(data), "--results-dir", str(results), *extra]
+    return main(["test", "--name", "ilm", *args])
+
+
 def _resume(data: Path, ckpt: Path, name: str, *extra: str) -> int:
     """``train --continue`` with no architecture flags: the run's config.json must supply them."""
     return main(_train_args(data, ckpt, name, "--continue", *extra))
@@ -85,20 +91,7 @@ def test_train_then_test_without_architecture_flags(small_facades, tmp_path):
     assert "epoch 2" in html and "epoch002_fake_B.png" in html
 
     results = tmp_path / "results"
-    code = main(
-        [
-            "test",
-            "--name",
-            "ilm",
-            "--checkpoints-dir",
-            str(ckpt),
-            "--dataroot",
-            str(small_facades),
-            "--results-dir",
-            str(results),
-        ]
-    )
-    assert code == 0
+    assert _test_run(ckpt, small_facades, results) == 0
     out = results / "ilm" / "test_latest"
     images = sorted(p.name for p in (out / "images").iterdir())
     assert len(images) == 9
@@ -118,23 +111,7 @@ def test_train_then_test_without_architecture_flags(small_facades, tmp_path):
     single.mkdir(parents=True)
     with Image.open(small_facades / "test" / "1.jpg") as img:
         img.crop((256, 0, 512, 256)).save(single / "label map.png")
-    code = main(
-        [
-            "test",
-            "--name",
-            "ilm",
-            "--checkpoints-dir",
-            str(ckpt),
-            "--dataroot",
-            str(single.parent),
-            "--results-dir",
-            str(results),
-            "--single",
-            "--epoch",
-            "2",
-        ]
-    )
-    assert code == 0
+    assert _test_run(ckpt, single.parent, results, "--single", "--epoch", "2") == 0
     assert sorted(p.name for p in (results / "ilm" / "test_2" / "images").iterdir()) == [
         "label map_fake_B.png",
         "label map_real_A.png",
@@ -199,37 +176,12 @@ def test_resume_after_kill_is_exact(small_facades, tmp_path, sig):
     ckpt = tmp_path / "ckpt"
     common = ["--n-epochs", "2", "--n-epochs-decay", "0", "--netG-norm", "ilm_in", "--save-latest-freq", "1"]
     assert _train(small_facades, ckpt, "straight", *common) == 0
-    args = [
-        "train",
-        "--dataroot",
-        str(small_facades),
-        "--name",
-        "killed",
-        "--checkpoints-dir",
-        str(ckpt),
-        *TINY,
-        *common,
-    ]
+    args = _train_args(small_facades, ckpt, "killed", *TINY, *common)
     code = _run_until_killed(args, ckpt / "killed" / "loss_log.jsonl", 2, sig)
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + signal.SIGTERM)
     done = load_checkpoint(ckpt / "killed" / "latest.pt")["counters"]["iteration"]
     assert 1 <= done < 8, "the signal should land before the run ends"
-    assert (
-        main(
-            [
-                "train",
-                "--dataroot",
-                str(small_facades),
-                "--name",
-                "killed",
-                "--checkpoints-dir",
-                str(ckpt),
-                "--continue",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert _resume(small_facades, ckpt, "killed", "--no-progress") == 0
     straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "killed" / "latest.pt")
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
