@@ -236,4 +236,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="run every measurement in this process (faster start; peak memory, compile caches and the allocator "
         "setting are shared, so the baseline and system_malloc figures are not clean)",
     )
+    parser.add_argument(
+        "--no-matmul",
+        action="store_true",
+        help="skip the fp32/bf16/fp16 matrix-product probe (minutes on a CPU without fp16 units)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)

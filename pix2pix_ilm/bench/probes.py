@@ -164,7 +164,8 @@ def matmul_rates(device: torch.device) -> dict[str, float]:
     return rates
 
 
-def machine_info(device: torch.device) -> dict:
+def machine_info(device: torch.device, matmul: bool = True) -> dict:
+    """The machine, versions and (unless ``matmul`` is False) the matrix-product rates of ``device``."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -184,7 +185,7 @@ def machine_info(device: torch.device) -> dict:
         "commit": _git_commit(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "matmul_gflops": matmul_rates(device),
+        "matmul_gflops": matmul_rates(device) if matmul else None,
     }
     with contextlib.suppress(OSError):
         info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]

@@ -33,7 +33,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     infer_paths = [p for p in infer_paths if "compile" not in p.split("+")]  # test does not use compile
     report: dict[str, Any] = {
         "bench": "pix2pix-ilm",
-        "machine": machine_info(device),
+        "machine": machine_info(device, matmul=not args.no_matmul),
         "settings": options | {"norms": [norm_key(p) for p in norms], "paths": train_paths},
         "skipped_paths": skipped,
         "train": {},

@@ -273,11 +273,13 @@ def test_bench_end_to_end_with_worker_processes(capsys):
             "none",
             "--device",
             "cpu",
+            "--no-matmul",
         ]
     )
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     _check_report(report, ["channels_last"])
+    assert report["machine"]["matmul_gflops"] is None
     assert report["inference"] == {} and report["ilm_cost"] == {}
     assert report["train"]["channels_last"]["instance/instance"]["peak_rss_since_start"] in (True, False)
 
