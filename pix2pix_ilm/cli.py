@@ -52,10 +52,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNTYPED = object()
+
+
 def _explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """Destinations of the options actually typed (``--continue`` keeps the saved values of the others)."""
-    typed = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
-    return {action.dest for action in parser._actions if any(opt in typed for opt in action.option_strings)}
+    """Destinations of the options actually typed (``--continue`` keeps the saved values of the others).
+
+    Taken from a second parse into a namespace that already holds a marker for every option, so argparse
+    sets only the typed ones, however they were spelled (abbreviated, ``--opt=value``, an alias).
+    """
+    namespace = argparse.Namespace(**{a.dest: _UNTYPED for a in parser._actions})
+    parser.parse_args(argv, namespace=namespace)
+    return {dest for dest, value in vars(namespace).items() if value is not _UNTYPED}
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
@@ -222,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if getattr(args, "command", None) == "train":
-        args.explicit_options = _explicit_options(parser.train_parser, argv)
+        args.explicit_options = _explicit_options(parser.train_parser, argv[argv.index("train") + 1 :])
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
