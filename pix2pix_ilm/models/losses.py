@@ -34,10 +34,19 @@ class GANLoss(nn.Module):
 
 
 def gradient_penalty(
-    discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None
+    discriminator: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator | None = None,
+    alpha: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """WGAN-GP penalty ``E[(‖∇D(x̂)‖₂ − 1)²]`` on random interpolations of real and fake pairs."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
+    """WGAN-GP penalty ``E[(‖∇D(x̂)‖₂ − 1)²]`` on the interpolations ``x̂ = α·real + (1 − α)·fake``.
+
+    ``alpha`` holds one weight per sample; by default they are drawn uniformly (from ``generator``).
+    """
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], generator=generator, device=real.device)
+    alpha = alpha.to(device=real.device, dtype=real.dtype).reshape(-1, 1, 1, 1)
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     scores = discriminator(mixed)
     (grads,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)

@@ -26,6 +26,10 @@ from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.losses import GANLoss, gradient_penalty
 from pix2pix_ilm.models.networks import networks_from_config
 
+# The wgangp interpolation weights come from their own random stream, the same in every torchrun process
+# (each takes its slice of the global batch's weights), so N processes match one process on the whole batch.
+GP_STREAM_SEED_OFFSET = 7_777
+
 
 def learning_rate_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
     """pix2pix's linear schedule for 1-based ``epoch``: 1 for the first ``n_epochs``, then linear to ~0."""
@@ -65,13 +69,17 @@ class Pix2PixModel:
             self.g_forward = torch.compile(self.generator)
             self.d_forward = torch.compile(self.discriminator)
         self.d_frozen_forward: nn.Module = self.d_forward
+        self.rank, self.world_size = 0, 1
+        self.gp_generator = torch.Generator().manual_seed(config.seed + GP_STREAM_SEED_OFFSET)
         self.last_visuals: dict[str, torch.Tensor] = {}  # real_A / fake_B / real_B of the latest step
 
     # -- distributed ---------------------------------------------------------------------------------
     def wrap_distributed(self) -> None:
         """Wrap G and D in DistributedDataParallel (torchrun); gradients are averaged over processes."""
+        import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         ids = [self.device.index] if self.device.type == "cuda" else None
         if self.config.sync_batch:
             if self.device.type != "cuda":
@@ -114,8 +122,11 @@ class Pix2PixModel:
         loss_d = (loss_d_fake + loss_d_real) * 0.5
         losses = {"D_real": loss_d_real.detach(), "D_fake": loss_d_fake.detach()}
         if self.config.gan_mode == "wgangp":
+            local = real_pair.shape[0]
+            alpha = torch.rand(local * self.world_size, generator=self.gp_generator)
+            alpha = alpha[self.rank * local : (self.rank + 1) * local]
             with self.autocast():
-                penalty = gradient_penalty(self.d_forward, real_pair, fake_pair.detach())
+                penalty = gradient_penalty(self.d_forward, real_pair, fake_pair.detach(), alpha=alpha)
             loss_d = loss_d + self.config.lambda_gp * penalty
             losses["D_gp"] = penalty.detach()
         loss_d.backward()
@@ -160,12 +171,15 @@ class Pix2PixModel:
 
     # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "generator": self.generator.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
         }
+        if self.config.gan_mode == "wgangp":
+            state["rng_gp"] = self.gp_generator.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any], *, with_optimizers: bool = True) -> None:
         try:
@@ -175,5 +189,7 @@ class Pix2PixModel:
             if with_optimizers:
                 self.opt_g.load_state_dict(state["opt_g"])
                 self.opt_d.load_state_dict(state["opt_d"])
+                if "rng_gp" in state:
+                    self.gp_generator.set_state(state["rng_gp"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise UsageError(f"checkpoint does not fit the configured networks: {first_line(err)}") from err
