@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -42,6 +43,16 @@ class Distributed:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def gather(self, value: Any) -> list[Any]:
+        """``value`` of every process, by rank (every process must call it at the same point)."""
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
 
     def agreed_max(self, value: int) -> int:
         """The largest ``value`` over all processes (every process must call it at the same point)."""

@@ -32,11 +32,11 @@ from pix2pix_ilm.models.pix2pix import Pix2PixModel
 from pix2pix_ilm.training.distributed import Distributed
 from pix2pix_ilm.training.reporting import Reporter
 from pix2pix_ilm.training.run_dir import checked_run_config, prepare_run_dir, start_run_folder
-from pix2pix_ilm.training.state import CheckpointSaver, Counters, restore_training_state
+from pix2pix_ilm.training.state import CheckpointSaver, Counters, restore_rng_state, restore_training_state
 from pix2pix_ilm.training.stopping import StopRequest, TrainingStopped
 
 # Dropout seeds: an epoch's stream is seeded from (seed, epoch, rank); a process that cannot restore its
-# saved stream mid-epoch (rank > 0) seeds one from (epoch, batches done) instead.
+# saved stream mid-epoch (a checkpoint of an older version, rank > 0) seeds one from (epoch, batches done).
 DROPOUT_EPOCH_STRIDE = 7_919
 MID_EPOCH_STRIDE = 100_003
 
@@ -130,15 +130,11 @@ def batches_per_epoch(num_images: int, config: TrainConfig, world: int) -> int:
 def seed_dropout(
     config: TrainConfig, counters: Counters, dist: Distributed, resume_state: dict[str, Any] | None
 ) -> None:
-    """Seed the dropout stream at an epoch's start; a mid-epoch resume continues the saved stream."""
+    """Seed the dropout stream at an epoch's start; a mid-epoch resume continues each process's saved stream."""
     if counters.batches_done == 0:
         _seed(config, counters.epoch, dist.rank)
-    elif resume_state is not None:
-        torch.set_rng_state(resume_state["rng_cpu"])
-        if "rng_cuda" in resume_state and dist.device.type == "cuda":
-            torch.cuda.set_rng_state(resume_state["rng_cuda"], dist.device)
-        if dist.rank > 0:  # only rank 0's stream is saved; the others restart a seeded one
-            _seed(config, counters.epoch * MID_EPOCH_STRIDE + counters.batches_done, dist.rank)
+    elif resume_state is not None and not restore_rng_state(resume_state, dist):
+        _seed(config, counters.epoch * MID_EPOCH_STRIDE + counters.batches_done, dist.rank)
 
 
 def _seed(config: TrainConfig, epoch: int, rank: int) -> None:

@@ -1,8 +1,9 @@
 """What a training checkpoint holds, when it is written, and how a run resumes from it.
 
 Counters saved with every checkpoint: ``epoch`` (1-based, the epoch in progress), ``batches_done`` (batches of
-that epoch already trained) and ``iteration`` (steps since the start). With the global RNG (dropout) saved too,
-``--continue`` reproduces an uninterrupted run exactly.
+that epoch already trained) and ``iteration`` (steps since the start). With every process's global RNG (dropout)
+saved too (``rng_cpu_ranks``, by rank; ``rng_cpu`` is rank 0's, as older versions read it), ``--continue``
+reproduces an uninterrupted run exactly, also under torchrun.
 """
 
 from __future__ import annotations
@@ -47,7 +48,34 @@ class Counters:
         self.batches_done = 0
 
 
-def training_state(model: Pix2PixModel, config: TrainConfig, counters: Counters) -> dict[str, Any]:
+def rng_states(dist: Distributed) -> dict[str, list[torch.Tensor]]:
+    """Every process's global RNG state, by rank: ``rng_cpu_ranks`` (and ``rng_cuda_ranks``); a collective."""
+    own = {"rng_cpu_ranks": torch.get_rng_state()}
+    if dist.device.type == "cuda":
+        own["rng_cuda_ranks"] = torch.cuda.get_rng_state(dist.device)
+    states = dist.gather(own)
+    return {key: [s[key] for s in states] for key in own}
+
+
+def restore_rng_state(state: dict[str, Any], dist: Distributed) -> bool:
+    """Continue this process's saved RNG stream; False when the checkpoint lacks it (older checkpoints hold
+    rank 0's stream only; another number of processes wrote it)."""
+    ranks = state.get("rng_cpu_ranks")
+    if isinstance(ranks, list) and len(ranks) == dist.world:
+        cpu, cuda = ranks[dist.rank], (state.get("rng_cuda_ranks") or [None] * dist.world)[dist.rank]
+    elif dist.rank == 0:
+        cpu, cuda = state["rng_cpu"], state.get("rng_cuda")
+    else:
+        return False
+    torch.set_rng_state(cpu)
+    if cuda is not None and dist.device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, dist.device)
+    return True
+
+
+def training_state(
+    model: Pix2PixModel, config: TrainConfig, counters: Counters, rng: dict[str, list[torch.Tensor]]
+) -> dict[str, Any]:
     """Everything ``--continue`` needs: weights, optimizers, options, counters and the RNG streams."""
     state = model.state_dict()
     state.update(
@@ -55,11 +83,12 @@ def training_state(model: Pix2PixModel, config: TrainConfig, counters: Counters)
             "format": CHECKPOINT_FORMAT,
             "config": config_to_dict(config),
             "counters": asdict(counters),
-            "rng_cpu": torch.get_rng_state(),
+            "rng_cpu": rng["rng_cpu_ranks"][0],
+            **rng,
         }
     )
-    if torch.cuda.is_available() and model.device.type == "cuda":
-        state["rng_cuda"] = torch.cuda.get_rng_state(model.device)
+    if "rng_cuda_ranks" in rng:
+        state["rng_cuda"] = rng["rng_cuda_ranks"][0]
     return state
 
 
@@ -116,7 +145,7 @@ class CheckpointSaver:
     def save(self, counters: Counters, name: str) -> None:
         """Save a checkpoint, unless a weight of G or D is NaN or infinite (in any process): then stop."""
         path: Path = self.config.run_dir / name
-        state = training_state(self.model, self.config, counters)
+        state = training_state(self.model, self.config, counters, rng_states(self.dist))
         if self.dist.agreed_max(int(not _weights_finite(state))):
             raise TrainingDiverged(
                 f"the weights became non-finite (NaN or inf) at iteration {counters.iteration} "
