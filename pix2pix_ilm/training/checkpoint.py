@@ -17,17 +17,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import pickle
 import re
+import shutil
+import tempfile
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pix2pix_ilm.errors import UsageError, first_line
-from pix2pix_ilm.files import atomic_write_bytes, atomic_write_text
+from pix2pix_ilm.files import atomic_write_text, fsync_dir
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -74,38 +78,101 @@ def _tensor_parts(state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
-def save_checkpoint(state: dict[str, Any], path: Path | str) -> str:
+class _HashingFile:
+    """A binary file that hashes what is written to it: the file is hashed in the one pass that writes it."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.sha256 = handle, hashlib.sha256()
+        self.error: OSError | None = None  # torch's writer reports a failed write as a RuntimeError
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _place(source: Path, path: Path, digest: str, *, keep_source: bool) -> None:
+    """Put the complete file ``source`` at ``path`` with its sidecar, so that the pair agrees at every moment.
+
+    ``keep_source``: hard-link it (a copy where links are not possible) instead of renaming it.
+    """
+    sidecar = _sidecar(path)
+    previous = _recorded_digests(sidecar) if path.exists() else []
+    if previous:  # valid for the old and the new file while it is being replaced
+        atomic_write_text(sidecar, _sidecar_text([digest, *previous], path.name))
+    try:
+        if keep_source:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            os.unlink(tmp_name)
+            try:
+                os.link(source, tmp_name)
+            except OSError:
+                shutil.copyfile(source, tmp_name)
+                with open(tmp_name, "rb+") as handle:
+                    os.fsync(handle.fileno())
+            try:
+                os.replace(tmp_name, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name)
+                raise
+        else:
+            os.replace(source, path)
+    except OSError:
+        if previous:
+            with contextlib.suppress(OSError):
+                atomic_write_text(sidecar, _sidecar_text(previous, path.name))
+        raise
+    atomic_write_text(sidecar, _sidecar_text([digest], path.name))
+
+
+def save_checkpoint(state: dict[str, Any], path: Path | str, *, also: Sequence[Path | str] = ()) -> str:
     """Serialize ``state`` (tensors and plain Python values only) atomically; returns its SHA-256.
 
-    Every flat dict of tensors in ``state`` gets its digest recorded under ``part_sha256``.
-    A failed write (disk full, file-size limit) is a :class:`UsageError`; the previous file is unchanged.
+    The state is streamed to a temp file, hashed as it is written, fsynced and renamed into place; each path
+    in ``also`` gets the same file (a hard link, else a copy) without serialising again. Every flat dict of
+    tensors in ``state`` gets its digest recorded under ``part_sha256``. A failed write (disk full,
+    file-size limit) is a :class:`UsageError`; the previous files are unchanged.
     """
     path = Path(path)
     parts = _tensor_parts(state)
     if parts:
         state = {**state, PART_DIGESTS: {name: tensors_digest(part) for name, part in parts.items()}}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    data = buffer.getvalue()
-    digest = sha256_bytes(data)
-    sidecar = _sidecar(path)
-    previous = _recorded_digests(sidecar) if path.exists() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
     try:
-        if previous:  # valid for the old and the new X.pt while X.pt is being replaced
-            atomic_write_text(sidecar, _sidecar_text([digest, *previous], path.name))
-        try:
-            atomic_write_bytes(path, data)
-        except OSError:
-            if previous:
-                with contextlib.suppress(OSError):
-                    atomic_write_text(sidecar, _sidecar_text(previous, path.name))
-            raise
-        atomic_write_text(sidecar, _sidecar_text([digest], path.name))
+        with os.fdopen(fd, "wb") as handle:
+            stream = _HashingFile(handle)
+            try:
+                torch.save(state, stream)
+            except RuntimeError:
+                if stream.error is not None:
+                    raise stream.error from None
+                raise
+            handle.flush()
+            os.fsync(handle.fileno())
+        digest = stream.sha256.hexdigest()
+        for other in map(Path, also):
+            _place(tmp, other, digest, keep_source=True)
+        _place(tmp, path, digest, keep_source=False)
     except OSError as err:
         raise UsageError(
             f"cannot write checkpoint {path}: {err.strerror or err} (disk full or a file-size limit?); "
             f"the previous {path.name}, if any, is unchanged"
         ) from err
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    for folder in {path.parent, *(Path(other).parent for other in also)}:
+        fsync_dir(folder)
     return digest
 
 

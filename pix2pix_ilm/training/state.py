@@ -132,17 +132,17 @@ class CheckpointSaver:
             self.save_latest(counters)
 
     def epoch_end(self, finished_epoch: int, counters: Counters) -> None:
-        self.save_latest(counters)
-        if finished_epoch % self.config.save_epoch_freq == 0 or finished_epoch == self.config.total_epochs:
-            self.save(counters, f"epoch_{finished_epoch}.pt")
+        """``latest.pt``, and when this epoch is kept the same file as ``epoch_<n>.pt`` (serialised once)."""
+        keep = finished_epoch % self.config.save_epoch_freq == 0 or finished_epoch == self.config.total_epochs
+        self.save_latest(counters, also=(f"epoch_{finished_epoch}.pt",) if keep else ())
 
-    def save_latest(self, counters: Counters) -> None:
-        """Write ``latest.pt`` unless it already holds exactly this point of the run."""
-        if self.latest_at != counters:
-            self.save(counters, "latest.pt")
+    def save_latest(self, counters: Counters, also: tuple[str, ...] = ()) -> None:
+        """Write ``latest.pt`` (and ``also``) unless it already holds exactly this point of the run."""
+        if self.latest_at != counters or also:
+            self.save(counters, "latest.pt", also)
             self.latest_at = Counters(**asdict(counters))
 
-    def save(self, counters: Counters, name: str) -> None:
+    def save(self, counters: Counters, name: str, also: tuple[str, ...] = ()) -> None:
         """Save a checkpoint, unless a weight of G or D is NaN or infinite (in any process): then stop."""
         path: Path = self.config.run_dir / name
         state = training_state(self.model, self.config, counters, rng_states(self.dist))
@@ -153,4 +153,4 @@ class CheckpointSaver:
                 f"{path.parent / 'latest.pt'} is kept — try a lower --lr or --precision fp32"
             )
         if self.dist.is_main:
-            save_checkpoint(state, path)
+            save_checkpoint(state, path, also=[path.parent / other for other in also])
