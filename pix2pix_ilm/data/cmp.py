@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.files import atomic_write_bytes
+from pix2pix_ilm.files import atomic_write_bytes, sync_to_disk
 
 CMP_CLASS_NAMES: tuple[str, ...] = (
     "unlabelled",
@@ -136,6 +136,7 @@ def convert_cmp(
         else:
             aligned.save(buffer, format="PNG")
         target = out_dir / split / f"{photo.stem}.{fmt}"
-        atomic_write_bytes(target, buffer.getvalue())
+        atomic_write_bytes(target, buffer.getvalue(), fsync=False)
         written[split].append(target)
+    sync_to_disk()
     return {split: paths for split, paths in written.items() if paths}

@@ -30,6 +30,7 @@ from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, TransformSpe
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
 from pix2pix_ilm.device import autocast, resolve_device
 from pix2pix_ilm.errors import UsageError, first_line
+from pix2pix_ilm.files import sync_to_disk
 from pix2pix_ilm.models.networks import generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
 
@@ -166,11 +167,15 @@ def run_test(options: TestConfig) -> Path:
         for i, path in enumerate(batch["path"]):
             stem = Path(path).stem
             for label in labels:
-                save_image(tensor_to_image(visuals[label][i]), image_dir / f"{stem}_{label}.png")
+                save_image(tensor_to_image(visuals[label][i]), image_dir / f"{stem}_{label}.png", fsync=False)
             rows.append((stem, [(label, f"images/{stem}_{label}.png") for label in labels]))
     mode = "train-mode dropout" if options.train_mode_dropout else "eval mode"
     write_gallery(
-        out_dir / "index.html", f"{options.name}: {options.phase}, epoch {options.epoch} ({mode})", rows
+        out_dir / "index.html",
+        f"{options.name}: {options.phase}, epoch {options.epoch} ({mode})",
+        rows,
+        fsync=False,
     )
+    sync_to_disk()  # one flush for every image instead of one per file
     print(f"translated {len(rows)} images in {time.time() - start:.1f} s -> {out_dir}")
     return out_dir

@@ -57,12 +57,12 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def save_image(image: np.ndarray, path: PathLike) -> None:
+def save_image(image: np.ndarray, path: PathLike, *, fsync: bool = True) -> None:
     """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as a PNG, atomically; parent folders are created."""
     array = np.ascontiguousarray(as_rgb(image))
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), fsync=fsync)
 
 
 def image_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2) -> np.ndarray:

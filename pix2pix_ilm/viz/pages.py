@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import torch
 
-from pix2pix_ilm.files import atomic_write_text
+from pix2pix_ilm.files import atomic_write_text, sync_to_disk
 from pix2pix_ilm.viz.images import save_image, tensor_to_image
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -32,6 +32,8 @@ def write_gallery(
     sections: Sequence[tuple[str, Sequence[tuple[str, str]]]],
     refresh: int | None = None,
     image_width: int = 256,
+    *,
+    fsync: bool = True,
 ) -> None:
     """Write a static HTML page of image rows, atomically.
 
@@ -72,7 +74,7 @@ def write_gallery(
             )
         lines.append("</tr></table>")
     lines += ["</body>", "</html>", ""]
-    atomic_write_text(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join(lines), fsync=fsync)
 
 
 class TrainingPages:
@@ -83,7 +85,8 @@ class TrainingPages:
 
     def update(self, epoch: int, visuals: dict[str, torch.Tensor]) -> None:
         for label, tensor in visuals.items():
-            save_image(tensor_to_image(tensor[0]), self.web_dir / "images" / f"epoch{epoch:03d}_{label}.png")
+            path = self.web_dir / "images" / f"epoch{epoch:03d}_{label}.png"
+            save_image(tensor_to_image(tensor[0]), path, fsync=False)
         sections = []
         pattern = re.compile(r"epoch(\d+)_real_A\.png")
         names = (pattern.fullmatch(p.name) for p in (self.web_dir / "images").iterdir())
@@ -95,4 +98,7 @@ class TrainingPages:
                     [(label, f"images/epoch{e:03d}_{label}.png") for label in ("real_A", "fake_B", "real_B")],
                 )
             )
-        write_gallery(self.web_dir / "index.html", f"Training run {self.title}", sections, refresh=60)
+        write_gallery(
+            self.web_dir / "index.html", f"Training run {self.title}", sections, refresh=60, fsync=False
+        )
+        sync_to_disk()  # one flush for the preview images and the page
