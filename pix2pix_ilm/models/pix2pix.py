@@ -63,15 +63,16 @@ class Pix2PixModel:
         )
         # Under torchrun the distributed wrappers replace these (see wrap_distributed); the raw modules above
         # own the weights and are what checkpoints store.
-        self.g_forward: nn.Module = self.generator
-        self.d_forward: nn.Module = self.discriminator
-        if config.compile:
-            self.g_forward = torch.compile(self.generator)
-            self.d_forward = torch.compile(self.discriminator)
+        self.g_forward: nn.Module = self._compiled(self.generator)
+        self.d_forward: nn.Module = self._compiled(self.discriminator)
         self.d_frozen_forward: nn.Module = self.d_forward
         self.rank, self.world_size = 0, 1
         self.gp_generator = torch.Generator().manual_seed(config.seed + GP_STREAM_SEED_OFFSET)
         self.last_visuals: dict[str, torch.Tensor] = {}  # real_A / fake_B / real_B of the latest step
+
+    def _compiled(self, module: nn.Module) -> nn.Module:
+        """``module`` itself, or with ``--compile`` its ``torch.compile`` wrapper (which shares its weights)."""
+        return torch.compile(module) if self.config.compile else module
 
     # -- distributed ---------------------------------------------------------------------------------
     def wrap_distributed(self) -> None:
@@ -88,10 +89,10 @@ class Pix2PixModel:
                 )
             self.generator = nn.SyncBatchNorm.convert_sync_batchnorm(self.generator)
             self.discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(self.discriminator)
-        self.g_forward = DDP(self.generator, device_ids=ids)
-        self.d_forward = DDP(self.discriminator, device_ids=ids)
+        self.g_forward = self._compiled(DDP(self.generator, device_ids=ids))
+        self.d_forward = self._compiled(DDP(self.discriminator, device_ids=ids))
         # In the G step D's weights are frozen: call the raw module so DDP expects no D gradients.
-        self.d_frozen_forward = self.discriminator
+        self.d_frozen_forward = self._compiled(self.discriminator)
 
     # -- one step ------------------------------------------------------------------------------------
     def _prepare(self, tensor: torch.Tensor) -> torch.Tensor:
