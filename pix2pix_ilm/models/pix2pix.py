@@ -127,7 +127,9 @@ class Pix2PixModel:
             alpha = torch.rand(local * self.world_size, generator=self.gp_generator)
             alpha = alpha[self.rank * local : (self.rank + 1) * local]
             with self.autocast():
-                penalty = gradient_penalty(self.d_forward, real_pair, fake_pair.detach(), alpha=alpha)
+                # Through D's uncompiled forward: torch.compile cannot differentiate twice.
+                d_eager = getattr(self.d_forward, "_orig_mod", self.d_forward)
+                penalty = gradient_penalty(d_eager, real_pair, fake_pair.detach(), alpha=alpha)
             loss_d = loss_d + self.config.lambda_gp * penalty
             losses["D_gp"] = penalty.detach()
         loss_d.backward()
