@@ -1,11 +1,15 @@
-"""Every subcommand's --help renders, --version answers, and a bare call shows the commands."""
+"""Every subcommand's --help renders, --version answers, a bare call shows the commands; typed options."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from pix2pix_ilm import __version__
 from pix2pix_ilm.cli import main
+from pix2pix_ilm.training.checkpoint import load_checkpoint
+from tests.faults import trained_run
 
 COMMANDS = ("train", "test", "eval", "table6", "models", "visdom", "bench")
 
@@ -32,3 +36,16 @@ def test_models_table(capsys):
     assert main(["models", "--netG", "unet_64", "--ngf", "8", "--ndf", "8"]) == 0
     out = capsys.readouterr().out
     assert "| ilm_in |" in out and "| instance |" in out and "ILM increment" in out
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(
+    "typed", [["--n-epochs-dec", "1"], ["--n-epochs-decay=1"], ["--n_epochs_decay", "1"]]
+)
+def test_continue_takes_options_typed_in_any_spelling(pairs, tmp_path, typed):
+    """--continue keeps the saved options except those typed: abbreviated, with '=', or the junyanz spelling."""
+    root, ckpt, run, _ = trained_run(pairs, tmp_path)  # 1 epoch, --n-epochs-decay 0
+    args = ["train", "--dataroot", str(root), "--name", "run", "--checkpoints-dir", str(ckpt), "--continue"]
+    assert main([*args, *typed, "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["config"]["n_epochs_decay"] == 1
+    assert load_checkpoint(run / "latest.pt")["counters"] == {"epoch": 3, "batches_done": 0, "iteration": 4}
