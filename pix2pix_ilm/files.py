@@ -1,10 +1,14 @@
-"""Crash-safe file writes: temp file → flush → fsync → rename, so readers see the old file or the new one."""
+"""Crash-safe file writes: temp file → flush → fsync → rename, so readers see the old file or the new one.
+
+Temp files are created with mode 0o666 less the process umask, like any file ``open()`` creates:
+``tempfile.mkstemp`` would make every result 0o600, unreadable to other users and web servers.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -21,6 +25,19 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def create_temp_file(directory: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """Create a new, empty file in ``directory`` (like ``tempfile.mkstemp``, but with the umask's mode);
+    returns its open descriptor (write-only) and its path."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        name = os.path.join(directory, f"{prefix}{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary file name in {directory}")
+
+
 def atomic_write_bytes(path: Path | str, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
 
@@ -29,7 +46,7 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, fsync: bool = True) -> 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = create_temp_file(path.parent, f".{path.name}.", ".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

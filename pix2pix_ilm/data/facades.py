@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.files import create_temp_file
 
 FACADES_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/facades.tar.gz"
 FACADES_ENV = "PIX2PIX_ILM_FACADES"
@@ -157,7 +158,7 @@ def download_file(url: str, dest: str | Path, timeout: float = CONNECT_TIMEOUT_S
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp_name = create_temp_file(dest.parent, f".{dest.name}.", ".part")
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(url, timeout=timeout) as response:

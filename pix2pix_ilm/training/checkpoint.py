@@ -21,7 +21,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from typing import Any
 import torch
 
 from pix2pix_ilm.errors import UsageError, first_line
-from pix2pix_ilm.files import atomic_write_text, fsync_dir
+from pix2pix_ilm.files import atomic_write_text, create_temp_file, fsync_dir
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -108,7 +107,7 @@ def _place(source: Path, path: Path, digest: str, *, keep_source: bool) -> None:
         atomic_write_text(sidecar, _sidecar_text([digest, *previous], path.name))
     try:
         if keep_source:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            fd, tmp_name = create_temp_file(path.parent, f".{path.name}.", ".tmp")
             os.close(fd)
             os.unlink(tmp_name)
             try:
@@ -146,7 +145,7 @@ def save_checkpoint(state: dict[str, Any], path: Path | str, *, also: Sequence[P
     if parts:
         state = {**state, PART_DIGESTS: {name: tensors_digest(part) for name, part in parts.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = create_temp_file(path.parent, f".{path.name}.", ".tmp")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
