@@ -8,8 +8,11 @@ exit code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pix2pix_ilm import __version__
@@ -105,9 +108,23 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_visdom_assets() -> int:
+    from pix2pix_ilm.viz.assets import ASSETS, asset_dir, fetch_assets, missing_assets_message
+
+    directory = asset_dir()
+    missing = fetch_assets(directory, log=lambda line: print(f"visdom assets: {line}", flush=True))
+    if missing:
+        print(f"pix2pix-ilm visdom: error: {missing_assets_message(missing, directory)}", file=sys.stderr)
+        return 1
+    print(f"visdom assets: all {len(ASSETS)} browser files are in {directory}")
+    return 0
+
+
 def _cmd_visdom(args: argparse.Namespace) -> int:
     from pix2pix_ilm.viz.server import serve_visdom
 
+    if args.fetch_assets:
+        return _fetch_visdom_assets()
     serve_visdom(host=args.host, port=args.port, env_path=args.env_path)
     return 0
 
@@ -206,15 +223,23 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 def _add_visdom(sub: argparse._SubParsersAction) -> None:
     description = (
-        "Start a visdom server for live previews. Unlike 'python -m visdom.server' it does not download browser "
-        "assets, so it starts without internet. It binds to 127.0.0.1 (this machine only) unless --host says "
-        "otherwise; use --host 0.0.0.0 only on a network you trust."
+        "Start a visdom server for live previews. Unlike 'python -m visdom.server' it downloads nothing, so it "
+        "starts without internet: visdom's browser files (JavaScript, CSS, fonts) come from a local cache that "
+        "'pix2pix-ilm visdom --fetch-assets' fills once (scripts/setup.sh does it). It binds to 127.0.0.1 (this "
+        "machine only) unless --host says otherwise; use --host 0.0.0.0 only on a network you trust."
     )
     help = "start a local visdom server that works offline"
     p = _command(sub, "visdom", _cmd_visdom, help, description=description)
     p.add_argument("--port", type=int, default=8097, help="port (default: 8097)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--env-path", default=None, help="where visdom stores environments (default: ~/.visdom)")
+    p.add_argument(
+        "--fetch-assets",
+        action="store_true",
+        help="put visdom's browser files into their cache and exit: visdom's own download where its CDNs "
+        "answer, else the npm registry (needs npm); the cache is $PIX2PIX_ILM_VISDOM_ASSETS, else "
+        "<venv>/share/pix2pix-ilm/visdom-<version> (outside a venv: ~/.cache/pix2pix-ilm/...)",
+    )
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -222,6 +247,35 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
     help = "benchmark training and inference against a plain eager baseline"
     add_bench_arguments(_command(sub, "bench", _cmd_bench, help))
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Warnings and the package's log messages as ``pix2pix-ilm <command>: warning: <message>``: one line of
+    plain text, without the file path and source line that Python's warnings show by default."""
+
+    def one_line(kind: str, message: object) -> str:
+        return f"pix2pix-ilm {command}: {kind}: {' '.join(str(message).split())}"
+
+    def formatted(message: Warning | str, category: type, filename: str, lineno: int, line=None) -> str:
+        return one_line("warning", message) + "\n"
+
+    class OneLine(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return one_line(record.levelname.lower(), record.getMessage())
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLine())
+    handler.setLevel(logging.WARNING)
+    package_logger = logging.getLogger("pix2pix_ilm")
+    with warnings.catch_warnings():
+        # formatwarning, not showwarning: code that records warnings (pytest.warns) keeps working
+        warnings.formatwarning = formatted
+        package_logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            package_logger.removeHandler(handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _one_line_warnings(args.command):
+            return int(args.func(args) or 0)
     except UsageError as err:
         print(f"pix2pix-ilm {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -21,8 +21,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 stamp="$venv/.pix2pix-ilm-install"
 want="$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -d' ' -f1)"
+visdom_assets() {  # visdom's browser files (JS/CSS/fonts) into their cache, once; without them its page is blank
+    "$venv/bin/pix2pix-ilm" visdom --fetch-assets 2>&1 | sed 's/^/[setup] /' >&2 \
+        || echo "[setup] warning: visdom's web page will not render until 'pix2pix-ilm visdom --fetch-assets' succeeds" >&2
+}
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && "$venv/bin/python" -c "import pix2pix_ilm" 2>/dev/null; then
     echo "[setup] $venv is up to date" >&2
+    visdom_assets
     exit 0
 fi
 echo "[setup] installing pix2pix-ilm and its dependencies into $venv (first time: a few minutes)" >&2
@@ -57,4 +62,5 @@ if ! err=$("$venv/bin/python" -c "import pix2pix_ilm, torch, torchvision, lpips,
     exit 1
 fi
 echo "$want" > "$stamp"
+visdom_assets
 echo "[setup] done: $("$venv/bin/python" -c 'import torch, sys; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}")')" >&2

@@ -30,12 +30,48 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve_visdom(host: str = "127.0.0.1", port: int = 8097, env_path: str | None = None) -> None:
+def static_handler(asset_dir: Path) -> type:
+    """The handler of visdom's ``/static/`` URLs: visdom's own files (its package's ``static/``), then the
+    browser files of :mod:`pix2pix_ilm.viz.assets` from ``asset_dir``."""
+    from tornado.web import StaticFileHandler
+
+    assets = str(Path(asset_dir).absolute())
+
+    class VisdomStaticFiles(StaticFileHandler):
+        @classmethod
+        def get_absolute_path(cls, root: str, path: str) -> str:
+            own = super().get_absolute_path(root, path)  # raises HTTP 403 for a path that leaves root
+            return own if os.path.isfile(own) else super().get_absolute_path(assets, path)
+
+        def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+            inside_assets = absolute_path.startswith(os.path.join(assets, ""))
+            return super().validate_absolute_path(assets if inside_assets else root, absolute_path)
+
+        # Why visdom's page was refused (HTTP 403) with tornado >= 6.6, and why this fixes it without pinning
+        # tornado: visdom's index.html links its user stylesheet as static_url("../user/style.css"), i.e. the
+        # URL /static/../user/style.css, which browsers resolve to /user/style.css, served by visdom's
+        # UserSettingsHandler. static_url() looks the file up to add a ?v=<hash>, and tornado 6.6 made that
+        # look-up raise HTTP 403 for paths outside the static folder, so rendering the page failed. Such a
+        # path names no static file: it gets no hash here. Requests for files are still checked by tornado
+        # (no way out of the two folders), and pinning tornado < 6.6 would hold back its security fixes.
+        @classmethod
+        def get_version(cls, settings: dict, path: str) -> str | None:
+            if path.startswith("../"):
+                return None
+            return super().get_version(settings, path)
+
+    return VisdomStaticFiles
+
+
+def serve_visdom(
+    host: str = "127.0.0.1", port: int = 8097, env_path: str | None = None, asset_dir: PathLike | None = None
+) -> None:
     """Run a visdom server in the foreground until interrupted, without downloading anything.
 
     ``python -m visdom.server`` first downloads the browser's JavaScript/CSS from CDNs and fails offline;
-    this builds visdom's own tornado application directly instead, so the API (everything
-    :class:`VisdomDisplay` uses) works with no network. ``env_path`` defaults to ``~/.visdom``.
+    this builds visdom's own tornado application directly instead and serves those files from
+    ``asset_dir`` (default :func:`~pix2pix_ilm.viz.assets.asset_dir`, filled by ``pix2pix-ilm visdom
+    --fetch-assets``); files missing there are named at start. ``env_path`` defaults to ``~/.visdom``.
     Raises :class:`UsageError` for a bad port, a port in use, an address that cannot be bound or an unusable
     ``env_path``.
     """
@@ -43,7 +79,8 @@ def serve_visdom(host: str = "127.0.0.1", port: int = 8097, env_path: str | None
     from tornado.netutil import bind_sockets
     from visdom.server import app as visdom_app
     from visdom.server.defaults import DEFAULT_ENV_PATH
-    from visdom.utils.shared_utils import get_visdom_path
+
+    from pix2pix_ilm.viz import assets
 
     if not 1 <= port <= 65535:
         raise UsageError(f"--port must be between 1 and 65535, got {port}")
@@ -70,7 +107,10 @@ def serve_visdom(host: str = "127.0.0.1", port: int = 8097, env_path: str | None
 
     # visdom's Application forces tornado's debug mode, which would restart the server whenever a Python file
     # it imported changes and would send tracebacks to browsers; keep the rest of its settings.
-    visdom_app.tornado_settings.update(autoreload=False, serve_traceback=False)
+    assets_dir = Path(asset_dir) if asset_dir is not None else assets.asset_dir()
+    visdom_app.tornado_settings.update(
+        autoreload=False, serve_traceback=False, static_handler_class=static_handler(assets_dir)
+    )
     try:
         application = visdom_app.Application(port=port, base_url="", env_path=str(env_dir) + os.sep)
     except OSError as err:
@@ -86,11 +126,9 @@ def serve_visdom(host: str = "127.0.0.1", port: int = 8097, env_path: str | None
     print(
         f"visdom server at http://{shown_host}:{port} ({reach}); environments in {env_dir}; Ctrl+C stops it"
     )
-    if not os.path.exists(get_visdom_path("static/js/plotly-plotly.min.js")):
-        print(
-            "note: visdom's browser scripts are not installed, so its web page stays blank; previews are "
-            "still received. Run 'python -m visdom.server' once while online to download them."
-        )
+    missing = assets.missing_assets(assets_dir)
+    if missing:
+        print(f"note: {assets.missing_assets_message(missing, assets_dir)}")
     sys.stdout.flush()
 
     async def _run() -> None:
