@@ -27,9 +27,14 @@ INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 DIRECTIONS = ("AtoB", "BtoA")
 PRECISIONS = ("fp32", "bf16")
 VALIDATION_MODES = ("header", "full")
+LOSS_PLOT_SCALES = ("linear", "log")
 _NATIVE_CONV_HELP = (
     "run every convolution with torch's own kernel (default on CPU: small inputs with large weights, as in a "
     "U-Net's inner levels, run as one matrix product: the same convolution, faster, equal to float rounding)"
+)
+_PROGRESS_HELP = (
+    "when stderr is not a terminal (a log file, nohup, CI): seconds between progress lines (count, losses, "
+    "it/s, ETA); on a terminal a progress bar is shown instead"
 )
 _VALIDATE_HELP = (
     "check of every image before any work: header (fast: size, A|B shape, and the end marker of each JPEG/PNG, "
@@ -141,7 +146,11 @@ class TrainConfig(DataOptions, NetworkOptions):
     display_port: int = opt(8097, "visdom port")
     display_env: str = opt("", "visdom environment (default: the run name)")
     no_html: bool = opt(False, "do not write web/index.html")
-    no_progress: bool = opt(False, "no progress bar")
+    loss_plot: str = opt(
+        "linear", "y axis of web/loss.png (GAN terms and L1 in separate panels)", choices=LOSS_PLOT_SCALES
+    )
+    no_progress: bool = opt(False, "no progress bar or progress lines")
+    progress_interval: float = opt(30.0, _PROGRESS_HELP)
     continue_train: bool = opt(False, "resume the run from its latest.pt", flag="--continue")
     overwrite: bool = opt(False, "delete an existing run of the same name and start again")
 
@@ -177,6 +186,7 @@ class TestConfig:
     seed: int = opt(0, "random seed (only matters with --train-mode-dropout)")
     skip_bad_images: bool = opt(False, "skip images that cannot be decoded instead of stopping")
     validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)
+    progress_interval: float = opt(30.0, _PROGRESS_HELP)
 
 
 T = TypeVar("T")

@@ -240,6 +240,7 @@ def score_to_json(
     document["settings"] = settings
     target = Path(json_path) if json_path else Path(results_dir) / "metrics.json"
     atomic_write_text(target, json.dumps(document, indent=2, allow_nan=False) + "\n")
+    publish_scores(results_dir, document, target)
     return result, document, target
 
 
@@ -249,5 +250,24 @@ def run_eval_command(*args: Any, **kwargs: Any) -> dict[str, Any]:
     started = time.perf_counter()
     result, _, target = score_to_json(*args, **kwargs)
     print(format_table(result))
-    print(f"scored {result['n']} image pairs in {time.perf_counter() - started:.1f}s; wrote {target}")
+    print(
+        f"scored {result['n']} image pairs in {time.perf_counter() - started:.1f}s; wrote {target} and {target.with_suffix('.png')}"
+    )
     return result
+
+
+def publish_scores(results_dir: str | Path, document: dict[str, Any], json_path: Path) -> list[Path]:
+    """Show written scores: the per-image score plot beside the JSON (``metrics.png``) and, in a ``test``
+    output folder, its ``index.html`` with the metrics table and each image's scores. Returns the files."""
+    from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
+    from pix2pix_ilm.viz.plots import render_score_strips, save_png
+
+    names = list(document["metrics"])
+    better = document.get("higher_is_better") or {n: get_metric(n).higher_is_better for n in names}
+    plot = Path(json_path).with_suffix(".png")
+    save_png(render_score_strips(document["per_image"], names, better), plot)
+    written = [plot]
+    if (Path(results_dir) / TEST_INFO).is_file():
+        write_test_page(Path(results_dir), Path(json_path))
+        written.append(Path(results_dir) / "index.html")
+    return written

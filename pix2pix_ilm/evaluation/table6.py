@@ -157,7 +157,13 @@ def add_table6_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a training option of the preset, e.g. --set n_epochs=2 --set precision=bf16 (repeatable)",
     )
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or progress lines")
+    parser.add_argument(
+        "--progress-interval",
+        type=float,
+        default=30.0,
+        help="when stderr is not a terminal: seconds between the progress lines of training and test",
+    )
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -220,6 +226,7 @@ def train_config(args: argparse.Namespace, config: Configuration, seed: int, dat
         seed=seed,
         device=args.device,
         no_progress=args.no_progress,
+        progress_interval=args.progress_interval,
         no_display=True,
         print_freq=50,
         display_freq=1000,
@@ -274,6 +281,7 @@ def score_run(args: argparse.Namespace, config: TrainConfig, split: str, dataroo
                 train_mode_dropout=args.test_dropout == "on",
                 device=args.device,
                 seed=config.seed,
+                progress_interval=args.progress_interval,
             )
         )
         _, document, _ = score_to_json(

@@ -8,8 +8,10 @@ and nothing is flipped.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +32,7 @@ from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, TransformSpe
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
 from pix2pix_ilm.device import autocast, resolve_device
 from pix2pix_ilm.errors import UsageError, first_line
-from pix2pix_ilm.files import sync_to_disk
+from pix2pix_ilm.files import atomic_write_text, sync_to_disk
 from pix2pix_ilm.models.networks import generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
 
@@ -46,8 +48,9 @@ def checkpoint_path(run_dir: Path, epoch: str) -> Path:
 
 def load_generator_for_inference(
     run_dir: Path, epoch: str = "latest", device: str = "auto", native_conv: bool = False
-) -> tuple[nn.Module, TrainConfig]:
-    """The run's generator in eval mode with the weights of ``epoch`` (config from ``config.json``, verified).
+) -> tuple[nn.Module, TrainConfig, dict[str, int]]:
+    """The run's generator in eval mode with the weights of ``epoch`` (config from ``config.json``, verified),
+    its config and the checkpoint's training counters (``epoch``, ``batches_done``, ``iteration``; {} if none).
 
     Only G is built and read: the checkpoint is memory-mapped and G's weights are verified by their own
     digest, so D's weights and Adam's moments (3/4 of a ``unet_256`` checkpoint) are never loaded.
@@ -89,7 +92,20 @@ def load_generator_for_inference(
     if left:
         raise UsageError(f"checkpoint {path} lacks generator tensor(s) {', '.join(left[:3])}")
     set_small_input_matmul(generator, not native_conv)
-    return generator.to(resolve_device(device)).eval(), config
+    counters = state.get("counters")
+    counters = {k: int(v) for k, v in counters.items()} if isinstance(counters, dict) else {}
+    return generator.to(resolve_device(device)).eval(), config, counters
+
+
+def describe_checkpoint(name: str, counters: dict[str, int], total_epochs: int) -> tuple[str, str]:
+    """What a checkpoint holds, from its counters: ``("epoch 5 of 200", "latest.pt: epoch 5 of 200 done,
+    iteration 2000")``; mid-epoch checkpoints say ``during epoch 6 of 200``."""
+    if "epoch" not in counters:
+        return f"checkpoint {name}", f"{name} (no training counters recorded)"
+    epoch, batches = counters["epoch"], counters.get("batches_done", 0)
+    short = f"during epoch {epoch} of {total_epochs}" if batches else f"epoch {epoch - 1} of {total_epochs}"
+    done = "" if batches else " done"
+    return short, f"{name}: {short}{done}, iteration {counters.get('iteration', '?')}"
 
 
 @torch.inference_mode()
@@ -108,10 +124,9 @@ def translate(
 
 def run_test(options: TestConfig) -> Path:
     """Translate the images of ``<dataroot>/<phase>``; returns the output folder."""
-    from tqdm import tqdm
-
     from pix2pix_ilm.viz.images import save_image, tensor_to_image
-    from pix2pix_ilm.viz.pages import write_gallery
+    from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
+    from pix2pix_ilm.viz.progress import Progress
 
     # --name and --phase name the output folder: they must not lead out of --results-dir.
     problems = [
@@ -123,8 +138,10 @@ def run_test(options: TestConfig) -> Path:
         raise UsageError("; ".join(problems))
     if options.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
+    if not options.progress_interval > 0:
+        raise UsageError(f"--progress-interval must be > 0 seconds, got {options.progress_interval}")
     run_dir = Path(options.checkpoints_dir) / options.name
-    generator, config = load_generator_for_inference(
+    generator, config, counters = load_generator_for_inference(
         run_dir, options.epoch, options.device, native_conv=options.native_conv
     )
     folder = phase_folder(options.dataroot, options.phase)
@@ -155,9 +172,10 @@ def run_test(options: TestConfig) -> Path:
     image_dir = out_dir / "images"
     torch.manual_seed(options.seed)
     labels = ("real_A", "fake_B") if options.single else ("real_A", "fake_B", "real_B")
-    rows = []
+    stems: list[str] = []
     start = time.time()
-    for batch in tqdm(loader, desc=f"test {options.name}", unit="batch", disable=None):
+    progress = Progress(len(loader), f"test {options.name}", unit="batch", interval=options.progress_interval)
+    for batch in progress.iterate(loader):
         if batch is None:  # every image of the batch failed to decode (--skip-bad-images)
             continue
         fake_b = translate(generator, batch["A"], config, options.train_mode_dropout).cpu()
@@ -168,14 +186,21 @@ def run_test(options: TestConfig) -> Path:
             stem = Path(path).stem
             for label in labels:
                 save_image(tensor_to_image(visuals[label][i]), image_dir / f"{stem}_{label}.png", fsync=False)
-            rows.append((stem, [(label, f"images/{stem}_{label}.png") for label in labels]))
+            stems.append(stem)
+    progress.close()
+    checkpoint = checkpoint_path(run_dir, options.epoch).name
+    short, full = describe_checkpoint(checkpoint, counters, config.total_epochs)
     mode = "train-mode dropout" if options.train_mode_dropout else "eval mode"
-    write_gallery(
-        out_dir / "index.html",
-        f"{options.name}: {options.phase}, epoch {options.epoch} ({mode})",
-        rows,
-        fsync=False,
-    )
+    info: dict[str, Any] = {
+        "title": f"{options.name}: {options.phase}, {short}",
+        "description": f"{len(stems)} images of {folder}, translated with {full}; {mode}.",
+        "checkpoint": checkpoint,
+        "counters": counters,
+        "labels": list(labels),
+        "images": stems,
+    }
+    atomic_write_text(out_dir / TEST_INFO, json.dumps(info, indent=2) + "\n", fsync=False)
+    write_test_page(out_dir, fsync=False)
     sync_to_disk()  # one flush for every image instead of one per file
-    print(f"translated {len(rows)} images in {time.time() - start:.1f} s -> {out_dir}")
+    print(f"translated {len(stems)} images in {time.time() - start:.1f} s -> {out_dir}")
     return out_dir

@@ -1,4 +1,5 @@
-"""What a run shows while it trains: progress bar, ``loss_log.jsonl``, visdom previews, the run's web page.
+"""What a run shows while it trains: progress (a bar on a terminal, plain lines in a log), ``loss_log.jsonl``,
+visdom previews, the run's web page with its loss plot.
 
 :class:`Reporter` decides *when* (a log entry every ``--print-freq`` steps and at each epoch's end, previews
 every ``--display-freq`` steps) and is the only place that reads the losses back from the device, so a step
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -44,30 +44,26 @@ class ReportSink:
         """The run ended (finished, stopped or failed)."""
 
 
-class ProgressBar(ReportSink):
+class ProgressLines(ReportSink):
+    """A bar on a terminal; otherwise one line every ``--progress-interval`` seconds (see :class:`Progress`)."""
+
     def __init__(self, config: TrainConfig, total: int, initial: int) -> None:
-        from tqdm import tqdm
+        from pix2pix_ilm.viz.progress import Progress
 
         self.config = config
-        self.bar = tqdm(
-            total=total,
-            initial=initial,
-            unit="it",
-            dynamic_ncols=True,
-            desc=config.name,
-            file=sys.stderr,
-            disable=None,
+        self.progress = Progress(
+            total, f"train {config.name}", initial=initial, interval=config.progress_interval
         )
 
     def step(self, counters: Counters) -> None:
-        self.bar.update(1)
+        self.progress.update(1)
 
     def log(self, entry: dict[str, Any]) -> None:
         losses = " ".join(f"{k} {v:.3f}" for k, v in entry.items() if k not in LOG_FIELDS)
-        self.bar.set_postfix_str(f"ep {entry['epoch']}/{self.config.total_epochs} {losses}", refresh=False)
+        self.progress.set_status(f"epoch {entry['epoch']}/{self.config.total_epochs} {losses}")
 
     def close(self) -> None:
-        self.bar.close()
+        self.progress.close()
 
 
 class LossLog(ReportSink):
@@ -97,17 +93,31 @@ class VisdomPreviews(ReportSink):
 
 
 class WebPage(ReportSink):
-    def __init__(self, config: TrainConfig) -> None:
+    """``web/index.html`` with ``web/loss.png``; it stops reloading itself once the run has ended."""
+
+    def __init__(self, config: TrainConfig, counters: Counters) -> None:
         from pix2pix_ilm.viz.pages import TrainingPages
 
-        self.pages = TrainingPages(config.run_dir / "web", config.name)
+        self.counters = counters  # the loop's own, updated in place
+        self.pages = TrainingPages(
+            config.run_dir / "web",
+            config.name,
+            total_epochs=config.total_epochs,
+            loss_log=config.run_dir / "loss_log.jsonl",
+            log_scale=config.loss_plot == "log",
+        )
 
     def preview(self, epoch: int, epoch_progress: float, visuals: Visuals, losses: dict[str, float]) -> None:
-        self.pages.update(epoch, visuals)
+        self.pages.update(epoch, visuals, iteration=self.counters.iteration)
 
     def epoch_end(self, epoch: int, visuals: Visuals) -> None:
         if visuals:
-            self.pages.update(epoch, visuals)
+            self.pages.update(epoch, visuals, iteration=self.counters.iteration)
+
+    def close(self) -> None:
+        done = self.counters.epoch - 1
+        stopped = done < self.pages.total_epochs if self.pages.total_epochs else False
+        self.pages.finish(done, self.counters.iteration, stopped=stopped)
 
 
 LOG_FIELDS = ("iteration", "epoch", "epoch_progress", "lr", "time")
@@ -117,12 +127,12 @@ def default_sinks(config: TrainConfig, total_iterations: int, counters: Counters
     """The outputs the options ask for (main process)."""
     sinks: list[ReportSink] = []
     if not config.no_progress:
-        sinks.append(ProgressBar(config, total_iterations, counters.iteration))
+        sinks.append(ProgressLines(config, total_iterations, counters.iteration))
     sinks.append(LossLog(config.run_dir / "loss_log.jsonl"))
     if not config.no_display:
         sinks.append(VisdomPreviews(config))
     if not config.no_html:
-        sinks.append(WebPage(config))
+        sinks.append(WebPage(config, counters))
     return sinks
 
 

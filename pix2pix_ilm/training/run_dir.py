@@ -87,6 +87,8 @@ def _option_problems(config: TrainConfig) -> list[str]:
         problems.append(
             f"--n-epochs + --n-epochs-decay must be >= 1, got {config.n_epochs} + {config.n_epochs_decay}"
         )
+    if not config.progress_interval > 0:
+        problems.append(f"--progress-interval must be > 0 seconds, got {config.progress_interval}")
     if not (config.lr > 0 and math.isfinite(config.lr)):
         problems.append(f"--lr must be a positive number, got {config.lr}")
     if not 0 <= config.beta1 < 1:

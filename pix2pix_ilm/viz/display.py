@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pix2pix_ilm.viz.images import as_rgb, image_grid, tensor_to_image
+from pix2pix_ilm.viz.plots import L1_GROUP, loss_groups
 from pix2pix_ilm.viz.server import is_loopback
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ def _failure_reason(err: BaseException) -> str:
 
 
 class VisdomDisplay:
-    """Live previews for the training loop: the current images in one window, the loss curves in another.
+    """Live previews for the training loop: the current images in one window, the loss curves in one window
+    per scale (the GAN terms, the L1 term: see :func:`~pix2pix_ilm.viz.plots.loss_groups`).
 
     Nothing here stops training: the client connects lazily, every request has a ``timeout``, and while the
     server is unreachable calls return at once (one warning per outage, a new attempt at most every
@@ -95,7 +97,8 @@ class VisdomDisplay:
     """
 
     IMAGE_WINDOW = "pix2pix_ilm_images"
-    LOSS_WINDOW = "pix2pix_ilm_losses"
+    LOSS_WINDOW = "pix2pix_ilm_losses"  # the GAN terms
+    L1_WINDOW = "pix2pix_ilm_losses_l1"
 
     def __init__(
         self,
@@ -149,7 +152,7 @@ class VisdomDisplay:
         self._send(lambda vis: vis.image(grid.transpose(2, 0, 1), win=self.IMAGE_WINDOW, opts=opts))
 
     def plot_losses(self, x: float, losses: Mapping[str, float]) -> None:
-        """Add one point per loss at ``x`` (e.g. a fractional epoch) and redraw the loss window."""
+        """Add one point per loss at ``x`` (e.g. a fractional epoch) and redraw the loss windows."""
         if not self.enabled or not losses:
             return
         n_before = len(self._loss_x)
@@ -159,11 +162,15 @@ class VisdomDisplay:
         for history in self._loss_values.values():
             if len(history) == n_before:
                 history.append(float("nan"))
-        names = list(self._loss_values)
-        y = np.array([self._loss_values[name] for name in names], dtype=np.float64).T  # (points, losses)
         x_values = np.array(self._loss_x, dtype=np.float64)
-        opts = {"title": f"{self.env} losses", "legend": names, "xlabel": "epoch", "ylabel": "loss"}
-        self._send(lambda vis: vis.line(Y=y, X=x_values, win=self.LOSS_WINDOW, opts=opts))
+        for title, names in loss_groups(list(self._loss_values)):
+            y = np.array([self._loss_values[name] for name in names], dtype=np.float64).T  # (points, losses)
+            window = self.L1_WINDOW if title == L1_GROUP else self.LOSS_WINDOW
+            opts = {"title": f"{self.env}: {title}", "legend": names, "xlabel": "epoch", "ylabel": "loss"}
+            if not self._send(
+                lambda vis, y=y, window=window, opts=opts: vis.line(Y=y, X=x_values, win=window, opts=opts)
+            ):
+                return
 
     def _send(self, action: Any) -> bool:
         """Run ``action(client)`` if the server is (or may again be) reachable; False when it was skipped."""

@@ -214,7 +214,11 @@ def test_live_previews_reach_a_real_visdom_server(small_facades, tmp_path):
         stop_visdom_server(server)
     assert windows[VisdomDisplay.IMAGE_WINDOW]["type"] == "image"
     assert "real_A | fake_B | real_B" in windows[VisdomDisplay.IMAGE_WINDOW]["title"]
-    lines = {trace["name"]: trace["x"] for trace in windows[VisdomDisplay.LOSS_WINDOW]["content"]["data"]}
+    lines = {
+        trace["name"]: trace["x"]
+        for window in (VisdomDisplay.LOSS_WINDOW, VisdomDisplay.L1_WINDOW)
+        for trace in windows[window]["content"]["data"]
+    }
     assert set(lines) == {"G_GAN", "G_L1", "D_real", "D_fake"}
     assert lines["G_L1"] == [0.5, 1.0]  # iterations 2 and 4 of a 4-image epoch
 

@@ -73,13 +73,17 @@ def test_display_shows_images_and_loss_curves(visdom_port: int) -> None:
     d_real = next(trace for trace in losses["content"]["data"] if trace["name"] == "D_real")
     assert d_real["y"] == [0.5, 1.5, 2.5]
 
-    # a loss that appears later gets gaps (null) for the earlier points; the window is updated in place
+    # a loss that appears later gets gaps (null) for the earlier points; windows are updated in place, and the
+    # L1 term (tens) gets its own window instead of flattening the GAN terms (around 0.7)
     display.plot_losses(2.0, {"G_GAN": 0.2, "G_L1": 7.0})
     windows = _window_data(visdom_port, "run_a")
-    assert set(windows) == {VisdomDisplay.IMAGE_WINDOW, VisdomDisplay.LOSS_WINDOW}
+    assert set(windows) == {VisdomDisplay.IMAGE_WINDOW, VisdomDisplay.LOSS_WINDOW, VisdomDisplay.L1_WINDOW}
     traces = {trace["name"]: trace["y"] for trace in windows[VisdomDisplay.LOSS_WINDOW]["content"]["data"]}
-    assert traces["G_L1"] == [None, None, None, 7.0]
+    assert set(traces) == {"G_GAN", "D_real"}
     assert traces["D_real"] == [0.5, 1.5, 2.5, None]
+    l1 = windows[VisdomDisplay.L1_WINDOW]
+    assert {trace["name"]: trace["y"] for trace in l1["content"]["data"]} == {"G_L1": [None, None, None, 7.0]}
+    assert l1["title"] == "run_a: L1 reconstruction"
 
 
 def test_disabled_display_sends_nothing(visdom_port: int) -> None:
