@@ -156,7 +156,7 @@ class TrainingPages:
     def _write(self, running: bool, state: str, iteration: int | None) -> None:
         at = f", iteration {iteration}" if iteration is not None else ""
         reload = f"; this page reloads every {self.REFRESH} s" if running else "; this page no longer reloads"
-        intro = [_paragraph(f"{state.capitalize()}{at}. Updated {_now()}{reload}.")]
+        intro = [_paragraph(f"{state[:1].upper()}{state[1:]}{at}. Updated {_now()}{reload}.")]
         if self.loss_log is not None and self._write_loss_plot():
             intro.append(_plot("loss.png", "losses: GAN terms and L1, per epoch"))
         sections = []

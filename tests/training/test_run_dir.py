@@ -101,7 +101,7 @@ def test_ilm_variant_options_are_saved_resumed_and_used_by_test(trained, pairs, 
     assert main(train_args(data, ckpt, "authors", "--continue", "--n-epochs", "2")) == 0
     saved = json.loads((ckpt / "authors" / "config.json").read_text())["config"]
     assert (saved["ilm_variance"], saved["n_epochs"]) == ("unbiased", 2)
-    generator, config = load_generator_for_inference(ckpt / "authors", device="cpu")
+    generator, config, _ = load_generator_for_inference(ckpt / "authors", device="cpu")
     layers = [m for m in generator.modules() if isinstance(m, ILMNorm)]
     assert layers and all(m.variance == "unbiased" for m in layers) and config.ilm_init == "pytorch"
     assert main(args_for_test(data, ckpt, tmp_path / "res", "--name", "authors")) == 0
@@ -110,5 +110,5 @@ def test_ilm_variant_options_are_saved_resumed_and_used_by_test(trained, pairs, 
     for key in ("ilm_init", "ilm_variance"):
         old["config"].pop(key)
     (ckpt / "base" / "config.json").write_text(json.dumps(old))
-    _, config = load_generator_for_inference(ckpt / "base", device="cpu")
+    _, config, _ = load_generator_for_inference(ckpt / "base", device="cpu")
     assert (config.ilm_init, config.ilm_variance) == ("pix2pix", "biased")

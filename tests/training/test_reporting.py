@@ -1,0 +1,92 @@
+"""What a training, test and eval leave for people: progress lines in a log file, one-line warnings,
+files readable by others under umask 022, a loss plot on the training page."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.faults import CHILD_ENV, NET, good_pairs, write_folder
+from tests.helpers import closed_port_url
+
+PROGRESS = re.compile(
+    r"^\[train report\] (\d+)/12 it \(\d+\.\d%\) epoch \d/3((?: [DG]_\w+ \d+\.\d{3}){4}) "
+    r"\| \d+\.\d\d it/s, elapsed \d+:\d\d, ETA \d+:\d\d$"
+)
+
+
+def _cli(*args: str, stderr_file: Path) -> subprocess.CompletedProcess:
+    """Run the CLI with stderr sent to a file (not a terminal) under umask 022."""
+    with open(stderr_file, "w") as err:
+        return subprocess.run(
+            [sys.executable, "-m", "pix2pix_ilm", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            timeout=300,
+            env=CHILD_ENV,
+            preexec_fn=lambda: os.umask(0o022),
+        )
+
+
+def test_log_file_progress_warnings_and_readable_results(pairs, tmp_path):
+    data = tmp_path / "data"
+    write_folder(data, "train", good_pairs(pairs, "train1", "train2", "train3", "train4"))
+    write_folder(data, "test", good_pairs(pairs, "test1", "test2"))
+    ckpt, results = tmp_path / "ckpt", tmp_path / "results"
+    port = closed_port_url("x").rsplit(":", 1)[1].split("/")[0]
+    log = tmp_path / "train.log"
+    done = _cli(
+        *("train", "--dataroot", str(data), "--name", "report", "--checkpoints-dir", str(ckpt), *NET),
+        *("--n-epochs", "2", "--n-epochs-decay", "1", "--print-freq", "1", "--display-freq", "1"),
+        *("--display-port", port, "--progress-interval", "0.05", "--loss-plot", "log"),
+        stderr_file=log,
+    )
+    text = log.read_text()
+    assert done.returncode == 0, text
+    lines = text.splitlines()
+    progress = [line for line in lines if line.startswith("[train report]")]
+    assert progress and all(PROGRESS.match(line) for line in progress), progress
+    assert set(PROGRESS.match(progress[0]).group(2).split()[::2]) == {"G_GAN", "G_L1", "D_real", "D_fake"}
+    assert int(PROGRESS.match(progress[-1]).group(1)) == 12  # the last line is the finished count
+    warnings = [line for line in lines if "warning" in line]
+    assert warnings == [
+        f"pix2pix-ilm train: warning: cannot reach visdom server at http://127.0.0.1:{port} (connection refused "
+        "or host unreachable); training goes on without live previews and retries every 30 s. Start a server "
+        f"with: pix2pix-ilm visdom --port {port}"
+    ]
+    assert ".py" not in text and "Traceback" not in text
+
+    web = ckpt / "report" / "web"
+    page = (web / "index.html").read_text()
+    assert '<img class="plot" src="loss.png"' in page and "http-equiv" not in page  # finished: no reload
+    assert "Finished 3 of 3 epochs, iteration 12." in page
+    assert (web / "loss.png").stat().st_size > 1000
+
+    test_log = tmp_path / "test.log"
+    test = ["test", "--dataroot", str(data), "--name", "report", "--checkpoints-dir", str(ckpt)]
+    assert _cli(*test, "--results-dir", str(results), stderr_file=test_log).returncode == 0
+    assert re.search(r"^\[test report\] 2/2 batch \(100\.0%\) \|", test_log.read_text(), re.M)
+    out = results / "report" / "test_latest"
+    assert (
+        _cli(
+            "eval", "--results-dir", str(out), "--metrics", "rmse", stderr_file=tmp_path / "eval.log"
+        ).returncode
+        == 0
+    )
+
+    written = [p for root in (ckpt, results) for p in root.rglob("*")]
+    assert {p.name for p in written} >= {
+        "latest.pt",
+        "config.json",
+        "index.html",
+        "metrics.json",
+        "metrics.png",
+    }
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in written}
+    expected = {name: 0o755 if (tmp_path / name).is_dir() else 0o644 for name in modes}
+    assert modes == expected
