@@ -2,7 +2,7 @@
 
 tqdm draws nothing when stderr is not a terminal, so a run under nohup, in CI or with stderr sent to a file
 showed nothing until it finished. :class:`Progress` keeps tqdm's bar on a terminal and otherwise writes one
-line every ``interval`` seconds (and one at the end) with the count, the caller's status, the rate and ETA.
+line every ``interval`` seconds (and one at the end of a loop that wrote any) with the count, the caller's status, the rate and ETA.
 """
 
 from __future__ import annotations
@@ -134,11 +134,12 @@ class Progress:
         self.lines_written += 1
 
     def close(self) -> None:
-        """End the bar, or write a last line when steps were counted since the last one."""
+        """End the bar, or write a last line when steps were counted since the last line (none for a loop
+        shorter than one interval: its caller's own summary says enough)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self.enabled and self.count != self._printed_count:
+        elif self.enabled and self.lines_written and self.count != self._printed_count:
             self._write_line(self._clock())
         self.enabled = False
 

@@ -70,7 +70,12 @@ def test_log_file_progress_warnings_and_readable_results(pairs, tmp_path):
 
     test_log = tmp_path / "test.log"
     test = ["test", "--dataroot", str(data), "--name", "report", "--checkpoints-dir", str(ckpt)]
-    assert _cli(*test, "--results-dir", str(results), stderr_file=test_log).returncode == 0
+    assert (
+        _cli(
+            *test, "--results-dir", str(results), "--progress-interval", "0.001", stderr_file=test_log
+        ).returncode
+        == 0
+    )
     assert re.search(r"^\[test report\] 2/2 batch \(100\.0%\) \|", test_log.read_text(), re.M)
     out = results / "report" / "test_latest"
     assert (

@@ -61,6 +61,11 @@ def test_disabled_and_quiet_cases():
     progress = Progress(10, "x", interval=1, stream=stream, clock=clock)
     progress.close()  # nothing counted: no line
     assert stream.getvalue() == ""
+    progress = Progress(10, "x", interval=30, stream=stream, clock=clock)
+    clock.now += 5
+    progress.update(10)
+    progress.close()  # done within one interval: no line either
+    assert stream.getvalue() == ""
     with pytest.raises(ValueError, match="interval"):
         Progress(10, "x", interval=0)
 
