@@ -145,22 +145,30 @@ def summarize(rates: list[float]) -> dict:
     }
 
 
-def matmul_rates(device: torch.device) -> dict[str, float]:
-    """GFLOP/s of one square matrix product per dtype on ``device``: what the hardware gives each precision
-    (on this project's CPU machine bf16 runs at half the fp32 rate, which is why bf16 autocast is slower)."""
-    size = 2048 if device.type == "cpu" else 8192
+def matmul_rates(device: torch.device, budget_s: float = 0.05) -> dict[str, float]:
+    """GFLOP/s of one square matrix product per dtype on ``device``: what the hardware gives each precision.
+
+    The size grows from 256 until one product takes ``budget_s`` (at most 2048 on CPU, 8192 on GPU), so a
+    dtype without hardware support (bf16 at 0.1 GFLOP/s on some CPUs) costs a second, not minutes."""
+    largest = 2048 if device.type == "cpu" else 8192
     rates = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
-        a = torch.randn(size, size, device=device).to(dtype)
-        b = torch.randn(size, size, device=device).to(dtype)
-        times = []
-        for _ in range(4):
-            sync(device)
-            start = time.perf_counter()
-            torch.mm(a, b)
-            sync(device)
-            times.append(time.perf_counter() - start)
-        rates[name] = round(2 * size**3 / statistics.median(times[1:]) / 1e9, 1)
+        size = 256
+        while True:
+            a = torch.randn(size, size, device=device).to(dtype)
+            b = torch.randn(size, size, device=device).to(dtype)
+            times = []
+            for _ in range(4):
+                sync(device)
+                start = time.perf_counter()
+                torch.mm(a, b)
+                sync(device)
+                times.append(time.perf_counter() - start)
+            seconds = statistics.median(times[1:])
+            if seconds >= budget_s or size >= largest:
+                break
+            size *= 2
+        rates[name] = round(2 * size**3 / seconds / 1e9, 1)
     return rates
 
 
