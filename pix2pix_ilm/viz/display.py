@@ -99,6 +99,7 @@ class VisdomDisplay:
     IMAGE_WINDOW = "pix2pix_ilm_images"
     LOSS_WINDOW = "pix2pix_ilm_losses"  # the GAN terms
     L1_WINDOW = "pix2pix_ilm_losses_l1"
+    MIN_HEIGHT = 128  # pixels of the image window's picture
 
     def __init__(
         self,
@@ -148,6 +149,11 @@ class VisdomDisplay:
         names = " | ".join(images.keys())
         caption = names if epoch is None else f"{names} (epoch {epoch})"
         grid = image_grid([pictures], pad=2)
+        # visdom sizes the pane to the image, so small previews (a tiny model's 32-pixel crops) would hide under
+        # their caption: enlarge them by a whole factor, pixels kept sharp, to at least MIN_HEIGHT rows.
+        scale = -(-self.MIN_HEIGHT // grid.shape[0])
+        if scale > 1:
+            grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
         opts = {"title": caption, "caption": caption}
         self._send(lambda vis: vis.image(grid.transpose(2, 0, 1), win=self.IMAGE_WINDOW, opts=opts))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import socket
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from pix2pix_ilm.viz.display import VisdomDisplay, VisdomUnavailableWarning
 from pix2pix_ilm.viz.server import free_port, start_visdom_server, stop_visdom_server
@@ -67,6 +70,9 @@ def test_display_shows_images_and_loss_curves(visdom_port: int) -> None:
     assert image["type"] == "image"
     assert image["title"] == "real_A | fake_B | real_B (epoch 3)"
     assert image["content"]["src"].startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(image["content"]["src"].split(",", 1)[1]))) as picture:
+        # three 16-pixel images padded by 2 make 56 x 20 pixels, enlarged 7 x to reach 128 rows
+        assert picture.size == (7 * 56, 7 * 20)
     losses = windows[VisdomDisplay.LOSS_WINDOW]
     assert losses["type"] == "plot"
     assert _traces(losses) == {"G_GAN": [1.0, 1.25, 1.5], "D_real": [1.0, 1.25, 1.5]}
