@@ -1,7 +1,8 @@
 """Crash-safe files: atomic writes, checkpoints loaded with ``weights_only=True`` and verified by checksum.
 
-A checkpoint file ``X.pt`` is written as temp file → flush → fsync → rename, so a kill or a full disk at any
-moment leaves the previous ``X.pt`` intact. Its SHA-256 is recorded in ``X.pt.sha256`` and checked on load.
+A checkpoint file ``X.pt`` is streamed to a temp file (hashed as it is written) → fsync → rename, so a kill or
+a full disk at any moment leaves the previous ``X.pt`` intact; a second name for the same state (``epoch_<n>.pt``
+next to ``latest.pt``) is a hard link of that file. Its SHA-256 is recorded in ``X.pt.sha256`` and checked on load.
 Replacing ``X.pt`` takes three atomic steps, so that the pair agrees at every moment: the sidecar first lists
 the new digest *and* the current one(s), then ``X.pt`` is replaced, then the sidecar keeps the new digest only.
 A checkpoint without a sidecar (copied alone) is checked against the CRC-32 of every record of its zip
