@@ -13,7 +13,9 @@
 # lpips comes from the kit's wheel, the package from this folder (PYTHONPATH), no network is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python="${PYTHON:-}"
+# The interpreter: $GPU_KIT_PYTHON, else .venv/bin/python, else python3 ($PYTHON is setup.sh's: the one
+# that creates the venv, usually without torch).
+python="${GPU_KIT_PYTHON:-}"
 if [ -z "$python" ]; then
     if [ -x .venv/bin/python ]; then python=.venv/bin/python; else python=python3; fi
 fi

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def kit(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPU_KIT_PYTHON": sys.executable}
     return subprocess.run(
         ["bash", str(ROOT / "scripts" / "gpu_table6.sh"), *args],
         capture_output=True,

@@ -36,4 +36,4 @@ def test_outputs_are_atomic_and_flushed_once(trained, tmp_path, monkeypatch):
         with Image.open(out / "images" / name) as image:
             image.load()
             assert image.size == (32, 32)
-    assert sorted(p.name for p in out.iterdir()) == ["images", "index.html"]
+    assert sorted(p.name for p in out.iterdir()) == ["images", "index.html", "test.json"]
