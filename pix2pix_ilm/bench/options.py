@@ -214,10 +214,16 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "does not compile (default: default)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
-    parser.add_argument("--iters", type=int, default=10, help="timed steps per repeat (default: 10)")
+    parser.add_argument(
+        "--iters", type=int, default=4, help="steps per block: each contestant's turn in a round (default: 4)"
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default: 3)")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="timed repeats; the median is reported (default: 3)"
+        "--repeats",
+        type=int,
+        default=6,
+        help="interleaved rounds: in each, the baseline and one path (every norm pair) time one block in turn; "
+        "ratios get a 95%% interval over the rounds, so more rounds give narrower intervals (default: 6)",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="training batch size (default: 1)")
     parser.add_argument("--images", type=int, default=16, help="images per inference repeat (default: 16)")
@@ -225,8 +231,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--retries",
         type=int,
         default=3,
-        help=f"re-run a repeat disturbed by other processes (threads waited for a CPU > {CONTENDED:.0%}% of "
-        "the time), at most this many times per measurement (default: 3)",
+        help=f"make a round again when one of its blocks was disturbed by other processes (threads waited for a "
+        f"CPU > {CONTENDED:.0%}% of the time), at most this many times per group (default: 3)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default: 0)")
     parser.add_argument("--json", default=None, help="also write the JSON report to this file")

@@ -9,7 +9,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,57 +82,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def undisturbed_repeats(measure: Callable[[], Any], repeats: int, retries: int) -> tuple[list, dict]:
-    """Call ``measure`` until it has ``repeats`` results; a call disturbed by other processes (its threads
-    waited for a CPU more than ``CONTENDED`` of the time) is discarded and made again, at most ``retries`` times.
-
-    Returns the results and ``{"cpu_wait": worst kept share, "cpu_wait_repeats": [...], "discarded": n}``.
-    """
-    kept, waits, discarded = [], [], 0
-    while len(kept) < repeats:
-        waited_before, start = runqueue_wait_s(), time.perf_counter()
-        value = measure()
-        wait = _wait_share(waited_before, time.perf_counter() - start)
-        if wait is not None and wait > CONTENDED and discarded < retries:
-            discarded += 1
-            continue
-        kept.append(value)
-        waits.append(wait)
-    known = [w for w in waits if w is not None]
-    return kept, {
-        "cpu_wait": max(known) if known else None,
-        "cpu_wait_repeats": waits,
-        "discarded": discarded,
-    }
-
-
-def _wait_share(waited_before: float | None, elapsed_s: float) -> float | None:
+def wait_share(waited_before: float | None, elapsed_s: float) -> float | None:
     """Share of ``elapsed_s`` (wall time since ``waited_before`` was read) that the threads waited for a CPU."""
     waited_after = runqueue_wait_s()
     if waited_before is None or waited_after is None or elapsed_s <= 0:
         return None
     return round((waited_after - waited_before) / (elapsed_s * torch.get_num_threads()), 4)
-
-
-def time_steps(
-    run: Callable[[], Any], *, iters: int, warmup: int, repeats: int, retries: int, device: torch.device
-) -> dict:
-    """Call ``run`` ``warmup`` times, then ``repeats`` × ``iters`` times; calls/s per repeat."""
-    start = time.perf_counter()
-    for _ in range(warmup):
-        run()
-    sync(device)
-    warmup_s = time.perf_counter() - start
-
-    def one_repeat() -> float:
-        start = time.perf_counter()
-        for _ in range(iters):
-            run()
-        sync(device)
-        return iters / (time.perf_counter() - start)
-
-    rates, contention = undisturbed_repeats(one_repeat, repeats, retries)
-    return summarize(rates) | {"warmup_s": round(warmup_s, 3)} | contention
 
 
 def summarize(rates: list[float]) -> dict:

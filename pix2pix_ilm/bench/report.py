@@ -1,31 +1,21 @@
-"""The benchmark report: ratios to the baseline, ILM costs, and the readable tables."""
+"""The benchmark's readable report: rates, ratios to the baseline and ILM costs with their intervals."""
 
 from __future__ import annotations
 
-from pix2pix_ilm.bench.options import BASELINE, CONTENDED, ILM_BASE, norm_label
+from pix2pix_ilm.bench.interleave import RESOLUTION
+from pix2pix_ilm.bench.options import BASELINE, CONTENDED, norm_label
 
 
-def add_ratios(section: dict, value: str) -> None:
-    """Add ``ratio`` = this path's median ÷ the baseline's, per norm pair."""
-    for per_norm in section.values():
-        for key, result in per_norm.items():
-            base = section.get(BASELINE, {}).get(key, {})
-            if "median" in result and "median" in base:
-                result["ratio"] = result["median"] / base["median"]
-            if value != "median" and value in result and value in base:
-                result[f"ratio_{value}"] = result[value] / base[value]
-
-
-def ilm_costs(section: dict) -> dict:
-    """Per path: time(ILM pair) ÷ time(plain pair) = plain median rate ÷ ILM median rate."""
-    costs: dict[str, dict[str, float]] = {}
-    for path, per_norm in section.items():
-        for key, result in per_norm.items():
-            g, d = key.split("/")
-            plain = f"{ILM_BASE.get(g, g)}/{ILM_BASE.get(d, d)}"
-            if plain != key and "median" in result and "median" in per_norm.get(plain, {}):
-                costs.setdefault(path, {})[key] = per_norm[plain]["median"] / result["median"]
-    return costs
+def format_interval(interval: dict | None, digits: int = 2) -> str:
+    """``1.85 [1.81-1.89]`` (95 % interval over rounds); ``?`` marks one too wide to resolve 2 %."""
+    if not interval:
+        return "-"
+    if interval["low"] is None:
+        return f"{interval['ratio']:.{digits}f} [one round]?"
+    mark = "?" if interval.get("too_wide") else ""
+    return (
+        f"{interval['ratio']:.{digits}f} [{interval['low']:.{digits}f}-{interval['high']:.{digits}f}]{mark}"
+    )
 
 
 def _cell(result: dict | None, digits: int = 3) -> str:
@@ -33,7 +23,7 @@ def _cell(result: dict | None, digits: int = 3) -> str:
         return "-"
     if "error" in result:
         return "failed"
-    ratio = f" x{result['ratio']:.2f}" if "ratio" in result else ""
+    ratio = f" x{format_interval(result.get('ratio_interval'))}" if "ratio_interval" in result else ""
     contended = "*" if (result.get("cpu_wait") or 0) > CONTENDED else ""
     return f"{result['median']:.{digits}f} [{result['min']:.{digits}f}-{result['max']:.{digits}f}]{ratio}{contended}"
 
@@ -58,7 +48,7 @@ def _table(title: str, section: dict, costs: dict, norm_keys: list[str], unit: s
         for key in norm_keys:
             row += [_cell(per_norm.get(key)), _memory(per_norm.get(key))]
         if costs:
-            row.append(", ".join(f"{v:.2f}x" for v in costs.get(path, {}).values()) or "-")
+            row.append(", ".join(format_interval(v) for v in costs.get(path, {}).values()) or "-")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [title]
@@ -91,9 +81,13 @@ def format_report(report: dict) -> str:
         + f", torch {machine['torch']}, load average {machine.get('loadavg_start')} -> {machine.get('loadavg_end')}",
         "matrix product GFLOP/s: "
         + ", ".join(f"{k} {v:g}" for k, v in (machine.get("matmul_gflops") or {}).items()),
-        f"{settings['warmup']} warm-up, then {settings['repeats']} repeats of {settings['iters']} steps; "
-        f"median [min-max] over repeats; xbase = median / baseline's median (same norms); memory: {memory}",
-        f"* = a repeat's threads waited for a CPU more than {CONTENDED:.0%} of the time even after "
+        f"{settings['warmup']} warm-up steps, then {settings['repeats']} interleaved rounds: in each, every "
+        f"contestant of a group (the baseline and one path, each norm pair) times {settings['iters']} steps in turn",
+        "rate: median [min-max] over rounds; xbase = baseline time / path time and ILM cost = ILM time / plain "
+        "time over the same rounds: geometric mean [95% t interval]",
+        f"? = interval too wide to resolve {RESOLUTION:.0%} (more --repeats, or a quieter machine); "
+        f"memory: {memory}",
+        f"* = a block's threads waited for a CPU more than {CONTENDED:.0%} of the time even after "
         f"{settings['retries']} retries (other processes were running): that figure is unreliable",
         "",
     ]
@@ -115,7 +109,8 @@ def format_report(report: dict) -> str:
         for path, per_norm in report["inference"].items():
             for key, result in per_norm.items():
                 if "img_s_steady" in result:
-                    ratio = f" x{result['ratio_img_s_steady']:.2f}" if "ratio_img_s_steady" in result else ""
+                    steady = result.get("ratio_img_s_steady_interval")
+                    ratio = f" x{format_interval(steady)}" if steady else ""
                     details.append(
                         f"  {path} {norm_label(key)}: {result['img_s_steady']:.2f} img/s without the fixed cost"
                         f"{ratio}; fixed cost per test run {result['startup_s']:.2f} s "

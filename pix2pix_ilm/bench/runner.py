@@ -1,4 +1,4 @@
-"""``pix2pix-ilm bench``: every job of the benchmark, then the report (design notes: docs/bench.md)."""
+"""``pix2pix-ilm bench``: every group of contestants in interleaved rounds, then the report (docs/bench.md)."""
 
 from __future__ import annotations
 
@@ -6,65 +6,58 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from pix2pix_ilm.bench.options import norm_key, norm_label, options_from_args, parse_norms, select_paths
+from pix2pix_ilm.bench.interleave import (
+    ContestantFailed,
+    InProcessContestant,
+    RemoteContestant,
+    Timed,
+    paired_ratio,
+    run_rounds,
+    summarize_blocks,
+)
+from pix2pix_ilm.bench.options import (
+    BASELINE,
+    ILM_BASE,
+    norm_key,
+    norm_label,
+    options_from_args,
+    parse_norms,
+    select_paths,
+)
 from pix2pix_ilm.bench.probes import machine_info
-from pix2pix_ilm.bench.report import add_ratios, format_report, ilm_costs
-from pix2pix_ilm.bench.worker import BASELINE, run_job, run_worker
+from pix2pix_ilm.bench.report import format_report
 
 
 def run_bench(args: argparse.Namespace) -> dict:
     """Entry point of ``pix2pix-ilm bench``; returns the JSON report (also printed as the last line)."""
     if getattr(args, "worker", None):
-        result = run_worker(json.loads(args.worker))
-        print(json.dumps(result))
-        return result
+        from pix2pix_ilm.bench.worker import serve
+
+        serve(json.loads(args.worker))
+        return {}
     from pix2pix_ilm.device import resolve_device
 
     device = resolve_device(args.device)
     options = options_from_args(args, device)
-    norms = parse_norms(args.norms)
+    norms = [norm_key(p) for p in parse_norms(args.norms)]
     train_paths, skipped = select_paths(args.paths, device)
     infer_paths, _ = select_paths(args.infer_paths, device)
     infer_paths = [p for p in infer_paths if "compile" not in p.split("+")]  # test does not use compile
     report: dict[str, Any] = {
         "bench": "pix2pix-ilm",
         "machine": machine_info(device, matmul=not args.no_matmul),
-        "settings": options | {"norms": [norm_key(p) for p in norms], "paths": train_paths},
+        "settings": options | {"norms": norms, "paths": train_paths, "infer_paths": infer_paths},
         "skipped_paths": skipped,
-        "train": {},
-        "inference": {},
     }
-    report["settings"]["infer_paths"] = infer_paths
-    jobs = [("train", path) for path in [BASELINE, *train_paths]]
-    if infer_paths:
-        jobs += [("inference", path) for path in [BASELINE, *infer_paths]]
-    total = len(jobs) * len(norms)
-    done = 0
-    for task, path in jobs:
-        for pair in norms:  # the norm pairs of one path back to back: their ratio suffers least from drift
-            done += 1
-            job = {"task": task, "path": path, "norms": list(pair), "options": options}
-            started = time.perf_counter()
-            result = run_job(job, args.in_process)
-            report[task].setdefault(path, {})[norm_key(pair)] = result
-            unit = "it/s" if task == "train" else "img/s"
-            status = (
-                f"{result['median']:.3f} {unit}" if "median" in result else f"failed: {result.get('error')}"
-            )
-            elapsed = time.perf_counter() - started
-            print(
-                f"[{done}/{total}] {task} {path} {norm_label(norm_key(pair))}: {status} ({elapsed:.0f} s)",
-                file=sys.stderr,
-            )
-    add_ratios(report["train"], "median")
-    add_ratios(report["inference"], "img_s_steady")
-    report["ilm_cost"] = ilm_costs(report["train"])
-    report["inference_ilm_cost"] = ilm_costs(report["inference"])
+    report["train"], report["ilm_cost"] = measure_task("train", train_paths, norms, options, args.in_process)
+    report["inference"], report["inference_ilm_cost"] = (
+        measure_task("inference", infer_paths, norms, options, args.in_process) if infer_paths else ({}, {})
+    )
     with contextlib.suppress(OSError):
         report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(format_report(report))
@@ -74,3 +67,127 @@ def run_bench(args: argparse.Namespace) -> dict:
         Path(args.json).write_text(line + "\n")
     print(line)
     return report
+
+
+def _start(task: str, path: str, norms: str, options: dict, in_process: bool) -> Timed | str:
+    """A set-up, warmed-up contestant, or the reason it could not start."""
+    job = {"task": task, "path": path, "norms": norms.split("/"), "options": options}
+    try:
+        return InProcessContestant(job) if in_process else RemoteContestant(job)
+    except ContestantFailed as err:
+        return str(err)
+
+
+Key = tuple[str, str]  # (path, norm pair)
+
+
+def measure_task(
+    task: str, paths: list[str], norms: list[str], options: dict, in_process: bool
+) -> tuple[dict, dict]:
+    """One group per path: the baseline's contestants (kept alive for all groups) and the path's, for every
+    norm pair, in interleaved rounds. Returns the results per path and norm pair, and the ILM costs."""
+    started = {(BASELINE, n): _start(task, BASELINE, n, options, in_process) for n in norms}
+    per_group: list[dict[Key, list[dict]]] = []
+    redone: list[int] = []
+    results: dict[str, dict[str, Any]] = {}
+    for number, path in enumerate(paths or [None], 1):
+        mine = [] if path is None else [(path, n) for n in norms]
+        started |= {key: _start(task, *key, options, in_process) for key in mine}
+        print(f"[bench] {task} group {number}/{len(paths) or 1}: {path or BASELINE}", file=sys.stderr)
+        blocks, discarded = _run_group(task, started, [*((BASELINE, n) for n in norms), *mine], options)
+        per_group.append(blocks)
+        redone.append(discarded)
+        for key in mine:  # finished now: the path's processes end before the next group starts its own
+            results.setdefault(key[0], {})[key[1]] = _finish(task, started[key], blocks.get(key, []), options)
+            results[key[0]][key[1]]["discarded"] = discarded
+    baseline = {}
+    for n in norms:
+        kept = [b for group in per_group for b in group.get((BASELINE, n), [])]
+        baseline[n] = _finish(task, started[(BASELINE, n)], kept, options) | {"discarded": sum(redone)}
+    results = {BASELINE: baseline} | results
+    _add_ratios(task, results, per_group, norms, paths)
+    return results, _ilm_costs(per_group, norms)
+
+
+def _run_group(
+    task: str, started: dict[Key, Timed | str], keys: list[Key], options: dict
+) -> tuple[dict[Key, list[dict]], int]:
+    """The rounds of one group: blocks per contestant and the number of rounds made again. A contestant that
+    fails is replaced by its error in ``started``."""
+    live = {f"{p}|{n}": c for (p, n) in keys if not isinstance(c := started[(p, n)], str)}
+    got, failed, discarded = run_rounds(live, options["repeats"], options["retries"])
+    for label, reason in failed.items():
+        path, norms = label.split("|")
+        started[(path, norms)] = reason
+    blocks = {}
+    for label, kept in got.items():
+        path, norms = label.split("|")
+        blocks[(path, norms)] = kept
+    units = options["iters"] if task == "train" else options["images"]
+    rates = ", ".join(
+        f"{p} {norm_label(n)} {statistics.median(units / b['seconds'] for b in kept):.3f}/s"
+        for (p, n), kept in blocks.items()
+        if kept
+    )
+    print(f"[bench]   {options['repeats']} rounds ({discarded} made again): {rates}", file=sys.stderr)
+    return blocks, discarded
+
+
+def _finish(task: str, contestant: Timed | str, kept: list[dict], options: dict) -> dict[str, Any]:
+    """A contestant's figures: its block rates and what it measured once (memory), or its error."""
+    if isinstance(contestant, str) or not kept:
+        return {"error": contestant if isinstance(contestant, str) else "no block measured"}
+    try:
+        once = contestant.finish()
+    except ContestantFailed as err:
+        return {"error": str(err)}
+    units = options["iters"] if task == "train" else options["images"]
+    out = summarize_blocks(kept, units) | once | {"rounds": len(kept)}
+    if task == "inference" and options["images"] > 1:
+        out["img_s_steady"] = statistics.median(1.0 / max(b["per_image_s"], 1e-9) for b in kept)
+        out["startup_s"] = statistics.median(b["one_s"] - b["per_image_s"] for b in kept)
+    return out
+
+
+def _add_ratios(task: str, results: dict, per_group: list[dict], norms: list[str], paths: list[str]) -> None:
+    """``ratio`` = baseline time ÷ path time (same norms, same rounds) with its interval; 1 for the baseline."""
+    for n in norms:
+        if "error" not in results[BASELINE][n]:
+            results[BASELINE][n]["ratio"] = 1.0
+    for path, group in zip(paths, per_group, strict=False):
+        for n in norms:
+            result = results[path][n]
+            base, mine = group.get((BASELINE, n), []), group.get((path, n), [])
+            if "error" in result:
+                continue
+            fields = [("ratio", "seconds")]
+            if task == "inference" and "img_s_steady" in result:
+                fields.append(("ratio_img_s_steady", "per_image_s"))
+            for name, field in fields:
+                interval = paired_ratio(base, mine, field)
+                if interval:
+                    result[name] = interval["ratio"]
+                    result[f"{name}_interval"] = interval
+
+
+def _ilm_costs(per_group: list[dict], norms: list[str]) -> dict[str, dict[str, dict]]:
+    """Per path: time(ILM pair) ÷ time(plain pair) over the same rounds (the baseline's pooled over groups)."""
+    costs: dict[str, dict[str, dict]] = {}
+    for n in norms:
+        g, d = n.split("/")
+        plain = f"{ILM_BASE.get(g, g)}/{ILM_BASE.get(d, d)}"
+        if plain == n or plain not in norms:
+            continue
+        pooled: dict[str, tuple[list, list]] = {}
+        for group in per_group:
+            for (path, key), kept in group.items():
+                if key == n and (path, plain) in group:
+                    slow, fast = pooled.setdefault(path, ([], []))
+                    count = min(len(kept), len(group[(path, plain)]))
+                    slow += kept[:count]
+                    fast += group[(path, plain)][:count]
+        for path, (slow, fast) in pooled.items():
+            interval = paired_ratio(slow, fast)
+            if interval:
+                costs.setdefault(path, {})[n] = interval
+    return costs

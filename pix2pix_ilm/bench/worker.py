@@ -1,16 +1,15 @@
-"""One measurement job (one path x one norm pair), normally in its own ``bench --worker`` process."""
+"""One contestant of the benchmark (one path × one norm pair), normally served by its own ``bench --worker``
+process: set up and warmed up once, then timing one block at a time when the runner asks (interleave.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,9 @@ from PIL import Image
 
 from pix2pix_ilm.bench.baseline import BaselinePix2Pix, baseline_test, baseline_train_step
 from pix2pix_ilm.bench.options import BASELINE, parse_path
-from pix2pix_ilm.bench.probes import MemoryProbe, summarize, sync, time_steps, undisturbed_repeats
+from pix2pix_ilm.bench.probes import MemoryProbe, runqueue_wait_s, sync, wait_share
 from pix2pix_ilm.config import TrainConfig
-from pix2pix_ilm.cpu_speed import RETAIN_MEMORY_ENV, retain_freed_memory
+from pix2pix_ilm.cpu_speed import retain_freed_memory
 from pix2pix_ilm.errors import first_line
 
 
@@ -46,13 +45,6 @@ def bench_config(options: dict, norms: list[str], overrides: dict[str, Any]) -> 
     )
 
 
-def _set_threads(threads: int | None) -> int:
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return previous
-
-
 def _job_settings(job: dict) -> tuple[dict, torch.device, bool, dict, int | None]:
     """(options, device, is the eager baseline, TrainConfig overrides, threads) of one measurement job."""
     from pix2pix_ilm.device import resolve_device
@@ -70,43 +62,80 @@ def _retain_heap_like_the_cli(is_baseline: bool, device: torch.device) -> None:
         retain_freed_memory()
 
 
-def measure_train(job: dict) -> dict:
-    """it/s of one training path for one norm pair (plus peak memory and the warm-up time)."""
-    from pix2pix_ilm.models.pix2pix import Pix2PixModel
+class Contestant:
+    """One path × norm pair, set up and warmed up, timing one block at a time when asked.
 
-    options, device, is_baseline, overrides, threads = _job_settings(job)
-    _retain_heap_like_the_cli(is_baseline, device)
-    previous_threads = _set_threads(threads)
-    try:
-        config = bench_config(options, job["norms"], overrides)
-        generator = torch.Generator().manual_seed(options["seed"])
-        shape = (options["batch_size"], 3, options["size"], options["size"])
-        real_a = torch.rand(shape, generator=generator) * 2 - 1
-        real_b = torch.rand(shape, generator=generator) * 2 - 1
-        memory = MemoryProbe(device)
-        torch.manual_seed(options["seed"])
-        if is_baseline:
-            nets = BaselinePix2Pix(config, device)
+    ``block()`` returns ``{"seconds": wall time of the block, "cpu_wait": share of it this process's threads
+    waited for a CPU, ...}``; ``finish()`` returns the figures measured once (peak memory, warm-up time).
+    """
 
-            def step() -> Any:
-                return baseline_train_step(nets, real_a, real_b)
-        else:
-            model = Pix2PixModel(config, device)
+    def __init__(self, job: dict) -> None:
+        self.options, self.device, self.is_baseline, self.overrides, self.threads = _job_settings(job)
+        self.config = bench_config(self.options, job["norms"], self.overrides)
+        self.extra: dict[str, Any] = {}
 
-            def step() -> Any:
-                return model.optimize_parameters(real_a, real_b)
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        previous = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
-        timing = time_steps(
-            step,
-            iters=options["iters"],
-            warmup=options["warmup"],
-            repeats=options["repeats"],
-            retries=options["retries"],
-            device=device,
-        )
-        return timing | memory.report() | {"threads": torch.get_num_threads()}
-    finally:
-        torch.set_num_threads(previous_threads)
+    def _timed(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def block(self) -> dict:
+        with self._threads():
+            waited_before, start = runqueue_wait_s(), time.perf_counter()
+            result = self._timed()
+            result["cpu_wait"] = wait_share(waited_before, time.perf_counter() - start)
+            return result
+
+    def finish(self) -> dict:
+        with self._threads():
+            threads = torch.get_num_threads()
+        return self.memory.report() | self.extra | {"threads": threads}
+
+    def close(self) -> None:
+        """Free what the set-up made (temporary files)."""
+
+
+class TrainContestant(Contestant):
+    """Blocks of ``iters`` training steps of one path (the project's step, or the eager baseline)."""
+
+    def __init__(self, job: dict) -> None:
+        from pix2pix_ilm.models.pix2pix import Pix2PixModel
+
+        super().__init__(job)
+        _retain_heap_like_the_cli(self.is_baseline, self.device)
+        with self._threads():
+            generator = torch.Generator().manual_seed(self.options["seed"])
+            shape = (self.options["batch_size"], 3, self.options["size"], self.options["size"])
+            real_a = torch.rand(shape, generator=generator) * 2 - 1
+            real_b = torch.rand(shape, generator=generator) * 2 - 1
+            self.memory = MemoryProbe(self.device)
+            torch.manual_seed(self.options["seed"])
+            if self.is_baseline:
+                nets = BaselinePix2Pix(self.config, self.device)
+                self.step = lambda: baseline_train_step(nets, real_a, real_b)
+            else:
+                model = Pix2PixModel(self.config, self.device)
+                self.step = lambda: model.optimize_parameters(real_a, real_b)
+            start = time.perf_counter()
+            for _ in range(self.options["warmup"]):
+                self.step()
+            sync(self.device)
+            self.extra["warmup_s"] = round(time.perf_counter() - start, 3)
+
+    def _timed(self) -> dict[str, float]:
+        start = time.perf_counter()
+        for _ in range(self.options["iters"]):
+            self.step()
+        sync(self.device)
+        return {"seconds": time.perf_counter() - start}
 
 
 def _write_inference_inputs(folder: Path, count: int, size: int) -> list[Path]:
@@ -142,98 +171,87 @@ def _write_run(run_dir: Path, config: TrainConfig, device: torch.device) -> Path
     return run_dir / "latest.pt"
 
 
-def measure_inference(job: dict) -> dict:
-    """img/s of ``test`` (the real run_test, or the plain baseline) on ``--images`` synthetic images.
+class InferenceContestant(Contestant):
+    """Blocks of two whole ``test`` runs (the real run_test, or the plain baseline), checkpoint loading included.
 
-    A repeat is two whole ``test`` runs, checkpoint loading included: one over all images (``median`` etc.:
-    img/s end to end) and one over a single image. Their difference gives the per-image rate without the
-    fixed cost (``img_s_steady``) and the fixed cost itself (``startup_s``: loading the checkpoint, building
-    the networks). Warm-up is one run over ``--warmup`` images.
+    One run over all ``--images`` synthetic images and one over a single image: their difference gives the
+    per-image rate without the fixed cost (``img_s_steady``) and the fixed cost itself (``startup_s``: loading
+    the checkpoint, building the networks). Warm-up is one run over ``--warmup`` images.
     """
-    from pix2pix_ilm.config import TestConfig
-    from pix2pix_ilm.training.inference import run_test
 
-    options, device, is_baseline, overrides, threads = _job_settings(job)
-    previous_threads = _set_threads(threads)
+    def __init__(self, job: dict) -> None:
+        super().__init__(job)
+        self._tmp = tempfile.TemporaryDirectory(prefix="pix2pix-ilm-bench-")
+        self.root = Path(self._tmp.name)
+        with self._threads():
+            self.files = _write_inference_inputs(
+                self.root / "data" / "test", self.options["images"], self.options["size"]
+            )
+            torch.manual_seed(self.options["seed"])
+            self.checkpoint = _write_run(
+                self.root / "checkpoints" / "bench", self.config, torch.device("cpu")
+            )
+            _retain_heap_like_the_cli(self.is_baseline, self.device)
+            self.memory = MemoryProbe(self.device)
+            if self.options["warmup"] > 0:
+                self._test_run(min(self.options["warmup"], len(self.files)))
+        self.extra |= {
+            "images": len(self.files),
+            "checkpoint_mib": round(self.checkpoint.stat().st_size / 2**20, 1),
+        }
+
+    def _test_run(self, count: int) -> float:
+        from pix2pix_ilm.config import TestConfig
+        from pix2pix_ilm.training.inference import run_test
+
+        start = time.perf_counter()
+        if self.is_baseline:
+            baseline_test(
+                self.checkpoint, self.config, self.files[:count], self.root / "results" / "base", self.device
+            )
+        else:
+            test_options = TestConfig(
+                name="bench",
+                dataroot=str(self.root / "data"),
+                checkpoints_dir=str(self.root / "checkpoints"),
+                results_dir=str(self.root / "results"),
+                num_test=count,
+                device=self.options["device"],
+            )
+            with contextlib.redirect_stdout(io.StringIO()):
+                run_test(test_options)
+        sync(self.device)
+        return time.perf_counter() - start
+
+    def _timed(self) -> dict[str, float]:
+        one, whole = self._test_run(1), self._test_run(len(self.files))
+        count = len(self.files)
+        return {"one_s": one, "seconds": whole, "per_image_s": (whole - one) / max(count - 1, 1)}
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+def make_contestant(job: dict) -> Contestant:
+    return TrainContestant(job) if job["task"] == "train" else InferenceContestant(job)
+
+
+def serve(job: dict) -> None:
+    """``bench --worker JOB``: set up one contestant, then answer ``block`` / ``finish`` lines on stdin with one
+    JSON line each on stdout (the first line says it is ready, or why it failed)."""
     try:
-        with tempfile.TemporaryDirectory(prefix="pix2pix-ilm-bench-") as tmp:
-            root = Path(tmp)
-            config = bench_config(options, job["norms"], overrides)
-            files = _write_inference_inputs(root / "data" / "test", options["images"], options["size"])
-            torch.manual_seed(options["seed"])
-            checkpoint = _write_run(root / "checkpoints" / "bench", config, torch.device("cpu"))
-            _retain_heap_like_the_cli(is_baseline, device)
-            memory = MemoryProbe(device)
-
-            def timed_run(count: int) -> float:
-                start = time.perf_counter()
-                if is_baseline:
-                    baseline_test(checkpoint, config, files[:count], root / "results" / "baseline", device)
-                else:
-                    test_options = TestConfig(
-                        name="bench",
-                        dataroot=str(root / "data"),
-                        checkpoints_dir=str(root / "checkpoints"),
-                        results_dir=str(root / "results"),
-                        num_test=count,
-                        device=options["device"],
-                    )
-                    with contextlib.redirect_stdout(io.StringIO()):
-                        run_test(test_options)
-                sync(device)
-                return time.perf_counter() - start
-
-            count = len(files)
-            if options["warmup"] > 0:
-                timed_run(min(options["warmup"], count))
-
-            def one_repeat() -> tuple[float, float]:
-                return timed_run(1), timed_run(count)
-
-            pairs, contention = undisturbed_repeats(one_repeat, options["repeats"], options["retries"])
-            result = summarize([count / whole for _, whole in pairs]) | contention
-            result |= {
-                "images": count,
-                "checkpoint_mib": round(checkpoint.stat().st_size / 2**20, 1),
-                "threads": torch.get_num_threads(),
-            }
-            if count > 1:
-                # per repeat: (time per image, fixed cost of a test run)
-                split = [
-                    ((whole - one) / (count - 1), one - (whole - one) / (count - 1)) for one, whole in pairs
-                ]
-                result["img_s_steady"] = statistics.median(
-                    1.0 / max(per_image, 1e-9) for per_image, _ in split
-                )
-                result["startup_s"] = statistics.median(fixed for _, fixed in split)
-            return result | memory.report()
+        contestant = make_contestant(job)
+    except Exception as err:  # reported to the runner, which records the path as failed
+        print(json.dumps({"error": f"{type(err).__name__}: {first_line(err)}"}), flush=True)
+        return
+    print(json.dumps({"ready": True}), flush=True)
+    try:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "block":
+                print(json.dumps(contestant.block()), flush=True)
+            elif command == "finish":
+                print(json.dumps(contestant.finish()), flush=True)
+                return
     finally:
-        torch.set_num_threads(previous_threads)
-
-
-def run_worker(job: dict) -> dict:
-    measure = measure_train if job["task"] == "train" else measure_inference
-    return measure(job)
-
-
-def run_job(job: dict, in_process: bool) -> dict:
-    """Run one job in a fresh ``python -m pix2pix_ilm bench --worker`` process (or here); errors are recorded."""
-    if in_process:
-        try:
-            return run_worker(job)
-        except Exception as err:  # a failing path (e.g. compile without a compiler) must not stop the others
-            return {"error": f"{type(err).__name__}: {first_line(err)}"}
-    cmd = [sys.executable, "-m", "pix2pix_ilm", "bench", "--worker", json.dumps(job)]
-    env = dict(os.environ)
-    if "system_malloc" in job["path"].split("+"):
-        env[RETAIN_MEMORY_ENV] = "0"
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode == 0 and lines:
-        try:
-            return json.loads(lines[-1])
-        except json.JSONDecodeError:
-            pass
-    errors = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    reason = errors[-1] if errors else f"exit code {proc.returncode}"
-    return {"error": reason[:300]}
+        contestant.close()

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 from pix2pix_ilm.files import atomic_write_text
+from pix2pix_ilm.stats import CONFIDENCE, mean_std, t_interval
 
 # metric -> (column title, digits, higher is better, key of the paper's value in the same convention)
 COLUMNS: dict[str, tuple[str, int, bool, str | None]] = {
@@ -21,24 +20,6 @@ COLUMNS: dict[str, tuple[str, int, bool, str | None]] = {
     "ssim": ("SSIM", 3, True, "ssim"),
 }
 BASELINE = "in_in"
-CONFIDENCE = 0.95
-
-
-def mean_std(values: list[float]) -> dict[str, Any]:
-    """Mean, sample standard deviation (n - 1; 0 for one value) and n."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
-
-
-def t_interval(differences: list[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """Mean ± Student-t half-width over seeds (``ci`` None for one seed)."""
-    from scipy.stats import t
-
-    out = mean_std(differences)
-    if out["n"] < 2:
-        return out | {"ci": None}
-    half = float(t.ppf(0.5 + confidence / 2, out["n"] - 1)) * out["std"] / math.sqrt(out["n"])
-    return out | {"ci": [out["mean"] - half, out["mean"] + half]}
 
 
 def verdict(interval: dict[str, Any], higher_is_better: bool) -> str:

@@ -1,0 +1,177 @@
+"""Interleaved measurement: the contestants of a group take turns, one block each per round, so a slow drift
+of the machine (clock, other processes) hits them alike, and each ratio gets an interval over the rounds.
+
+Design notes: docs/bench.md ("Interleaved rounds").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pix2pix_ilm.bench.probes import CONTENDED, summarize
+from pix2pix_ilm.cpu_speed import RETAIN_MEMORY_ENV
+from pix2pix_ilm.errors import first_line
+from pix2pix_ilm.stats import ratio_interval
+
+#: half-width of a ratio's interval above which it cannot tell a 2 % difference: marked "too wide to judge"
+RESOLUTION = 0.02
+
+
+class ContestantFailed(RuntimeError):
+    """A contestant could not be set up or died; the others go on and the report names the error."""
+
+
+class Timed(Protocol):
+    def block(self) -> dict: ...
+    def finish(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+class RemoteContestant:
+    """A contestant served by its own ``python -m pix2pix_ilm bench --worker JOB`` process (see worker.serve)."""
+
+    def __init__(self, job: dict) -> None:
+        env = dict(os.environ)
+        if "system_malloc" in job["path"].split("+"):
+            env[RETAIN_MEMORY_ENV] = "0"
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in close())
+        cmd = [sys.executable, "-m", "pix2pix_ilm", "bench", "--worker", json.dumps(job)]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env
+        )
+        first = self._read()
+        if "error" in first:
+            self.close()
+            raise ContestantFailed(first["error"])
+
+    def _read(self) -> dict:
+        assert self.proc.stdout is not None
+        for (
+            line
+        ) in self.proc.stdout:  # skip anything a library printed; the protocol's lines are JSON objects
+            with contextlib.suppress(json.JSONDecodeError):
+                answer = json.loads(line)
+                if isinstance(answer, dict):
+                    return answer
+        self.proc.wait()
+        self._stderr.seek(0)
+        errors = [line for line in self._stderr.read().splitlines() if line.strip()]
+        self.close()
+        raise ContestantFailed((errors[-1] if errors else f"exit code {self.proc.returncode}")[:300])
+
+    def _ask(self, command: str) -> dict:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # _read reports why the process ended
+        return self._read()
+
+    def block(self) -> dict:
+        return self._ask("block")
+
+    def finish(self) -> dict:
+        result = self._ask("finish")
+        self.close()
+        return result
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+
+
+class InProcessContestant:
+    """A contestant in this process (``--in-process``): set-up errors become ContestantFailed too."""
+
+    def __init__(self, job: dict) -> None:
+        from pix2pix_ilm.bench.worker import make_contestant
+
+        try:
+            self.inner = make_contestant(job)
+        except Exception as err:  # a failing path (e.g. compile without a compiler) must not stop the others
+            raise ContestantFailed(f"{type(err).__name__}: {first_line(err)}") from err
+
+    def block(self) -> dict:
+        try:
+            return self.inner.block()
+        except Exception as err:
+            raise ContestantFailed(f"{type(err).__name__}: {first_line(err)}") from err
+
+    def finish(self) -> dict:
+        return self.inner.finish()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def run_rounds(
+    contestants: dict[str, Timed],
+    rounds: int,
+    retries: int,
+    on_block: Callable[[str], None] | None = None,
+) -> tuple[dict[str, list[dict]], dict[str, str], int]:
+    """``rounds`` rounds; in each, every live contestant times one block, the order rotating by one per round.
+
+    A round in which some block waited for a CPU more than ``CONTENDED`` of its time is made again, at most
+    ``retries`` times in all. Returns the kept blocks per contestant (index = round), the contestants that
+    failed (with the reason) and the number of rounds discarded.
+    """
+    keys = list(contestants)
+    blocks: dict[str, list[dict]] = {key: [] for key in keys}
+    failed: dict[str, str] = {}
+    discarded = kept = 0
+    while kept < rounds:
+        order = keys[kept % len(keys) :] + keys[: kept % len(keys)]
+        this_round = {}
+        for key in order:
+            if key in failed:
+                continue
+            try:
+                this_round[key] = contestants[key].block()
+            except ContestantFailed as err:
+                failed[key] = str(err)
+            if on_block:
+                on_block(key)
+        if not this_round:
+            break
+        if any((b.get("cpu_wait") or 0) > CONTENDED for b in this_round.values()) and discarded < retries:
+            discarded += 1
+            continue
+        for key, block in this_round.items():
+            blocks[key].append(block)
+        kept += 1
+    return blocks, failed, discarded
+
+
+def summarize_blocks(blocks: list[dict], units: float) -> dict[str, Any]:
+    """Rate per block (``units`` per block ÷ its seconds): median, min, max, and the worst CPU wait."""
+    waits = [b["cpu_wait"] for b in blocks if b.get("cpu_wait") is not None]
+    return summarize([units / b["seconds"] for b in blocks]) | {
+        "cpu_wait": max(waits) if waits else None,
+        "cpu_wait_repeats": [b.get("cpu_wait") for b in blocks],
+    }
+
+
+def paired_ratio(slower: list[dict], faster: list[dict], field: str = "seconds") -> dict[str, Any] | None:
+    """time(slower) ÷ time(faster) over the rounds both have (geometric mean, t interval); None if none."""
+    n = min(len(slower), len(faster))
+    if n == 0:
+        return None
+    out = ratio_interval([b[field] for b in slower[:n]], [b[field] for b in faster[:n]])
+    out["too_wide"] = out["low"] is None or (out["high"] - out["low"]) / 2 > RESOLUTION * out["ratio"]
+    return out
