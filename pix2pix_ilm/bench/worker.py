@@ -20,15 +20,25 @@ from PIL import Image
 
 from pix2pix_ilm.bench.baseline import BaselinePix2Pix, baseline_test, baseline_train_step
 from pix2pix_ilm.bench.options import BASELINE, parse_path
-from pix2pix_ilm.bench.probes import MemoryProbe, summarize, sync, time_steps, undisturbed_repeats
+from pix2pix_ilm.bench.probes import (
+    MemoryProbe,
+    host_syncs,
+    summarize,
+    sync,
+    time_steps,
+    undisturbed_repeats,
+)
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.cpu_speed import RETAIN_MEMORY_ENV, retain_freed_memory
 from pix2pix_ilm.errors import first_line
 
 
 def bench_config(options: dict, norms: list[str], overrides: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig of a job: the benchmark's architecture, one norm pair, one path's overrides."""
-    return TrainConfig(
+    """The TrainConfig of a job: the benchmark's architecture, one norm pair, one path's overrides, and
+    train's automatic settings for the device where the path leaves them open (the default path)."""
+    from pix2pix_ilm.device import resolve_device, with_device_defaults
+
+    config = TrainConfig(
         dataroot="",
         name="bench",
         netG=options["netG"],
@@ -44,6 +54,12 @@ def bench_config(options: dict, norms: list[str], overrides: dict[str, Any]) -> 
         device=options["device"],
         **overrides,
     )
+    return with_device_defaults(config, resolve_device(options["device"]))
+
+
+def path_settings(config: TrainConfig) -> dict[str, Any]:
+    """What a path ran with: the report says it, since "default" depends on the device."""
+    return {"precision": config.precision, "channels_last": config.channels_last, "compile": config.compile}
 
 
 def _set_threads(threads: int | None) -> int:
@@ -104,7 +120,10 @@ def measure_train(job: dict) -> dict:
             retries=options["retries"],
             device=device,
         )
-        return timing | memory.report() | {"threads": torch.get_num_threads()}
+        extra = {"threads": torch.get_num_threads(), "host_syncs_per_step": host_syncs(step, device)}
+        if not is_baseline:  # the eager baseline is fp32, contiguous, uncompiled by construction
+            extra["path_settings"] = path_settings(config)
+        return timing | memory.report() | extra
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -197,6 +216,8 @@ def measure_inference(job: dict) -> dict:
                 "checkpoint_mib": round(checkpoint.stat().st_size / 2**20, 1),
                 "threads": torch.get_num_threads(),
             }
+            if not is_baseline:
+                result["path_settings"] = path_settings(config)
             if count > 1:
                 # per repeat: (time per image, fixed cost of a test run)
                 split = [
