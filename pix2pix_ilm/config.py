@@ -25,7 +25,8 @@ GAN_MODES = ("vanilla", "lsgan", "wgangp")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 DIRECTIONS = ("AtoB", "BtoA")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+TEST_PRECISIONS = ("run", "fp32", "bf16")
 VALIDATION_MODES = ("header", "full")
 LOSS_PLOT_SCALES = ("linear", "log")
 _NATIVE_CONV_HELP = (
@@ -35,6 +36,16 @@ _NATIVE_CONV_HELP = (
 _PROGRESS_HELP = (
     "when stderr is not a terminal (a log file, nohup, CI): seconds between progress lines (count, losses, "
     "it/s, ETA); on a terminal a progress bar is shown instead"
+)
+_PRECISION_HELP = (
+    "fp32, or bf16 autocast (fp32 weights, bf16 convolutions); auto: bf16 on CUDA GPUs with native bf16 "
+    "(compute capability 8.0+, e.g. A100/H100), fp32 on older GPUs and on the CPU (bf16 stays opt-in there). "
+    "config.json records the resolved value, which --continue and test reuse"
+)
+_CHANNELS_LAST_HELP = (
+    "the channels-last memory format for weights and activations (--no-channels-last: the contiguous one); "
+    "default auto: on with CUDA GPUs of compute capability 8.0+, off on older GPUs and on the CPU. "
+    "config.json records the resolved value"
 )
 _VALIDATE_HELP = (
     "check of every image before any work: header (fast: size, A|B shape, and the end marker of each JPEG/PNG, "
@@ -130,11 +141,13 @@ class TrainConfig(DataOptions, NetworkOptions):
     batch_size: int = opt(1, "images per step")
     seed: int = opt(0, "random seed (weights, data order, augmentation, dropout)")
     device: str = opt("auto", "cpu, cuda, cuda:N, or auto (cuda when available)")
-    precision: str = opt(
-        "fp32", "fp32, or bf16 autocast (faster on GPUs and bf16-capable CPUs)", choices=PRECISIONS
+    precision: str = opt("auto", _PRECISION_HELP, choices=PRECISIONS)
+    channels_last: bool | None = opt(None, _CHANNELS_LAST_HELP)
+    compile: bool = opt(
+        False,
+        "torch.compile the generator and discriminator (off by default: tens of seconds to minutes of "
+        "compiling per process, docs/gpu.md)",
     )
-    channels_last: bool = opt(False, "use the channels-last memory format")
-    compile: bool = opt(False, "torch.compile the generator and discriminator")
     native_conv: bool = opt(False, _NATIVE_CONV_HELP)
     sync_batch: bool = opt(False, "with batch norm under torchrun: synchronise statistics across processes")
     print_freq: int = opt(100, "log losses every N iterations")
@@ -182,6 +195,12 @@ class TestConfig:
     )
     batch_size: int = opt(1, "images per forward pass")
     device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
+    precision: str = opt(
+        "run",
+        "run: the precision the run trained with (its config.json), or fp32 / bf16 autocast, e.g. fp32 to "
+        "test on a CPU a run that trained in bf16 on a GPU",
+        choices=TEST_PRECISIONS,
+    )
     native_conv: bool = opt(False, _NATIVE_CONV_HELP)
     seed: int = opt(0, "random seed (only matters with --train-mode-dropout)")
     skip_bad_images: bool = opt(False, "skip images that cannot be decoded instead of stopping")
@@ -215,7 +234,8 @@ def add_dataclass_arguments(
         base, optional = _field_type(hints[f.name])
         kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", "")}
         if base is bool:
-            kwargs["action"] = "store_true"
+            # An optional bool is automatic until set: --flag / --no-flag.
+            kwargs["action"] = argparse.BooleanOptionalAction if optional else "store_true"
             kwargs["default"] = f.default
         else:
             kwargs["type"] = base

@@ -1,12 +1,18 @@
-"""Which torch device a run uses."""
+"""Which torch device a run uses, and the speed settings that follow from it (``--precision auto`` and
+``--channels-last`` left unset). Why these defaults: docs/gpu.md."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 
 from pix2pix_ilm.errors import UsageError
+
+if TYPE_CHECKING:
+    from pix2pix_ilm.config import TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -28,8 +34,36 @@ def torch_at_least(major: int, minor: int) -> bool:
     return (int(parts[0]), int(parts[1])) >= (major, minor)
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` is a CUDA GPU with bf16 (and TF32) tensor cores: compute capability 8.0 or newer.
+
+    Not ``torch.cuda.is_bf16_supported()``: by default it also says yes where bf16 is only emulated (slowly).
+    """
+    if device.type != "cuda":
+        return False
+    major, _ = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
+def with_device_defaults(config: TrainConfig, device: torch.device) -> TrainConfig:
+    """``config`` with its automatic speed settings made concrete for ``device``; explicit values are kept.
+
+    ``precision="auto"`` → ``bf16`` and ``channels_last=None`` → ``True`` on a CUDA GPU with fast bf16
+    (:func:`has_fast_bf16`); ``fp32`` and ``False`` elsewhere, the CPU included (the eager baseline's
+    settings). A resolved config comes back unchanged.
+    """
+    if config.precision != "auto" and config.channels_last is not None:
+        return config
+    fast = has_fast_bf16(device)
+    precision = ("bf16" if fast else "fp32") if config.precision == "auto" else config.precision
+    channels_last = fast if config.channels_last is None else config.channels_last
+    return dataclasses.replace(config, precision=precision, channels_last=channels_last)
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` for ``--precision bf16``; nothing for fp32."""
+    """bf16 autocast on ``device`` for ``--precision bf16``; nothing for fp32 (``auto`` must be resolved)."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    raise ValueError(f"precision {precision!r} is not resolved for a device (see with_device_defaults)")

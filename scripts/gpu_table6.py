@@ -128,8 +128,39 @@ def bench_rates(env: dict[str, str], out: Path, device: str, tiny: bool) -> dict
         cmd, env=env | ({"OMP_NUM_THREADS": "1"} if tiny else {}), check=True, stdout=subprocess.DEVNULL
     )
     data = json.loads(report.read_text())
-    rates = {c: float(data["train"]["default"][key]["median"]) for c, key in BENCH_NORMS.items()}
-    return {"rates": rates, "gpu": data["machine"].get("gpu"), "torch": data["machine"].get("torch")}
+    default = data["train"]["default"]
+    rates = {c: float(default[key]["median"]) for c, key in BENCH_NORMS.items()}
+    syncs = {c: default[key].get("host_syncs_per_step") for c, key in BENCH_NORMS.items()}  # None on CPU
+    settings = next(iter(default.values())).get("path_settings")  # what "default" means on this device
+    machine = data["machine"]
+    return {
+        "rates": rates,
+        "gpu": machine.get("gpu"),
+        "torch": machine.get("torch"),
+        "settings": settings,
+        "host_syncs_per_step": syncs,
+    }
+
+
+def speed_settings(state: dict[str, Any]) -> str:
+    """What the training runs used, from their config.json (train saves the values it resolved)."""
+    seen = set()
+    for run in state["runs"]:
+        path = run_dir(state, run["config"], run["seed"]) / "config.json"
+        if path.is_file():
+            config = json.loads(path.read_text())["config"]
+            seen.add(describe_settings(config))
+    return "; ".join(sorted(seen)) or "unknown (no config.json)"
+
+
+def describe_settings(settings: dict[str, Any] | None) -> str:
+    if not settings:
+        return "unknown"
+    on_off = {True: "on", False: "off"}
+    return (
+        f"precision {settings['precision']}, channels_last {on_off.get(settings['channels_last'])}, "
+        f"compile {on_off.get(settings['compile'])}"
+    )
 
 
 def plan_schedule(rates: dict[str, float], configs: list[str], seeds: list[int], budget_min: float | None):
@@ -282,6 +313,7 @@ def collect(state: dict[str, Any], env: dict[str, str], doc: Path) -> int:
     n_epochs, n_decay = state["schedule"]
     shortened = (n_epochs, n_decay) != PAPER_EPOCHS and not state.get("dry_run")
     bench = state["bench"]
+    syncs = {c: n for c, n in (bench.get("host_syncs_per_step") or {}).items() if n is not None}
     lines = [
         "# Table 6 at paper scale (`--preset paper`) on one GPU, measured",
         "",
@@ -294,8 +326,12 @@ def collect(state: dict[str, Any], env: dict[str, str], doc: Path) -> int:
         "",
         f"- Commit `{state['commit']}`; GPU {bench.get('gpu') or state['device']}, torch {bench.get('torch')}; "
         f"{len(state['runs'])} training processes at once on one device.",
+        f"- Training path (the runs' config.json): {speed_settings(state)}; bench default path: "
+        f"{describe_settings(bench.get('settings'))}.",
         "- Bench (one process, training it/s): "
         + ", ".join(f"{c} {bench['rates'][c]:.2f}" for c in state["configs"])
+        + "; host syncs per step (CUDA only): "
+        + ", ".join(f"{c} {syncs.get(c, 'n/a')}" for c in state["configs"])
         + f"; projected wall time of the paper schedule: {state['projected_full_min']:.1f} min"
         + (f" (budget {state['budget_min']:g} min)." if state.get("budget_min") else "."),
         f"- Wall time: {(state.get('trained_at', started) - state['started']) / 60:.1f} min training "
@@ -391,7 +427,7 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         schedule = (1, 0)
     rates = ", ".join(f"{c} {bench['rates'][c]:.2f} it/s" for c in args.configs)
-    say(f"{device} training speed (one process): {rates}")
+    say(f"{device} training speed (one process): {rates}; {describe_settings(bench['settings'])}")
     say(
         f"projected wall time, paper schedule (100 + 100 epochs, {len(args.configs) * len(args.seeds)} runs): "
         f"{full_min:.1f} min; running {schedule[0]} + {schedule[1]} epochs (~{planned_min:.1f} min)"

@@ -23,6 +23,15 @@ def test_help_of_every_command(command, capsys):
     assert out.startswith(f"usage: pix2pix-ilm {command}") and "--" in out
 
 
+def test_train_help_explains_the_automatic_speed_settings(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--precision {auto,fp32,bf16}" in out and "--channels-last, --no-channels-last" in out
+    assert "auto: bf16 on CUDA GPUs with native bf16 (compute capability 8.0+" in out
+    assert "fp32 on older GPUs and on the CPU" in out and "config.json records the resolved value" in out
+
+
 def test_version_and_overview(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

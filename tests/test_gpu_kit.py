@@ -38,6 +38,10 @@ def test_prepare_then_dry_run_then_status_and_collect(shared_dir: Path, tmp_path
     assert state["dataroot"] == str(kit_dir / "facades")
     document = (out / "table6_paper.md").read_text()
     assert "Dry run" in document and "### Split `paper`" in document and "### Split `test`" in document
+    cpu_path = "precision fp32, channels_last off, compile off"  # on a GPU: what train chose there
+    assert f"Training path (the runs' config.json): {cpu_path}; bench default path: {cpu_path}." in document
+    assert "host syncs per step (CUDA only): in_in n/a," in document
+    assert state["bench"]["settings"] == {"precision": "fp32", "channels_last": False, "compile": False}
     assert "| ILM+IN / ILM+IN |" in document and "105.46" in document
     summary = json.loads((out / "table6.json").read_text())
     assert summary["preset"] == "paper" and summary["preset_options"]["netG"] == "unet_32"

@@ -23,6 +23,9 @@ PATH_FEATURES: dict[str, dict[str, Any]] = {
     "bf16": {"precision": "bf16"},
     "compile": {"compile": True},
 }
+#: A path naming features runs exactly those: the others off, whatever the device's defaults. "default"
+#: (and the ablations, threads=N) leave them to train's automatic choice for the device (docs/gpu.md).
+FEATURES_OFF: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False}
 #: CPU ablations: the default path less one of its CPU settings, to show what each is worth.
 #: native_conv: torch's convolution kernels everywhere (no matrix-product route, see cpu_speed.py);
 #: system_malloc: glibc's default allocator settings (see cpu_speed.py), set through the worker's environment.
@@ -53,12 +56,14 @@ ILM_BASE = {"ilm_in": "instance", "ilm_gn": "group", "ilm_ln": "layer"}
 
 
 def parse_path(name: str) -> tuple[dict[str, Any], int | None]:
-    """``"bf16+channels_last+threads=1"`` → (TrainConfig overrides, thread count or None)."""
+    """``"bf16+channels_last+threads=1"`` → (TrainConfig overrides, thread count or None); a path with
+    features sets every feature field (:data:`FEATURES_OFF`), ``"default"`` none."""
     if name == "default":
         return {}, None
-    overrides: dict[str, Any] = {}
+    parts = name.split("+")
+    overrides: dict[str, Any] = dict(FEATURES_OFF) if any(p in PATH_FEATURES for p in parts) else {}
     threads = None
-    for part in name.split("+"):
+    for part in parts:
         if part.startswith("threads="):
             value = part[len("threads=") :]
             if not value.isdigit() or int(value) < 1:

@@ -9,6 +9,8 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,21 @@ def runqueue_wait_s() -> float | None:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def host_syncs(run: Callable[[], Any], device: torch.device) -> int | None:
+    """How often one call of ``run`` makes the host wait for the GPU, by torch's sync debug mode (it flags
+    every synchronising CUDA call: ``.item()``, blocking copies, ``nonzero``, ...); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 def wait_share(waited_before: float | None, elapsed_s: float) -> float | None:

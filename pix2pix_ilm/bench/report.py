@@ -36,6 +36,15 @@ def _memory(result: dict | None) -> str:
     return f"{result['peak_rss_mib']:.0f}"
 
 
+def _resolved(path: str, per_norm: dict) -> str:
+    """What the default path ran with on this device, e.g. `` [bf16, channels_last]``."""
+    settings = next((r["path_settings"] for r in per_norm.values() if "path_settings" in r), None)
+    if path != "default" or settings is None:
+        return ""
+    parts = [settings["precision"]] + [k for k in ("channels_last", "compile") if settings[k]]
+    return f" [{', '.join(parts)}]"
+
+
 def _table(title: str, section: dict, costs: dict, norm_keys: list[str], unit: str) -> list[str]:
     header = ["path"]
     for key in norm_keys:
@@ -44,7 +53,7 @@ def _table(title: str, section: dict, costs: dict, norm_keys: list[str], unit: s
         header.append("ILM cost")
     rows = [header]
     for path, per_norm in section.items():
-        row = [path + (" (eager)" if path == BASELINE else "")]
+        row = [path + (" (eager)" if path == BASELINE else _resolved(path, per_norm))]
         for key in norm_keys:
             row += [_cell(per_norm.get(key)), _memory(per_norm.get(key))]
         if costs:

@@ -19,15 +19,18 @@ from PIL import Image
 
 from pix2pix_ilm.bench.baseline import BaselinePix2Pix, baseline_test, baseline_train_step
 from pix2pix_ilm.bench.options import BASELINE, parse_path
-from pix2pix_ilm.bench.probes import MemoryProbe, runqueue_wait_s, sync, wait_share
+from pix2pix_ilm.bench.probes import MemoryProbe, host_syncs, runqueue_wait_s, sync, wait_share
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.cpu_speed import retain_freed_memory
 from pix2pix_ilm.errors import first_line
 
 
 def bench_config(options: dict, norms: list[str], overrides: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig of a job: the benchmark's architecture, one norm pair, one path's overrides."""
-    return TrainConfig(
+    """The TrainConfig of a job: the benchmark's architecture, one norm pair, one path's overrides, and
+    train's automatic settings for the device where the path leaves them open (the default path)."""
+    from pix2pix_ilm.device import resolve_device, with_device_defaults
+
+    config = TrainConfig(
         dataroot="",
         name="bench",
         netG=options["netG"],
@@ -43,6 +46,12 @@ def bench_config(options: dict, norms: list[str], overrides: dict[str, Any]) -> 
         device=options["device"],
         **overrides,
     )
+    return with_device_defaults(config, resolve_device(options["device"]))
+
+
+def path_settings(config: TrainConfig) -> dict[str, Any]:
+    """What a path ran with: the report says it, since "default" depends on the device."""
+    return {"precision": config.precision, "channels_last": config.channels_last, "compile": config.compile}
 
 
 def _job_settings(job: dict) -> tuple[dict, torch.device, bool, dict, int | None]:
@@ -72,7 +81,8 @@ class Contestant:
     def __init__(self, job: dict) -> None:
         self.options, self.device, self.is_baseline, self.overrides, self.threads = _job_settings(job)
         self.config = bench_config(self.options, job["norms"], self.overrides)
-        self.extra: dict[str, Any] = {}
+        # the eager baseline is fp32, contiguous, uncompiled by construction
+        self.extra: dict[str, Any] = {} if self.is_baseline else {"path_settings": path_settings(self.config)}
 
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
@@ -129,6 +139,7 @@ class TrainContestant(Contestant):
                 self.step()
             sync(self.device)
             self.extra["warmup_s"] = round(time.perf_counter() - start, 3)
+            self.extra["host_syncs_per_step"] = host_syncs(self.step, self.device)
 
     def _timed(self) -> dict[str, float]:
         start = time.perf_counter()

@@ -177,8 +177,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not sep or key not in fields:
             raise UsageError(f"--set expects KEY=VALUE with a training option as KEY, got {pair!r}")
         base, optional = _field_type(hints[key])
-        if optional and value.lower() in ("", "none"):
-            out[key] = None
+        if optional and value.lower() in ("", "none", *(("auto",) if base is bool else ())):
+            out[key] = None  # for channels_last: auto, train's choice for the device
         elif base is bool:
             if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
                 raise UsageError(f"--set {key}: expected true or false, got {value!r}")

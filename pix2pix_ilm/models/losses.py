@@ -46,7 +46,8 @@ def gradient_penalty(
     """
     if alpha is None:
         alpha = torch.rand(real.shape[0], generator=generator, device=real.device)
-    alpha = alpha.to(device=real.device, dtype=real.dtype).reshape(-1, 1, 1, 1)
+    # non_blocking: a blocking copy from the host would wait for the device at every step.
+    alpha = alpha.to(device=real.device, dtype=real.dtype, non_blocking=True).reshape(-1, 1, 1, 1)
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     scores = discriminator(mixed)
     (grads,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)

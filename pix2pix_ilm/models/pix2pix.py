@@ -21,7 +21,7 @@ from torch import nn
 
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.cpu_speed import set_small_input_matmul
-from pix2pix_ilm.device import autocast, resolve_device, torch_at_least
+from pix2pix_ilm.device import autocast, resolve_device, torch_at_least, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.losses import GANLoss, gradient_penalty
 from pix2pix_ilm.models.networks import networks_from_config
@@ -40,8 +40,9 @@ class Pix2PixModel:
     """G and D with Adam optimizers, the pix2pix step, and ``state_dict`` / ``load_state_dict`` of both."""
 
     def __init__(self, config: TrainConfig, device: torch.device | None = None) -> None:
-        self.config = config
         self.device = device or resolve_device(config.device)
+        # train() resolves (and saves) these already; a config built in code may still say auto.
+        self.config = config = with_device_defaults(config, self.device)
         self.generator, self.discriminator = networks_from_config(config)
         for net in (self.generator, self.discriminator):
             set_small_input_matmul(net, not config.native_conv)

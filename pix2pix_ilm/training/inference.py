@@ -8,6 +8,7 @@ and nothing is flipped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from pix2pix_ilm.config import (
 from pix2pix_ilm.cpu_speed import set_small_input_matmul
 from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, TransformSpec, collate_skipping_none
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
-from pix2pix_ilm.device import autocast, resolve_device
+from pix2pix_ilm.device import autocast, resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.files import atomic_write_text, sync_to_disk
 from pix2pix_ilm.models.networks import generator_from_config, unet_depth
@@ -94,7 +95,10 @@ def load_generator_for_inference(
     set_small_input_matmul(generator, not native_conv)
     counters = state.get("counters")
     counters = {k: int(v) for k, v in counters.items()} if isinstance(counters, dict) else {}
-    return generator.to(resolve_device(device)).eval(), config, counters
+    target = resolve_device(device)
+    # config.json of train holds resolved values; one written by other code may still say auto.
+    config = with_device_defaults(config, target)
+    return generator.to(target).eval(), config, counters
 
 
 def describe_checkpoint(name: str, counters: dict[str, int], total_epochs: int) -> tuple[str, str]:
@@ -113,7 +117,7 @@ def translate(
     generator: nn.Module, real_a: torch.Tensor, config: TrainConfig, train_mode_dropout: bool = False
 ) -> torch.Tensor:
     """G(real_A) on G's device: eval mode unless ``train_mode_dropout`` (pix2pix's test-time dropout);
-    bf16 autocast if the run trained with it."""
+    ``config``'s precision and memory format (the run's, unless ``test --precision`` says otherwise)."""
     device = next(generator.parameters()).device
     generator.train(train_mode_dropout)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -144,6 +148,8 @@ def run_test(options: TestConfig) -> Path:
     generator, config, counters = load_generator_for_inference(
         run_dir, options.epoch, options.device, native_conv=options.native_conv
     )
+    if options.precision != "run":
+        config = dataclasses.replace(config, precision=options.precision)
     folder = phase_folder(options.dataroot, options.phase)
     files = select_files(list_images(folder), parse_subset(options.subset), options.num_test)
     if not files:

@@ -25,7 +25,7 @@ from pix2pix_ilm.data.aligned import (
     epoch_seed,
 )
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
-from pix2pix_ilm.device import resolve_device
+from pix2pix_ilm.device import resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.pix2pix import Pix2PixModel
@@ -49,6 +49,7 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
     # -- set-up: options, processes, data, run folder
     config = checked_run_config(config, explicit)
     dist = Distributed.set_up(resolve_device(config.device))
+    config = with_device_defaults(config, dist.device)  # precision / channels_last: config.json saves these
     dataset = training_dataset(config)
     resume_state = prepare_run_dir(config, may_change_folder=dist.is_main)
     dist.barrier()

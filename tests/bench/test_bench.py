@@ -14,7 +14,7 @@ from torch import nn
 
 from pix2pix_ilm.bench import options, probes, report
 from pix2pix_ilm.bench.baseline import BaselinePix2Pix, baseline_train_step
-from pix2pix_ilm.bench.worker import bench_config
+from pix2pix_ilm.bench.worker import bench_config, path_settings
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.errors import UsageError
@@ -173,9 +173,11 @@ def test_bf16_step_is_close_to_the_eager_baseline(norms):
 def test_paths_and_norms_parse():
     assert options.parse_path("default") == ({}, None)
     assert options.parse_path("bf16+channels_last+threads=1") == (
-        {"precision": "bf16", "channels_last": True},
+        {"precision": "bf16", "channels_last": True, "compile": False},
         1,
     )
+    # A path that names features runs exactly those, whatever the device's defaults are.
+    assert options.parse_path("channels_last")[0] == options.FEATURES_OFF | {"channels_last": True}
     with pytest.raises(UsageError, match="unknown path part 'fp8'"):
         options.parse_path("bf16+fp8")
     with pytest.raises(UsageError, match="positive thread count"):
@@ -194,6 +196,21 @@ def test_paths_and_norms_parse():
     assert {"native_conv", "system_malloc", "threads=1"} <= set(paths)
     assert options.parse_path("native_conv") == ({"native_conv": True}, None)
     assert options.path_unavailable("native_conv", torch.device("cuda")) is not None
+
+
+def test_the_default_path_is_what_train_does_on_the_device(monkeypatch):
+    """The default path takes train's automatic settings for the device; a named path sets every feature."""
+    norms = ["instance", "instance"]
+    cpu = {"precision": "fp32", "channels_last": False, "compile": False}
+    assert path_settings(bench_config(TINY, norms, {})) == cpu
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a faked GPU: nothing runs on it
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    gpu = TINY | {"device": "cuda"}
+    assert path_settings(bench_config(gpu, norms, {})) == cpu | {"precision": "bf16", "channels_last": True}
+    named = options.parse_path("channels_last")[0]
+    assert path_settings(bench_config(gpu, norms, named)) == cpu | {"channels_last": True}
+    named = options.parse_path("compile")[0]
+    assert path_settings(bench_config(gpu, norms, named)) == cpu | {"compile": True}
 
 
 def test_ilm_cost_is_the_time_ratio_of_the_same_path():
@@ -251,8 +268,14 @@ def test_bench_end_to_end_in_process(capsys, tmp_path):
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
     assert json.loads(json_path.read_text()) == report
-    assert "training step" in lines and any(line.startswith("default ") for line in lines)
+    assert "training step" in lines and any(line.startswith("default [fp32] ") for line in lines)
     _check_report(report, ["default"])
+    fp32 = {"precision": "fp32", "channels_last": False, "compile": False}
+    for task in ("train", "inference"):
+        assert all(r["path_settings"] == fp32 for r in report[task]["default"].values())
+        assert all("path_settings" not in r for r in report[task]["baseline"].values())
+    for path in ("baseline", "default"):  # counted on CUDA only (torch's sync debug mode)
+        assert all(r["host_syncs_per_step"] is None for r in report["train"][path].values())
     assert report["settings"]["norms"] == ["instance/instance", "ilm_in/ilm_in"]
     assert set(report["ilm_cost"]["default"]) == {"ilm_in/ilm_in"}
     for path in ("baseline", "default"):

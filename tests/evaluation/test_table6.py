@@ -172,6 +172,11 @@ def test_overrides_are_typed_and_checked():
         "no_flip": True,
         "subset": None,
     }
+    assert parse_overrides(["channels_last=auto", "channels_last=false"]) == {"channels_last": False}
+    assert parse_overrides(["channels_last=auto", "precision=auto"]) == {
+        "channels_last": None,
+        "precision": "auto",
+    }
     with pytest.raises(UsageError, match="KEY=VALUE"):
         parse_overrides(["epochs=3"])
     with pytest.raises(UsageError, match="n_epochs"):

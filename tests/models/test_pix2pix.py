@@ -1,9 +1,10 @@
-"""The pix2pix model's step: --compile under torchrun, also with the WGAN-GP penalty."""
+"""The pix2pix model's step: --compile under torchrun (also with WGAN-GP); the GPU fast path's flow on CPU."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -68,3 +69,80 @@ def test_compile_under_torchrun_and_with_the_gradient_penalty(tmp_path, monkeypa
     for part in ("generator", "discriminator"):
         for key, value in getattr(plain, part).state_dict().items():
             assert torch.allclose(getattr(model, part).state_dict()[key], value, rtol=1e-5, atol=1e-6), key
+
+
+# -- the CUDA fast path's flow, on CPU -----------------------------------------------------------------
+CPU = torch.device("cpu")
+#: Tensor methods that copy a value to the host: on CUDA each one waits for every queued kernel.
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "__index__")
+
+
+def _tiny(**options) -> TrainConfig:
+    """unet_64 (with dropout) at ngf/ndf 4 on 64² images: the whole step in a few tens of ms on one thread."""
+    return TrainConfig(name="c", dataroot="d", netG="unet_64", ngf=4, ndf=4, device="cpu", **options)
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return tuple(torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1 for _ in range(2))
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("norm", ["instance", "ilm_in"])
+def test_bf16_channels_last_step_runs_on_cpu(norm):
+    """The GPU default path (bf16 autocast + channels_last) end to end: fp32 weights, gradients, Adam state
+    and losses; channels-last weights and activations; G's output in bf16; finite losses."""
+    model = Pix2PixModel(_tiny(precision="bf16", channels_last=True, netG_norm=norm, netD_norm=norm), CPU)
+    losses = model.optimize_parameters(*_batch())
+    assert set(losses) == {"G_GAN", "G_L1", "D_real", "D_fake"}
+    for name, value in losses.items():
+        assert value.dtype == torch.float32 and value.shape == () and torch.isfinite(value), name
+    visuals = model.last_visuals
+    assert visuals["fake_B"].dtype == torch.bfloat16 and visuals["real_A"].dtype == torch.float32
+    for name, tensor in visuals.items():
+        assert tensor.shape == (2, 3, 64, 64), name
+        assert tensor.is_contiguous(memory_format=torch.channels_last), name
+    for net, opt in ((model.generator, model.opt_g), (model.discriminator, model.opt_d)):
+        for name, param in net.named_parameters():
+            assert param.dtype == torch.float32 and param.grad.dtype == torch.float32, name
+            if param.dim() == 4:
+                assert param.is_contiguous(memory_format=torch.channels_last), name
+        assert all(s["exp_avg"].dtype == torch.float32 for s in opt.state.values())
+
+
+def test_the_cpu_default_is_the_eager_setting():
+    """An unresolved config (auto) becomes fp32 and contiguous on CPU, as before the automatic defaults."""
+    model = Pix2PixModel(_tiny(), CPU)
+    config = model.config
+    assert (config.precision, config.channels_last, config.compile) == ("fp32", False, False)
+    weight = model.generator.model.model[0].weight
+    assert weight.is_contiguous() and not weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"precision": "bf16", "channels_last": True}, {"gan_mode": "wgangp"}],
+    ids=["default", "bf16+channels_last", "wgangp"],
+)
+def test_a_step_never_reads_a_value_back_to_the_host(monkeypatch, options):
+    """A step only queues device work: no ``.item()``, ``float(t)``, ``if t:``, ``.cpu()`` ... (each would
+    make the host wait for the GPU at every step; the loop reads losses at logged steps only)."""
+    model = Pix2PixModel(_tiny(**options), CPU)
+    real_a, real_b = _batch()
+    model.optimize_parameters(real_a, real_b)  # the first step also creates Adam's state
+    calls: list[str] = []
+
+    def counting(name: str, method):
+        def counted(self, *args, **kwargs):
+            calls.append(name)
+            return method(self, *args, **kwargs)
+
+        return counted
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name, getattr(torch.Tensor, name)))
+    for _ in range(3):
+        model.optimize_parameters(real_a, real_b)
+    monkeypatch.undo()
+    assert calls == []

@@ -369,3 +369,47 @@ def test_losses_are_read_back_only_when_logged(small_facades, tmp_path, monkeypa
     ]
     assert logged == [3, 4, 6, 8]  # 4 images: every 3rd step and each epoch's last
     assert reads == set(logged)
+
+
+def test_unlogged_steps_never_read_a_tensor_back(small_facades, tmp_path, monkeypatch):
+    """The loop's work per step (the step, the reporter, the checkpoint and stop checks) reads no tensor value
+    back to the host except at a logged step: on CUDA every such read waits for the queued kernels. Data
+    loading (host tensors only) is outside the watched calls."""
+    from pix2pix_ilm.models.pix2pix import Pix2PixModel
+    from pix2pix_ilm.training.reporting import Reporter
+    from pix2pix_ilm.training.state import CheckpointSaver
+    from pix2pix_ilm.training.stopping import StopRequest
+    from tests.models.test_pix2pix import HOST_READS
+
+    step = {"number": 0, "watched": False}  # the step in progress; whether a watched call runs
+    reads: set[int] = set()
+
+    def read_counted(method):
+        def counted(self, *args, **kwargs):
+            if step["watched"]:
+                reads.add(step["number"])
+            return method(self, *args, **kwargs)
+
+        return counted
+
+    def watched(method, starts_step: bool = False):
+        def run(self, *args, **kwargs):
+            step["number"] += starts_step
+            step["watched"] = True
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                step["watched"] = False
+
+        return run
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, read_counted(getattr(torch.Tensor, name)))
+    monkeypatch.setattr(Pix2PixModel, "optimize_parameters", watched(Pix2PixModel.optimize_parameters, True))
+    for cls, name in ((Reporter, "step"), (CheckpointSaver, "step"), (StopRequest, "requested")):
+        monkeypatch.setattr(cls, name, watched(getattr(cls, name)))
+    extra = ["--print-freq", "3", "--n-epochs", "2", "--n-epochs-decay", "0", "--precision", "bf16"]
+    assert _train(small_facades, tmp_path / "ckpt", "sync", *extra, "--channels-last") == 0
+    monkeypatch.undo()
+    assert step["number"] == 8
+    assert reads == {3, 4, 6, 8}  # the logged steps: every 3rd and each epoch's last (4 images)

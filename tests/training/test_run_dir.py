@@ -112,3 +112,45 @@ def test_ilm_variant_options_are_saved_resumed_and_used_by_test(trained, pairs, 
     (ckpt / "base" / "config.json").write_text(json.dumps(old))
     _, config, _ = load_generator_for_inference(ckpt / "base", device="cpu")
     assert (config.ilm_init, config.ilm_variance) == ("pix2pix", "biased")
+
+
+def _speed_settings(run) -> tuple[str, bool, bool]:
+    saved = json.loads((run / "config.json").read_text())["config"]
+    return saved["precision"], saved["channels_last"], saved["compile"]
+
+
+def test_resolved_speed_settings_are_saved_kept_by_continue_and_used_by_test(trained, tmp_path, monkeypatch):
+    """config.json holds what --precision auto and an unset --channels-last became on the training device;
+    --continue keeps those values (also on another device), typed flags win, and test reuses them."""
+    from pix2pix_ilm.training import inference
+    from pix2pix_ilm.training.checkpoint import load_checkpoint
+
+    data, ckpt = copy_run(trained, tmp_path)
+    run = ckpt / "base"
+    assert _speed_settings(run) == ("fp32", False, False)  # trained on CPU with the automatic defaults
+
+    payload = json.loads((run / "config.json").read_text())  # as a run trained on a GPU saves them
+    payload["config"].update(precision="bf16", channels_last=True)
+    (run / "config.json").write_text(json.dumps(payload))
+    assert main(train_args(data, ckpt, "base", "--continue", "--n-epochs", "2")) == 0
+    assert _speed_settings(run) == ("bf16", True, False)
+    assert load_checkpoint(run / "latest.pt")["config"]["precision"] == "bf16"
+
+    precisions = []
+    real_translate = inference.translate
+
+    def translate(generator, real_a, config, dropout):
+        precisions.append(config.precision)
+        return real_translate(generator, real_a, config, dropout)
+
+    monkeypatch.setattr(inference, "translate", translate)
+    assert main(args_for_test(data, ckpt, tmp_path / "res")) == 0
+    assert main(args_for_test(data, ckpt, tmp_path / "res", "--precision", "fp32")) == 0
+    assert precisions == ["bf16", "bf16", "fp32", "fp32"]  # two test images each
+
+    typed = ["--continue", "--n-epochs", "3", "--precision", "fp32", "--no-channels-last"]
+    assert main(train_args(data, ckpt, "base", *typed)) == 0
+    assert _speed_settings(run) == ("fp32", False, False)
+    typed = ["--continue", "--n-epochs", "4", "--channels-last", "--precision", "auto"]
+    assert main(train_args(data, ckpt, "base", *typed)) == 0  # auto typed: resolved again, for the CPU
+    assert _speed_settings(run) == ("fp32", True, False)
