@@ -11,12 +11,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from pix2pix_ilm.bench.baseline import BaselinePix2Pix, baseline_test, baseline_train_step
 from pix2pix_ilm.bench.options import BASELINE, parse_path
@@ -24,6 +26,13 @@ from pix2pix_ilm.bench.probes import MemoryProbe, summarize, sync, time_steps, u
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.cpu_speed import RETAIN_MEMORY_ENV, retain_freed_memory
 from pix2pix_ilm.errors import first_line
+
+
+class TrainStep(NamedTuple):
+    """One training step to call, and the modules it runs (for hooks: G, D and the loss modules)."""
+
+    run: Callable[[], Any]
+    modules: list[nn.Module]
 
 
 def bench_config(options: dict, norms: list[str], overrides: dict[str, Any]) -> TrainConfig:
@@ -70,32 +79,35 @@ def _retain_heap_like_the_cli(is_baseline: bool, device: torch.device) -> None:
         retain_freed_memory()
 
 
-def measure_train(job: dict) -> dict:
-    """it/s of one training path for one norm pair (plus peak memory and the warm-up time)."""
+def train_step(options: dict, config: TrainConfig, is_baseline: bool, device: torch.device) -> TrainStep:
+    """The step a training job times: seeded inputs and a fresh model; also the modules it runs (G, D, losses)."""
     from pix2pix_ilm.models.pix2pix import Pix2PixModel
 
+    generator = torch.Generator().manual_seed(options["seed"])
+    shape = (options["batch_size"], 3, options["size"], options["size"])
+    real_a = torch.rand(shape, generator=generator) * 2 - 1
+    real_b = torch.rand(shape, generator=generator) * 2 - 1
+    torch.manual_seed(options["seed"])
+    if is_baseline:
+        nets = BaselinePix2Pix(config, device)
+        modules = [nets.generator, nets.discriminator, nets.criterion_gan, nets.criterion_l1]
+        return TrainStep(lambda: baseline_train_step(nets, real_a, real_b), modules)
+    model = Pix2PixModel(config, device)
+    return TrainStep(
+        lambda: model.optimize_parameters(real_a, real_b),
+        [model.generator, model.discriminator, model.gan_loss],
+    )
+
+
+def measure_train(job: dict) -> dict:
+    """it/s of one training path for one norm pair (plus peak memory and the warm-up time)."""
     options, device, is_baseline, overrides, threads = _job_settings(job)
     _retain_heap_like_the_cli(is_baseline, device)
     previous_threads = _set_threads(threads)
     try:
         config = bench_config(options, job["norms"], overrides)
-        generator = torch.Generator().manual_seed(options["seed"])
-        shape = (options["batch_size"], 3, options["size"], options["size"])
-        real_a = torch.rand(shape, generator=generator) * 2 - 1
-        real_b = torch.rand(shape, generator=generator) * 2 - 1
         memory = MemoryProbe(device)
-        torch.manual_seed(options["seed"])
-        if is_baseline:
-            nets = BaselinePix2Pix(config, device)
-
-            def step() -> Any:
-                return baseline_train_step(nets, real_a, real_b)
-        else:
-            model = Pix2PixModel(config, device)
-
-            def step() -> Any:
-                return model.optimize_parameters(real_a, real_b)
-
+        step = train_step(options, config, is_baseline, device).run
         timing = time_steps(
             step,
             iters=options["iters"],
@@ -212,6 +224,10 @@ def measure_inference(job: dict) -> dict:
 
 
 def run_worker(job: dict) -> dict:
+    if job["task"] == "profile":
+        from pix2pix_ilm.bench.profile import measure_profile  # it builds on this module
+
+        return measure_profile(job)
     measure = measure_train if job["task"] == "train" else measure_inference
     return measure(job)
 
