@@ -272,7 +272,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile-png",
         default=None,
         metavar="PATH",
-        help="with --profile: also draw ms per class as a bar chart in this PNG (needs matplotlib)",
+        help="with --profile: also draw ms per class as a bar chart in this PNG",
     )
     parser.add_argument(
         "--profile-md",

@@ -108,8 +108,8 @@ def conv_flops(module: nn.modules.conv._ConvNd, x: torch.Tensor, out: torch.Tens
     Forward: 2·|W|·N·P, with |W| = C_out·C_in/groups·k_h·k_w and P the output positions H_out·W_out
     (a transposed convolution: the input positions H_in·W_in, each spreads one k_h×k_w patch). Backward:
     the same again for the input's gradient when the input requires one, and again for the weight's when the
-    weight requires one (the first layer of a net gets no input gradient; D's frozen weights in the G step
-    get none). Bias gradients (a sum, no multiply) are not counted.
+    weight requires one: G's first layer, and D's first layer in the D step (its input is detached), get no
+    input gradient; D's frozen weights in the G step get none. Bias gradients (a sum) are not counted.
     """
     spatial = module.weight.dim() - 2
     batch = x.shape[0] if x.dim() == spatial + 2 else 1
@@ -267,9 +267,10 @@ def profile_steps(step: TrainStep, steps: int, device: torch.device) -> dict[str
     }
 
 
-def data_loading(config: TrainConfig, batches: int) -> dict[str, Any]:
+def data_loading(config: TrainConfig, batches: int, device: torch.device) -> dict[str, Any]:
     """ms per batch of the real training data path (``epoch_batches``: DataLoader, AlignedDataset decode,
-    resize, random crop and flip, to tensor, collate) on synthetic facades-like JPEGs; one batch of warm-up."""
+    resize, random crop and flip, to tensor, collate; pinned memory on CUDA) on synthetic facades-like JPEGs;
+    one batch of warm-up."""
     from pix2pix_ilm.training.distributed import Distributed
     from pix2pix_ilm.training.loop import epoch_batches, training_dataset
     from pix2pix_ilm.training.state import Counters
@@ -280,7 +281,7 @@ def data_loading(config: TrainConfig, batches: int) -> dict[str, Any]:
         _write_inference_inputs(Path(tmp) / "train", (batches + 1) * config.batch_size, half)
         data_config = dataclasses.replace(config, dataroot=tmp, phase="train", load_size=load_size)
         dataset = training_dataset(data_config)
-        loader = epoch_batches(dataset, data_config, Counters(), Distributed(0, 1, torch.device("cpu")))
+        loader = epoch_batches(dataset, data_config, Counters(), Distributed(0, 1, device))
         next(loader)
         start = time.perf_counter()
         count = sum(1 for _ in loader)
@@ -313,7 +314,7 @@ def measure_profile(job: dict) -> dict[str, Any]:
             device=device,
         )
         result = profile_steps(step, options["iters"], device)
-        result |= data_loading(config, max(2, options["iters"]))
+        result |= data_loading(config, max(2, options["iters"]), device)
         return result | {
             "step_ms": 1000 / timing["median"],
             "step_ms_range": [1000 / timing["max"], 1000 / timing["min"]],

@@ -1,16 +1,17 @@
-"""The ``bench --profile`` report: convolution GFLOP/s against the matmul peak, the table, markdown, bar chart.
+"""The ``bench --profile`` report: convolution GFLOP/s against the matmul peak, the table, markdown, bar chart
+(drawn with Pillow, ``viz/plots.py``).
 
 The measurement is ``profile.py``; the rules and the arithmetic: docs/bench.md ("Per-operation profile").
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from pix2pix_ilm.bench.options import CONTENDED, norm_label
 from pix2pix_ilm.bench.profile import ADAM, CLASSES, DATA, OUTSIDE, UNATTRIBUTED
 from pix2pix_ilm.bench.report import align_columns
+from pix2pix_ilm.viz.plots import render_bars, save_png
 
 CLASS_LABELS = {
     "conv": "convolution",
@@ -173,46 +174,19 @@ def profile_markdown(report: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_profile_png(report: dict, path: Path) -> bool:
-    """A horizontal bar chart of ms per step per class, one bar per profiled job; False, with a message, when
-    matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(
-            "[bench] matplotlib is not installed, no --profile-png figure (pip install 'pix2pix-ilm[plot]')",
-            file=sys.stderr,
-        )
-        return False
+def write_profile_png(report: dict, path: Path) -> None:
+    """A horizontal bar chart of ms per step per row (unattributed left out), one bar per profiled job."""
     results = {name: r for name, r in _results(report).items() if "rows" in r}
     keys = [
         (k, label)
         for k, label in ROWS
         if k != UNATTRIBUTED and any(_row_ms(r, k) > 0 for r in results.values())
     ]
-    height = 0.8 / max(1, len(results))
-    fig, ax = plt.subplots(figsize=(9, 0.22 * len(keys) * max(1, len(results)) + 1.2))
-    for i, (name, result) in enumerate(results.items()):
-        positions = [n + i * height for n in range(len(keys))]
-        ax.barh(
-            positions,
-            [_row_ms(result, k) for k, _ in keys],
-            height,
-            label=f"{name} ({result['iteration_ms']:.0f} ms)",
-        )
-    ax.set_yticks(
-        [n + height * (len(results) - 1) / 2 for n in range(len(keys))], [label for _, label in keys]
+    series = {
+        f"{name} (iteration {r['iteration_ms']:.1f} ms)": [_row_ms(r, k) for k, _ in keys]
+        for name, r in results.items()
+    }
+    title = _heading(report)[0].replace("pix2pix-ilm bench --profile: ", "")
+    save_png(
+        render_bars([label for _, label in keys], series, title, "ms per training step"), path, fsync=False
     )
-    ax.invert_yaxis()
-    ax.set_xlabel("ms per training step")
-    ax.set_title(_heading(report)[0].replace("pix2pix-ilm bench --profile: ", ""), fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True

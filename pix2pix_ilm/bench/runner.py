@@ -144,6 +144,6 @@ def run_profile(args: argparse.Namespace) -> dict:
         Path(args.profile_md).parent.mkdir(parents=True, exist_ok=True)
         Path(args.profile_md).write_text(profile_markdown(report, _profile_command(options, norms, paths)))
     if args.profile_png:
-        report["png"] = args.profile_png if write_profile_png(report, Path(args.profile_png)) else None
+        write_profile_png(report, Path(args.profile_png))
     _emit_json(report, args.json)
     return report
