@@ -168,10 +168,28 @@ def summarize_blocks(blocks: list[dict], units: float) -> dict[str, Any]:
 
 
 def paired_ratio(slower: list[dict], faster: list[dict], field: str = "seconds") -> dict[str, Any] | None:
-    """time(slower) ÷ time(faster) over the rounds both have (geometric mean, t interval); None if none."""
-    n = min(len(slower), len(faster))
-    if n == 0:
+    """time(slower) ÷ time(faster) over the rounds both have (geometric mean, t interval); None if none.
+
+    Rounds with a non-positive time are left out (a derived time, such as the per-image time of two test
+    runs' difference, can come out ≤ 0 when the runs are tiny and noisy)."""
+    pairs = [
+        (a[field], b[field]) for a, b in zip(slower, faster, strict=False) if a[field] > 0 and b[field] > 0
+    ]
+    if not pairs:
         return None
-    out = ratio_interval([b[field] for b in slower[:n]], [b[field] for b in faster[:n]])
+    out = ratio_interval([a for a, _ in pairs], [b for _, b in pairs])
     out["too_wide"] = out["low"] is None or (out["high"] - out["low"]) / 2 > RESOLUTION * out["ratio"]
     return out
+
+
+def measure_once(job: dict, in_process: bool) -> dict[str, Any]:
+    """A job measured alone (``bench --profile``): one block, then the contestant's own figures; or its error."""
+    try:
+        contestant: Timed = InProcessContestant(job) if in_process else RemoteContestant(job)
+    except ContestantFailed as err:
+        return {"error": str(err)}
+    try:
+        return contestant.block() | contestant.finish()
+    except ContestantFailed as err:
+        contestant.close()
+        return {"error": str(err)}

@@ -192,6 +192,24 @@ def select_paths(text: str | None, device: torch.device) -> tuple[list[str], dic
     return paths, skipped
 
 
+def select_profile_paths(text: str | None) -> list[str]:
+    """The paths ``--profile`` profiles: ``default`` unless ``--paths`` names others (``baseline`` included);
+    a compiled step runs as one graph, so its time cannot be told apart per module."""
+    if text is None:
+        return ["default"]
+    paths: list[str] = []
+    for name in (p.strip() for p in text.split(",") if p.strip()):
+        if name != BASELINE and parse_path(name)[0].get("compile"):
+            raise UsageError(
+                f"--profile: path {name!r} uses torch.compile, whose ops cannot be told apart per module"
+            )
+        if name not in paths:
+            paths.append(name)
+    if not paths:
+        raise UsageError("--profile: give at least one path, e.g. --paths default")
+    return paths
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=256, help="image size (default: 256)")
     parser.add_argument("--netG", default="unet_256", help="generator (default: unet_256)")
@@ -251,5 +269,26 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-matmul",
         action="store_true",
         help="skip the fp32/bf16/fp16 matrix-product probe (minutes on a CPU without fp16 units)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the benchmark, profile the training step of each --norms pair (and --paths path; "
+        "default: the default path only) with torch.profiler: ms per step per operation class, forward and "
+        "backward (convolutions with their GFLOP/s against the fp32 matmul peak, IN, ILM, other norms, "
+        "activations, concat/copies, loss, other), Adam, Python between ops, data loading; uses --iters, "
+        "--warmup, --repeats; see docs/bench.md",
+    )
+    parser.add_argument(
+        "--profile-png",
+        default=None,
+        metavar="PATH",
+        help="with --profile: also draw ms per class as a bar chart in this PNG",
+    )
+    parser.add_argument(
+        "--profile-md",
+        default=None,
+        metavar="PATH",
+        help="with --profile: also write the table and its summary lines as a markdown fragment to this file",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)

@@ -116,14 +116,20 @@ def summarize(rates: list[float]) -> dict:
     }
 
 
-def matmul_rates(device: torch.device, budget_s: float = 0.05) -> dict[str, float]:
+MATMUL_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def matmul_rates(
+    device: torch.device, budget_s: float = 0.05, dtypes: tuple[str, ...] = tuple(MATMUL_DTYPES)
+) -> dict[str, float]:
     """GFLOP/s of one square matrix product per dtype on ``device``: what the hardware gives each precision.
 
     The size grows from 256 until one product takes ``budget_s`` (at most 2048 on CPU, 8192 on GPU), so a
     dtype without hardware support (bf16 at 0.1 GFLOP/s on some CPUs) costs a second, not minutes."""
     largest = 2048 if device.type == "cpu" else 8192
     rates = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+    for name in dtypes:
+        dtype = MATMUL_DTYPES[name]
         size = 256
         while True:
             a = torch.randn(size, size, device=device).to(dtype)
@@ -143,8 +149,11 @@ def matmul_rates(device: torch.device, budget_s: float = 0.05) -> dict[str, floa
     return rates
 
 
-def machine_info(device: torch.device, matmul: bool = True) -> dict:
-    """The machine, versions and (unless ``matmul`` is False) the matrix-product rates of ``device``."""
+def machine_info(
+    device: torch.device, matmul: bool = True, dtypes: tuple[str, ...] = tuple(MATMUL_DTYPES)
+) -> dict:
+    """The machine, versions and (unless ``matmul`` is False) the matrix-product rates of ``device`` in
+    ``dtypes``."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -164,7 +173,7 @@ def machine_info(device: torch.device, matmul: bool = True) -> dict:
         "commit": _git_commit(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "matmul_gflops": matmul_rates(device) if matmul else None,
+        "matmul_gflops": matmul_rates(device, dtypes=dtypes) if matmul else None,
     }
     with contextlib.suppress(OSError):
         info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]

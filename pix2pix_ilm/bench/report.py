@@ -45,6 +45,19 @@ def _resolved(path: str, per_norm: dict) -> str:
     return f" [{', '.join(parts)}]"
 
 
+def align_columns(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as text lines: the first column left-aligned, the others right-aligned, a rule under the
+    first row (the header)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in range(1, len(row))]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
 def _table(title: str, section: dict, costs: dict, norm_keys: list[str], unit: str) -> list[str]:
     header = ["path"]
     for key in norm_keys:
@@ -59,13 +72,7 @@ def _table(title: str, section: dict, costs: dict, norm_keys: list[str], unit: s
         if costs:
             row.append(", ".join(format_interval(v) for v in costs.get(path, {}).values()) or "-")
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [title]
-    for n, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in range(1, len(row))]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = [title, *align_columns(rows)]
     errors = [
         f"  {path} {norm_label(key)}: {result['error']}"
         for path, per_norm in section.items()

@@ -9,13 +9,14 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from pix2pix_ilm.bench.baseline import BaselinePix2Pix, baseline_test, baseline_train_step
 from pix2pix_ilm.bench.options import BASELINE, parse_path
@@ -23,6 +24,13 @@ from pix2pix_ilm.bench.probes import MemoryProbe, host_syncs, runqueue_wait_s, s
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.cpu_speed import retain_freed_memory
 from pix2pix_ilm.errors import first_line
+
+
+class TrainStep(NamedTuple):
+    """One training step to call, and the modules it runs (for hooks: G, D and the loss modules)."""
+
+    run: Callable[[], Any]
+    modules: list[nn.Module]
 
 
 def bench_config(options: dict, norms: list[str], overrides: dict[str, Any]) -> TrainConfig:
@@ -113,38 +121,46 @@ class Contestant:
         """Free what the set-up made (temporary files)."""
 
 
+def train_step(options: dict, config: TrainConfig, is_baseline: bool, device: torch.device) -> TrainStep:
+    """The step a training job times: seeded inputs and a fresh model; also the modules it runs (G, D, losses)."""
+    from pix2pix_ilm.models.pix2pix import Pix2PixModel
+
+    generator = torch.Generator().manual_seed(options["seed"])
+    shape = (options["batch_size"], 3, options["size"], options["size"])
+    real_a = torch.rand(shape, generator=generator) * 2 - 1
+    real_b = torch.rand(shape, generator=generator) * 2 - 1
+    torch.manual_seed(options["seed"])
+    if is_baseline:
+        nets = BaselinePix2Pix(config, device)
+        modules = [nets.generator, nets.discriminator, nets.criterion_gan, nets.criterion_l1]
+        return TrainStep(lambda: baseline_train_step(nets, real_a, real_b), modules)
+    model = Pix2PixModel(config, device)
+    return TrainStep(
+        lambda: model.optimize_parameters(real_a, real_b),
+        [model.generator, model.discriminator, model.gan_loss],
+    )
+
+
 class TrainContestant(Contestant):
     """Blocks of ``iters`` training steps of one path (the project's step, or the eager baseline)."""
 
     def __init__(self, job: dict) -> None:
-        from pix2pix_ilm.models.pix2pix import Pix2PixModel
-
         super().__init__(job)
         _retain_heap_like_the_cli(self.is_baseline, self.device)
         with self._threads():
-            generator = torch.Generator().manual_seed(self.options["seed"])
-            shape = (self.options["batch_size"], 3, self.options["size"], self.options["size"])
-            real_a = torch.rand(shape, generator=generator) * 2 - 1
-            real_b = torch.rand(shape, generator=generator) * 2 - 1
             self.memory = MemoryProbe(self.device)
-            torch.manual_seed(self.options["seed"])
-            if self.is_baseline:
-                nets = BaselinePix2Pix(self.config, self.device)
-                self.step = lambda: baseline_train_step(nets, real_a, real_b)
-            else:
-                model = Pix2PixModel(self.config, self.device)
-                self.step = lambda: model.optimize_parameters(real_a, real_b)
+            self.step = train_step(self.options, self.config, self.is_baseline, self.device)
             start = time.perf_counter()
             for _ in range(self.options["warmup"]):
-                self.step()
+                self.step.run()
             sync(self.device)
             self.extra["warmup_s"] = round(time.perf_counter() - start, 3)
-            self.extra["host_syncs_per_step"] = host_syncs(self.step, self.device)
+            self.extra["host_syncs_per_step"] = host_syncs(self.step.run, self.device)
 
     def _timed(self) -> dict[str, float]:
         start = time.perf_counter()
         for _ in range(self.options["iters"]):
-            self.step()
+            self.step.run()
         sync(self.device)
         return {"seconds": time.perf_counter() - start}
 
@@ -244,6 +260,11 @@ class InferenceContestant(Contestant):
 
 
 def make_contestant(job: dict) -> Contestant:
+    """The contestant of a job's task: ``train``, ``inference`` or ``profile`` (bench/profile.py)."""
+    if job["task"] == "profile":
+        from pix2pix_ilm.bench.profile import ProfileContestant  # it builds on this module
+
+        return ProfileContestant(job)
     return TrainContestant(job) if job["task"] == "train" else InferenceContestant(job)
 
 

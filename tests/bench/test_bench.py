@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from pix2pix_ilm.bench import options, probes, report
+from pix2pix_ilm.bench import options, probes
 from pix2pix_ilm.bench.baseline import BaselinePix2Pix, baseline_train_step
 from pix2pix_ilm.bench.worker import bench_config, path_settings
 from pix2pix_ilm.cli import main
@@ -213,23 +213,6 @@ def test_the_default_path_is_what_train_does_on_the_device(monkeypatch):
     assert path_settings(bench_config(gpu, norms, named)) == cpu | {"compile": True}
 
 
-def test_ilm_cost_is_the_time_ratio_of_the_same_path():
-    section = {"default": {"instance/instance": {"median": 2.0}, "ilm_in/ilm_in": {"median": 1.6}}}
-    assert report.ilm_costs(section) == {"default": {"ilm_in/ilm_in": pytest.approx(1.25)}}
-
-
-def test_disturbed_repeats_are_made_again(monkeypatch):
-    """A repeat whose threads waited for a CPU (other processes running) is discarded, up to ``retries``."""
-    waits = iter([0.0, 0.0, 0.0, 0.5, 0.5, 1.0])  # seconds waited so far, read before and after each repeat
-    monkeypatch.setattr(probes, "runqueue_wait_s", lambda: next(waits))
-    monkeypatch.setattr(probes.time, "perf_counter", iter(range(100)).__next__)  # every repeat takes 1 s
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    values, contention = probes.undisturbed_repeats(lambda: "value", repeats=2, retries=1)
-    # repeat 1 clean; repeat 2 waited 0.5 s of 1 s: discarded; its retry waited 0.5 s too but retries ran out
-    assert values == ["value", "value"]
-    assert contention == {"cpu_wait": 0.5, "cpu_wait_repeats": [0.0, 0.5], "discarded": 1}
-
-
 def _check_report(report: dict, paths: list[str]) -> None:
     assert set(report) >= {"machine", "settings", "train", "inference", "ilm_cost", "inference_ilm_cost"}
     assert {"cpu", "torch", "threads", "device"} <= set(report["machine"])
@@ -241,11 +224,15 @@ def _check_report(report: dict, paths: list[str]) -> None:
             assert "error" not in result, result
             assert {"median", "min", "max", "ratio", "peak_rss_mib"} <= set(result)
             assert result["min"] <= result["median"] <= result["max"]
+            assert result["rounds"] == int(report["settings"]["repeats"])
+            if path != "baseline":  # the paired ratio of the same rounds, with its interval
+                interval = result["ratio_interval"]
+                assert interval["ratio"] == result["ratio"] and interval["n"] == result["rounds"]
     assert report["train"]["baseline"]["instance/instance"]["ratio"] == 1.0
 
 
 TINY_BENCH = ["bench", "--size", "32", "--netG", "unet_32", "--ngf", "4", "--ndf", "4"]
-TINY_BENCH += ["--iters", "2", "--warmup", "1", "--repeats", "1"]
+TINY_BENCH += ["--iters", "2", "--warmup", "1", "--repeats", "2"]
 
 
 def test_bench_end_to_end_in_process(capsys, tmp_path):

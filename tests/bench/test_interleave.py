@@ -1,0 +1,102 @@
+"""Interleaved rounds: the order rotates, disturbed rounds are made again, failures are kept apart, and the
+paired ratios and their intervals are the numbers computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pix2pix_ilm.bench import interleave
+from pix2pix_ilm.bench.interleave import ContestantFailed, RemoteContestant, paired_ratio, run_rounds
+from pix2pix_ilm.bench.runner import _ilm_costs
+
+
+class Scripted:
+    """A contestant whose blocks are given in advance; it logs the order in which it was asked."""
+
+    def __init__(self, name: str, blocks: list[dict], log: list[str]) -> None:
+        self.name, self.blocks, self.log = name, list(blocks), log
+
+    def block(self) -> dict:
+        self.log.append(self.name)
+        if not self.blocks:
+            raise ContestantFailed(f"{self.name} died")
+        return self.blocks.pop(0)
+
+    def finish(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def _blocks(*seconds: float, wait: float = 0.0) -> list[dict]:
+    return [{"seconds": s, "cpu_wait": wait} for s in seconds]
+
+
+def test_rounds_rotate_the_order_and_keep_blocks_per_round():
+    log: list[str] = []
+    contestants = {k: Scripted(k, _blocks(1, 2, 3), log) for k in "abc"}
+    kept, failed, discarded = run_rounds(contestants, rounds=3, retries=0)
+    assert log == list("abc" + "bca" + "cab")  # each contestant goes first once
+    assert kept == {k: _blocks(1, 2, 3) for k in "abc"} and failed == {} and discarded == 0
+
+
+def test_a_disturbed_round_is_made_again_up_to_the_retries():
+    log: list[str] = []
+    a = Scripted("a", _blocks(1) + _blocks(9, wait=0.5) + _blocks(2) + _blocks(8, wait=0.5), log)
+    b = Scripted("b", _blocks(1, 9, 2, 3), log)
+    kept, _, discarded = run_rounds({"a": a, "b": b}, rounds=3, retries=1)
+    # round 2 waited for a CPU half of its time: dropped for both; the next disturbed one is kept (no retries left)
+    assert discarded == 1
+    assert [blk["seconds"] for blk in kept["a"]] == [1, 2, 8]
+    assert [blk["seconds"] for blk in kept["b"]] == [1, 2, 3]
+
+
+def test_a_failing_contestant_is_recorded_and_the_others_go_on():
+    log: list[str] = []
+    kept, failed, _ = run_rounds(
+        {"ok": Scripted("ok", _blocks(1, 1, 1), log), "bad": Scripted("bad", _blocks(1), log)}, 3, 0
+    )
+    assert failed == {"bad": "bad died"}
+    assert len(kept["ok"]) == 3 and len(kept["bad"]) == 1  # the rounds it took part in stay paired
+
+
+def test_paired_ratio_is_the_geometric_mean_with_a_t_interval():
+    slow, fast = _blocks(2.0, 3.3, 4.4), _blocks(1.0, 3.0, 4.0)
+    logs = [math.log(2.0), math.log(1.1), math.log(1.1)]
+    mean = sum(logs) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / 2)
+    half = 4.302652729911275 * sd / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    out = paired_ratio(slow, fast)
+    assert out["ratio"] == pytest.approx(math.exp(mean))
+    assert (out["low"], out["high"]) == (
+        pytest.approx(math.exp(mean - half)),
+        pytest.approx(math.exp(mean + half)),
+    )
+    assert out["n"] == 3 and out["too_wide"]
+    steady = paired_ratio(_blocks(1.01, 1.02, 1.01, 1.02), _blocks(1.0, 1.0, 1.0, 1.0))
+    assert steady["low"] < steady["ratio"] < steady["high"] < 1.03 and not steady["too_wide"]
+    one = paired_ratio(_blocks(2.0), _blocks(1.0))
+    assert one["ratio"] == pytest.approx(2.0) and one["low"] is None and one["too_wide"]
+    assert paired_ratio([], _blocks(1.0)) is None
+
+
+def test_ilm_cost_pairs_the_same_rounds_and_pools_the_baseline_over_groups():
+    plain, ilm = "instance/instance", "ilm_in/ilm_in"
+    groups = [
+        {("baseline", plain): _blocks(1.0), ("baseline", ilm): _blocks(1.2), ("x", plain): _blocks(1.0)},
+        {("baseline", plain): _blocks(2.0), ("baseline", ilm): _blocks(2.4), ("y", ilm): _blocks(5.0)},
+    ]
+    costs = _ilm_costs(groups, [plain, ilm])
+    assert set(costs) == {"baseline"}  # x and y lack the other norm pair
+    assert costs["baseline"][ilm]["ratio"] == pytest.approx(1.2) and costs["baseline"][ilm]["n"] == 2
+
+
+def test_a_worker_that_cannot_start_reports_why(monkeypatch):
+    job = {"task": "train", "path": "default", "norms": ["instance", "no_such_norm"], "options": {}}
+    with pytest.raises(ContestantFailed) as err:
+        RemoteContestant(job)
+    assert "Error" in str(err.value)
+    assert interleave.measure_once(job, in_process=False)["error"] == str(err.value)
