@@ -268,7 +268,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-matmul",
         action="store_true",
-        help="skip the fp32/bf16/fp16 matrix-product probe (minutes on a CPU without fp16 units)",
+        help="skip the machine probes: the fp32/bf16/fp16 matrix-product rates and the memory-copy bandwidth",
     )
     parser.add_argument(
         "--profile",

@@ -149,6 +149,21 @@ def matmul_rates(
     return rates
 
 
+def memory_bandwidth(device: torch.device, mib: int = 256) -> float:
+    """GB/s of one large fp32 copy on ``device`` (bytes read + written ÷ time, median of 3 after a warm-up):
+    the rate that bounds memory-bound work such as Adam, norms and elementwise ops."""
+    source = torch.ones(mib * 2**20 // 4, device=device)
+    target = torch.empty_like(source)
+    times = []
+    for _ in range(4):
+        sync(device)
+        start = time.perf_counter()
+        target.copy_(source)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return round(2 * source.numel() * 4 / statistics.median(times[1:]) / 1e9, 1)
+
+
 def machine_info(
     device: torch.device, matmul: bool = True, dtypes: tuple[str, ...] = tuple(MATMUL_DTYPES)
 ) -> dict:
@@ -174,6 +189,7 @@ def machine_info(
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "matmul_gflops": matmul_rates(device, dtypes=dtypes) if matmul else None,
+        "copy_gbps": memory_bandwidth(device) if matmul else None,
     }
     with contextlib.suppress(OSError):
         info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]

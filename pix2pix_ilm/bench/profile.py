@@ -299,7 +299,9 @@ class ProfileContestant(TrainContestant):
 
     def block(self) -> dict:
         timed = []
-        for _ in range(self.options["repeats"]):  # a loop: super() does not work in a comprehension before 3.12
+        for _ in range(
+            self.options["repeats"]
+        ):  # a loop: super() does not work in a comprehension before 3.12
             timed.append(super().block())
         timing = summarize_blocks(timed, self.options["iters"])
         with self._threads():

@@ -146,7 +146,9 @@ def _heading(report: dict) -> list[str]:
         f"machine: {machine['cpu']} ({machine['threads']} torch threads), device {machine['device']}"
         + (f" ({machine['gpu']})" if machine.get("gpu") else "")
         + f", torch {machine['torch']}, commit {machine.get('commit')}, load average {machine.get('loadavg_start')}",
-        f"fp32 matrix-product peak: {f'{peak:g} GFLOP/s' if peak else 'not measured (--no-matmul)'}; "
+        f"fp32 matrix-product peak: {f'{peak:g} GFLOP/s' if peak else 'not measured (--no-matmul)'}"
+        + (f", memory copy {machine['copy_gbps']:g} GB/s" if machine.get("copy_gbps") else "")
+        + "; "
         f"{s['iters']} profiled steps after {s['warmup']} warm-up and {s['repeats']} x {s['iters']} unprofiled",
     ]
 

@@ -96,7 +96,8 @@ def format_report(report: dict) -> str:
         + (f" ({machine['gpu']})" if machine.get("gpu") else "")
         + f", torch {machine['torch']}, load average {machine.get('loadavg_start')} -> {machine.get('loadavg_end')}",
         "matrix product GFLOP/s: "
-        + ", ".join(f"{k} {v:g}" for k, v in (machine.get("matmul_gflops") or {}).items()),
+        + ", ".join(f"{k} {v:g}" for k, v in (machine.get("matmul_gflops") or {}).items())
+        + (f"; memory copy {machine['copy_gbps']:g} GB/s" if machine.get("copy_gbps") else ""),
         f"{settings['warmup']} warm-up steps, then {settings['repeats']} interleaved rounds: in each, every "
         f"contestant of a group (the baseline and one path, each norm pair) times {settings['iters']} steps in turn",
         "rate: median [min-max] over rounds; xbase = baseline time / path time and ILM cost = ILM time / plain "

@@ -308,3 +308,8 @@ def test_matmul_rates_stop_growing_at_the_time_budget() -> None:
     rates = probes.matmul_rates(torch.device("cpu"), budget_s=0.0)
     assert set(rates) == {"fp32", "bf16", "fp16"}
     assert all(rate > 0 and math.isfinite(rate) for rate in rates.values())
+
+
+def test_memory_bandwidth_is_a_positive_rate() -> None:
+    rate = probes.memory_bandwidth(torch.device("cpu"), mib=8)
+    assert rate > 0 and math.isfinite(rate)
