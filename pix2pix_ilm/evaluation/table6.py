@@ -41,7 +41,7 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
     Configuration("IN / IN", "in_in", "instance", "instance"),
     Configuration("ILM+IN / IN", "ilmin_in", "ilm_in", "instance"),
     Configuration("ILM+IN / ILM+IN", "ilmin_ilmin", "ilm_in", "ilm_in"),
-    # Our ablation: ILM as in the authors' code (PyTorch's init of W1-W3, unbiased standardisation).
+    # Our ablations: ILM as in the authors' code (PyTorch's init of W1-W3, unbiased standardisation).
     Configuration(
         "ILM+IN / IN, authors' ILM code",
         "ilmin_in_authors",
@@ -49,6 +49,14 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
         "instance",
         {"ilm_init": "pytorch", "ilm_variance": "unbiased"},
         paper="ilmin_in",
+    ),
+    Configuration(
+        "ILM+IN / ILM+IN, authors' ILM code",
+        "ilmin_ilmin_authors",
+        "ilm_in",
+        "ilm_in",
+        {"ilm_init": "pytorch", "ilm_variance": "unbiased"},
+        paper="ilmin_ilmin",
     ),
 )
 DEFAULT_CONFIGS = ("in_in", "ilmin_in", "ilmin_ilmin")
