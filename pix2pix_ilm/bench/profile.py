@@ -9,7 +9,6 @@ means: docs/bench.md ("Per-operation profile"); the table and the figure: ``prof
 from __future__ import annotations
 
 import dataclasses
-import math
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -23,6 +22,7 @@ from torch.autograd import DeviceType
 from torch.autograd.profiler_util import FunctionEvent
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from pix2pix_ilm.bench.flops import conv_flops
 from pix2pix_ilm.bench.interleave import summarize_blocks
 from pix2pix_ilm.bench.options import parse_path
 from pix2pix_ilm.bench.probes import sync
@@ -94,24 +94,6 @@ def classified_modules(roots: Iterable[nn.Module]) -> Iterable[tuple[nn.Module, 
             yield module, cls
         else:
             stack.extend(list(module.children())[::-1])
-
-
-def conv_flops(module: nn.modules.conv._ConvNd, x: torch.Tensor, out: torch.Tensor) -> tuple[int, int]:
-    """(forward, backward) FLOPs of one convolution call, counted as the direct algorithm does them.
-
-    Forward: 2·|W|·N·P, with |W| = C_out·C_in/groups·k_h·k_w and P the output positions H_out·W_out
-    (a transposed convolution: the input positions H_in·W_in, each spreads one k_h×k_w patch). Backward:
-    the same again for the input's gradient when the input requires one, and again for the weight's when the
-    weight requires one: G's first layer, and D's first layer in the D step (its input is detached), get no
-    input gradient; D's frozen weights in the G step get none. Bias gradients (a sum) are not counted.
-    """
-    spatial = module.weight.dim() - 2
-    batch = x.shape[0] if x.dim() == spatial + 2 else 1
-    positions = math.prod((x if module.transposed else out).shape[-spatial:])
-    forward = 2 * module.weight.numel() * batch * positions
-    if not (torch.is_grad_enabled() and out.requires_grad):
-        return forward, 0
-    return forward, forward * (int(x.requires_grad) + int(module.weight.requires_grad))
 
 
 class ModuleRanges:

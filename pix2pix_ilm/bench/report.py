@@ -82,6 +82,27 @@ def _table(title: str, section: dict, costs: dict, norm_keys: list[str], unit: s
     return lines + (["failures:", *errors] if errors else [])
 
 
+def roofline_lines(report: dict) -> list[str]:
+    """Per path and norm pair: convolution GFLOP per step × it/s ÷ the fp32 matrix-product rate."""
+    peak = (report["machine"].get("matmul_gflops") or {}).get("fp32")
+    lines = []
+    for path, per_norm in report["train"].items():
+        for key, result in per_norm.items():
+            if "conv_gflop_per_step" not in result or "median" not in result:
+                continue
+            rate = result["conv_gflop_per_step"] * result["median"]
+            share = f" = {rate / peak:.0%} of the fp32 matrix-product rate" if peak else ""
+            low, high = (
+                result["conv_gflop_per_step"] * result["min"],
+                result["conv_gflop_per_step"] * result["max"],
+            )
+            lines.append(
+                f"  {path} {norm_label(key)}: {result['conv_gflop_per_step']:.2f} conv GFLOP/step x "
+                f"{result['median']:.3f} it/s = {rate:.1f} GFLOP/s{share} (blocks {low:.1f}-{high:.1f})"
+            )
+    return ["roofline (convolution FLOPs only; docs/bench.md):", *lines] if lines else []
+
+
 def format_report(report: dict) -> str:
     machine, settings = report["machine"], report["settings"]
     norm_keys = settings["norms"]
@@ -109,6 +130,7 @@ def format_report(report: dict) -> str:
         "",
     ]
     lines += _table("training step", report["train"], report["ilm_cost"], norm_keys, "it/s")
+    lines += roofline_lines(report)
     if report["skipped_paths"]:
         lines.append(
             "not applicable here: " + "; ".join(f"{k} ({v})" for k, v in report["skipped_paths"].items())

@@ -19,6 +19,7 @@ from PIL import Image
 from torch import nn
 
 from pix2pix_ilm.bench.baseline import BaselinePix2Pix, baseline_test, baseline_train_step
+from pix2pix_ilm.bench.flops import step_conv_gflop
 from pix2pix_ilm.bench.options import BASELINE, parse_path
 from pix2pix_ilm.bench.probes import MemoryProbe, host_syncs, runqueue_wait_s, sync, wait_share
 from pix2pix_ilm.config import TrainConfig
@@ -156,6 +157,8 @@ class TrainContestant(Contestant):
             sync(self.device)
             self.extra["warmup_s"] = round(time.perf_counter() - start, 3)
             self.extra["host_syncs_per_step"] = host_syncs(self.step.run, self.device)
+            flops = step_conv_gflop(self.step.run, self.step.modules)
+            self.extra["conv_gflop_per_step"] = round(flops["fwd"] + flops["bwd"], 4)
 
     def _timed(self) -> dict[str, float]:
         start = time.perf_counter()
