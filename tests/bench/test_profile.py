@@ -16,21 +16,10 @@ from pix2pix_ilm.bench.profile import UNATTRIBUTED
 from pix2pix_ilm.bench.profile_report import add_figures, format_profile, write_profile_png
 from pix2pix_ilm.cli import main
 
+from .test_bench import TINY as BENCH_TINY
+
 CPU = torch.device("cpu")
-TINY = {
-    "size": 32,
-    "netG": "unet_32",
-    "netD": "basic",
-    "ngf": 4,
-    "ndf": 4,
-    "batch_size": 1,
-    "seed": 0,
-    "device": "cpu",
-    "iters": 2,
-    "warmup": 1,
-    "repeats": 1,
-    "retries": 0,
-}
+TINY = BENCH_TINY | {"batch_size": 1, "iters": 2, "warmup": 1, "repeats": 1, "retries": 0}
 TINY_ARGS = ["--size", "32", "--netG", "unet_32", "--ngf", "4", "--ndf", "4", "--iters", "2", "--warmup", "1"]
 # Forward FLOPs per sample, 2·|W|·positions per layer (positions: output pixels; input pixels for a transposed
 # convolution). unet_32, ngf 4, 32² input; (down, up) per level from the outside in:
