@@ -1,6 +1,6 @@
 """``bench --profile``: where one training step's time goes, per operation class, and its convolution FLOPs.
 
-One job (:func:`measure_profile`) runs in a ``bench --worker`` process like every measurement: the step's
+One job (:class:`ProfileContestant`) runs in a ``bench --worker`` process like every measurement: the step's
 unprofiled time, then ``--iters`` steps under ``torch.profiler`` with module hooks that name each module's
 ops, then the real data path's time per batch. The attribution rules, the FLOP formula and what "% of peak"
 means: docs/bench.md ("Per-operation profile"); the table and the figure: ``profile_report.py``.
