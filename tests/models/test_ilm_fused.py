@@ -1,0 +1,63 @@
+"""The fused ILM+IN (K = 1) gives ILMNorm's general graph's numbers, forward and every gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pix2pix_ilm.models.ilm_fused import ILMInstanceK1
+from pix2pix_ilm.models.norms import ILMNorm
+
+SHAPES = [(2, 8, 4, 4), (1, 8, 1, 1), (2, 16, 3, 5)]
+
+
+def _layer(channels: int, variance: str) -> ILMNorm:
+    torch.manual_seed(0)
+    layer = ILMNorm(channels, key_group_size=1, variance=variance).double()
+    layer.reset_meta_parameters()  # PyTorch's init: a meta-network whose output depends on the input
+    with torch.no_grad():
+        layer.weight_bias.add_(0.1 * torch.randn(channels, dtype=torch.double))
+        layer.bias_bias.add_(0.1 * torch.randn(channels, dtype=torch.double))
+    return layer
+
+
+def _run(layer: ILMNorm, x: torch.Tensor, grad: torch.Tensor, fused: bool) -> list[torch.Tensor]:
+    layer.fused = fused
+    layer.zero_grad()
+    x.grad = None
+    out = layer(x)
+    (out * grad).sum().backward()
+    return [out.detach(), x.grad.clone(), *(p.grad.clone() for p in layer.parameters())]
+
+
+@pytest.mark.parametrize("variance", ["biased", "unbiased"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fused_equals_the_general_graph(shape, variance):
+    layer = _layer(shape[1], variance)
+    x = torch.randn(shape, dtype=torch.double, requires_grad=True)
+    grad = torch.randn(shape, dtype=torch.double)
+    for fused, general in zip(_run(layer, x, grad, True), _run(layer, x, grad, False), strict=True):
+        torch.testing.assert_close(fused, general, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("variance", ["biased", "unbiased"])
+def test_fused_backward_passes_gradcheck(variance):
+    layer = _layer(6, variance)
+    x = torch.randn(2, 6, 3, 3, dtype=torch.double, requires_grad=True)
+    params = (layer.encoder.weight, layer.mean_decoder.weight, layer.var_decoder.weight)
+    params += (layer.weight_bias, layer.bias_bias)
+    unbiased = variance == "unbiased"
+    assert torch.autograd.gradcheck(lambda *t: ILMInstanceK1.apply(*t, layer.eps, unbiased), (x, *params))
+
+
+def test_the_fused_path_is_taken_only_where_it_applies():
+    x = torch.randn(1, 8, 4, 4)
+    assert ILMNorm(8, key_group_size=1)._fused(x)
+    assert not ILMNorm(8, key_group_size=2)._fused(x)  # key groups of several channels
+    assert not ILMNorm(8, "group", key_group_size=1, num_groups=4)._fused(x)
+    assert not ILMNorm(8, key_group_size=1, mean_activation="identity")._fused(x)
+    assert not ILMNorm(8, key_group_size=1)._fused(x.to(memory_format=torch.channels_last))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not ILMNorm(8, key_group_size=1)._fused(x)
+    out = ILMNorm(8, key_group_size=1)(x)
+    out.relu_()  # a new tensor: the next layer's in-place activation is allowed
