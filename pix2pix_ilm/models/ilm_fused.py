@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 class ILMInstanceK1(torch.autograd.Function):
@@ -47,6 +48,7 @@ class ILMInstanceK1(torch.autograd.Function):
         return out  # a new tensor, not a view: the next layer's in-place activation may modify it
 
     @staticmethod
+    @once_differentiable  # the saved intermediates do not carry their own graph: no silent 2nd-order errors
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         centred, mean, key_var, hidden, encoded, d_mean, d_var, omega, rstd, w1, w2, w3 = ctx.saved_tensors
         n, divisor = ctx.n, ctx.divisor

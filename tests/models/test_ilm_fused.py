@@ -61,3 +61,44 @@ def test_the_fused_path_is_taken_only_where_it_applies():
         assert not ILMNorm(8, key_group_size=1)._fused(x)
     out = ILMNorm(8, key_group_size=1)(x)
     out.relu_()  # a new tensor: the next layer's in-place activation is allowed
+
+
+def test_a_second_derivative_is_refused_not_wrong():
+    layer = _layer(4, "biased")
+    x = torch.randn(1, 4, 3, 3, dtype=torch.double, requires_grad=True)
+    (grad_x,) = torch.autograd.grad(layer(x).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad_x.sum().backward()
+
+
+def test_wgangp_keeps_the_general_graph_in_d_and_its_penalty_matches():
+    """The gradient penalty differentiates D twice, so D's ILM layers use the general graph there."""
+    import dataclasses
+
+    from pix2pix_ilm.config import TrainConfig
+    from pix2pix_ilm.models.pix2pix import Pix2PixModel
+
+    config = TrainConfig(
+        name="w", dataroot="d", netG="unet_32", ngf=4, ndf=4, load_size=36, crop_size=32, device="cpu",
+        netG_norm="ilm_in", netD_norm="ilm_in", gan_mode="wgangp", no_dropout=True,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    real_a, real_b = (torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1 for _ in range(2))
+    torch.manual_seed(1)
+    model = Pix2PixModel(config, torch.device("cpu"))
+    d_layers = [m for m in model.discriminator.modules() if isinstance(m, ILMNorm)]
+    assert d_layers and not any(m.fused for m in d_layers)
+    assert all(m.fused for m in model.generator.modules() if isinstance(m, ILMNorm))
+    losses = model.optimize_parameters(real_a, real_b)
+    torch.manual_seed(1)
+    reference = Pix2PixModel(dataclasses.replace(config), torch.device("cpu"))
+    for m in reference.generator.modules():
+        if isinstance(m, ILMNorm):
+            m.fused = False
+    expected = reference.optimize_parameters(real_a, real_b)
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name], value, rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(
+        model.discriminator.parameters(), reference.discriminator.parameters(), strict=True
+    ):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)  # the penalty's second-order gradients
