@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pix2pix_ilm.bench.interleave import paired_ratio, run_rounds  # noqa: E402
+from pix2pix_ilm.bench.interleave import RemoteContestant, paired_ratio, run_rounds  # noqa: E402
 
 # Runs in the worker process, with one checkout first on sys.path; answers "block" lines like bench --worker.
 WORKER = r"""
@@ -52,37 +52,10 @@ for line in sys.stdin:
 """
 
 
-class Side:
-    """One checkout's worker process."""
-
-    def __init__(self, checkout: str, options: dict) -> None:
-        import subprocess
-
-        code = WORKER.replace("CHECKOUT", repr(str(Path(checkout).resolve()))).replace(
-            "OPTIONS", repr(options)
-        )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()  # type: ignore[union-attr]
-        if not line:
-            raise SystemExit(f"worker ended (exit code {self.proc.wait()})")
-        return json.loads(line)
-
-    def block(self) -> dict:
-        self.proc.stdin.write("block\n")  # type: ignore[union-attr]
-        self.proc.stdin.flush()  # type: ignore[union-attr]
-        return self._read()
-
-    def finish(self) -> dict:
-        return {}
-
-    def close(self) -> None:
-        self.proc.stdin.close()  # type: ignore[union-attr]
-        self.proc.wait()
+def side(checkout: str, options: dict) -> RemoteContestant:
+    """One checkout's worker process, spoken to like a bench contestant."""
+    code = WORKER.replace("CHECKOUT", repr(str(Path(checkout).resolve()))).replace("OPTIONS", repr(options))
+    return RemoteContestant({}, command=[sys.executable, "-c", code])
 
 
 def main() -> None:
@@ -98,10 +71,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12)
     args = parser.parse_args()
     options = {k: getattr(args, k) for k in ("size", "netG", "ngf", "norm", "iters", "warmup")}
-    sides = {"old": Side(args.old, options), "new": Side(args.new, options)}
+    sides = {"old": side(args.old, options), "new": side(args.new, options)}
     blocks, _, _ = run_rounds(sides, args.rounds, retries=0)
-    for side in sides.values():
-        side.close()
+    for worker in sides.values():
+        worker.close()
     ratio = paired_ratio(blocks["new"], blocks["old"])
     rates = {k: [round(options["iters"] / b["seconds"], 3) for b in v] for k, v in blocks.items()}
     print(json.dumps({"options": options, "it_s_per_round": rates, "time_new_over_old": ratio}))

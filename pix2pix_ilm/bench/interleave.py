@@ -12,13 +12,15 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Hashable
+from typing import Any, Protocol, TypeVar
 
 from pix2pix_ilm.bench.probes import CONTENDED, summarize
 from pix2pix_ilm.cpu_speed import RETAIN_MEMORY_ENV
 from pix2pix_ilm.errors import first_line
 from pix2pix_ilm.stats import ratio_interval
+
+Key = TypeVar("Key", bound=Hashable)
 
 #: half-width of a ratio's interval above which it cannot tell a 2 % difference: marked "too wide to judge"
 RESOLUTION = 0.02
@@ -35,14 +37,15 @@ class Timed(Protocol):
 
 
 class RemoteContestant:
-    """A contestant served by its own ``python -m pix2pix_ilm bench --worker JOB`` process (see worker.serve)."""
+    """A contestant served by its own process: ``python -m pix2pix_ilm bench --worker JOB`` (worker.serve), or
+    ``command`` when given (any program that answers the same protocol, e.g. scripts/compare_commits.py)."""
 
-    def __init__(self, job: dict) -> None:
+    def __init__(self, job: dict, command: list[str] | None = None) -> None:
         env = dict(os.environ)
-        if "system_malloc" in job["path"].split("+"):
+        if "system_malloc" in job.get("path", "").split("+"):
             env[RETAIN_MEMORY_ENV] = "0"
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in close())
-        cmd = [sys.executable, "-m", "pix2pix_ilm", "bench", "--worker", json.dumps(job)]
+        cmd = command or [sys.executable, "-m", "pix2pix_ilm", "bench", "--worker", json.dumps(job)]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env
         )
@@ -52,10 +55,9 @@ class RemoteContestant:
             raise ContestantFailed(first["error"])
 
     def _read(self) -> dict:
+        """The next JSON object the process prints (other lines, e.g. a library's, are skipped)."""
         assert self.proc.stdout is not None
-        for (
-            line
-        ) in self.proc.stdout:  # skip anything a library printed; the protocol's lines are JSON objects
+        for line in self.proc.stdout:
             with contextlib.suppress(json.JSONDecodeError):
                 answer = json.loads(line)
                 if isinstance(answer, dict):
@@ -68,11 +70,9 @@ class RemoteContestant:
 
     def _ask(self, command: str) -> dict:
         assert self.proc.stdin is not None
-        try:
+        with contextlib.suppress(BrokenPipeError):  # the process ended: _read says why
             self.proc.stdin.write(command + "\n")
             self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # _read reports why the process ended
         return self._read()
 
     def block(self) -> dict:
@@ -120,11 +120,8 @@ class InProcessContestant:
 
 
 def run_rounds(
-    contestants: dict[str, Timed],
-    rounds: int,
-    retries: int,
-    on_block: Callable[[str], None] | None = None,
-) -> tuple[dict[str, list[dict]], dict[str, str], int]:
+    contestants: dict[Key, Timed], rounds: int, retries: int
+) -> tuple[dict[Key, list[dict]], dict[Key, str], int]:
     """``rounds`` rounds; in each, every live contestant times one block, the order rotating by one per round.
 
     A round in which some block waited for a CPU more than ``CONTENDED`` of its time is made again, at most
@@ -132,8 +129,8 @@ def run_rounds(
     failed (with the reason) and the number of rounds discarded.
     """
     keys = list(contestants)
-    blocks: dict[str, list[dict]] = {key: [] for key in keys}
-    failed: dict[str, str] = {}
+    blocks: dict[Key, list[dict]] = {key: [] for key in keys}
+    failed: dict[Key, str] = {}
     discarded = kept = 0
     while kept < rounds:
         order = keys[kept % len(keys) :] + keys[: kept % len(keys)]
@@ -145,8 +142,6 @@ def run_rounds(
                 this_round[key] = contestants[key].block()
             except ContestantFailed as err:
                 failed[key] = str(err)
-            if on_block:
-                on_block(key)
         if not this_round:
             break
         if any((b.get("cpu_wait") or 0) > CONTENDED for b in this_round.values()) and discarded < retries:

@@ -183,15 +183,9 @@ def _run_group(
 ) -> tuple[dict[Key, list[dict]], int]:
     """The rounds of one group: blocks per contestant and the number of rounds made again. A contestant that
     fails is replaced by its error in ``started``."""
-    live = {f"{p}|{n}": c for (p, n) in keys if not isinstance(c := started[(p, n)], str)}
-    got, failed, discarded = run_rounds(live, options["repeats"], options["retries"])
-    for label, reason in failed.items():
-        path, norms = label.split("|")
-        started[(path, norms)] = reason
-    blocks = {}
-    for label, kept in got.items():
-        path, norms = label.split("|")
-        blocks[(path, norms)] = kept
+    live = {key: c for key in keys if not isinstance(c := started[key], str)}
+    blocks, failed, discarded = run_rounds(live, options["repeats"], options["retries"])
+    started.update(failed)
     units = options["iters"] if task == "train" else options["images"]
     rates = ", ".join(
         f"{p} {norm_label(n)} {statistics.median(units / b['seconds'] for b in kept):.3f}/s"

@@ -3,6 +3,7 @@ process: set up and warmed up once, then timing one block at a time when the run
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import io
 import json
@@ -80,7 +81,7 @@ def _retain_heap_like_the_cli(is_baseline: bool, device: torch.device) -> None:
         retain_freed_memory()
 
 
-class Contestant:
+class Contestant(abc.ABC):
     """One path × norm pair, set up and warmed up, timing one block at a time when asked.
 
     ``block()`` returns ``{"seconds": wall time of the block, "cpu_wait": share of it this process's threads
@@ -103,8 +104,11 @@ class Contestant:
         finally:
             torch.set_num_threads(previous)
 
+    memory: MemoryProbe  # set by each kind once its set-up is done, so the peak is the measurement's
+
+    @abc.abstractmethod
     def _timed(self) -> dict[str, float]:
-        raise NotImplementedError
+        """One block: ``{"seconds": ...}`` and whatever else the kind measures per block."""
 
     def block(self) -> dict:
         with self._threads():
@@ -114,11 +118,9 @@ class Contestant:
             return result
 
     def finish(self) -> dict:
-        with self._threads():
-            threads = torch.get_num_threads()
-        return self.memory.report() | self.extra | {"threads": threads}
+        return self.memory.report() | self.extra | {"threads": self.threads or torch.get_num_threads()}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: only kinds that made temporary files override it)
         """Free what the set-up made (temporary files)."""
 
 

@@ -100,3 +100,20 @@ def test_a_worker_that_cannot_start_reports_why(monkeypatch):
         RemoteContestant(job)
     assert "Error" in str(err.value)
     assert interleave.measure_once(job, in_process=False)["error"] == str(err.value)
+
+
+def test_any_program_that_speaks_the_protocol_is_a_contestant():
+    """scripts/compare_commits.py runs another checkout's step through this: ready, then one answer a block."""
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "print('a library says hello')\n"
+        "print(json.dumps({'ready': True}), flush=True)\n"
+        "for n, line in enumerate(sys.stdin, 1):\n"
+        "    print(json.dumps({'seconds': float(n), 'cpu_wait': None}), flush=True)\n"
+    )
+    contestant = RemoteContestant({}, command=[sys.executable, "-c", code])
+    kept, failed, _ = run_rounds({("x", "y"): contestant}, rounds=2, retries=0)
+    contestant.close()
+    assert failed == {} and [b["seconds"] for b in kept[("x", "y")]] == [1.0, 2.0]
