@@ -2,8 +2,9 @@
 
 * :class:`Conv2d` / :class:`ConvTranspose2d`: drop-in subclasses (same parameters and state-dict keys) that
   run a weight-heavy convolution on a small input as ``unfold`` / matrix product / ``fold`` on CPU, because
-  oneDNN copies the weights into its blocked layout at every call. Results agree with the native kernels to
-  float32 rounding. :func:`set_small_input_matmul` turns the route on or off for a network (``--native-conv``).
+  oneDNN copies the weights into its blocked layout at every call (and the input gradient of a thin product
+  is taken in the layout MKL runs fast, ``THIN_COLUMNS``). Results agree with the native kernels to float32
+  rounding. :func:`set_small_input_matmul` turns the route on or off for a network (``--native-conv``).
 * :func:`retain_freed_memory`: glibc ``mallopt`` so big freed buffers stay in the heap instead of being
   unmapped and page-faulted in again at every step. It changes the whole process, so the library never
   calls it: the command line opts in (unless ``PIX2PIX_ILM_RETAIN_MEMORY=0``), a Python caller chooses.
@@ -17,6 +18,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,34 @@ from torch import nn
 # wins from a weight/input size ratio of about 16 (e.g. 512→512 conv at 16×16: 20 → 9 ms) and loses below
 # about 8 (256→512 conv at 32×32: 13 → 15 ms).
 MATMUL_WEIGHT_RATIO = 16
+
+
+# Below this many columns, the fp32 product of a transposed weight matrix with a thin matrix ran 6-7x slower
+# (MKL, AVX2) than the transpose of the product the other way round, which reads the weights in their stored
+# layout: weightᵀ (8192×512) @ 4 columns 14.4 ms, (4 rows @ weight)ᵀ 2.1 ms; from 16 columns on, equal. In
+# unet_256 that is the 512→512 convolution at 4×4: backward 17.4 → 6.3 ms (bench --profile's layer table).
+THIN_COLUMNS = 16
+
+
+class _WeightColumns(torch.autograd.Function):
+    """``weight @ columns`` (the convolution route), its input gradient weightᵀ @ g computed as (gᵀ @ weight)ᵀ
+    when g is thin."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx: Any, weight: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(weight, columns)
+        return weight @ columns
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        weight, columns = ctx.saved_tensors
+        grad_weight = grad @ columns.t() if ctx.needs_input_grad[0] else None
+        grad_columns = None
+        if ctx.needs_input_grad[1]:
+            grad_columns = (grad.t() @ weight).t() if grad.shape[1] < THIN_COLUMNS else weight.t() @ grad
+        return grad_weight, grad_columns
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -63,7 +93,7 @@ class Conv2d(_SmallInputMatmul, nn.Conv2d):
         cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))  # N, C·kh·kw, L
         # One product for the whole batch: (out_c, C·kh·kw) @ (C·kh·kw, N·L).
         cols = cols.transpose(0, 1).reshape(cols.shape[1], n * out_h * out_w)
-        out = self.weight.reshape(out_c, -1) @ cols
+        out = _WeightColumns.apply(self.weight.reshape(out_c, -1), cols)
         if self.bias is not None:
             out = out + self.bias.unsqueeze(1)
         return out.reshape(out_c, n, out_h, out_w).transpose(0, 1)

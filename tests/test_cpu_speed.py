@@ -91,6 +91,14 @@ def test_route_matches_torch(cls, options, batch, size, any_size):
     _check_same(layer, x)
 
 
+@pytest.mark.parametrize("thin_columns", [0, 10**9])
+def test_both_layouts_of_the_input_gradient_match_torch(monkeypatch, thin_columns):
+    """The input gradient of the product, as weightᵀ @ g (wide) or (gᵀ @ weight)ᵀ (thin), for the same case."""
+    monkeypatch.setattr(cpu_speed, "THIN_COLUMNS", thin_columns)
+    layer = _make(Conv2d, in_channels=32, out_channels=32, kernel_size=4, stride=2, padding=1)
+    _check_same(layer, torch.randn(1, 32, 4, 4, generator=torch.Generator().manual_seed(3)))
+
+
 def test_channels_last_input_takes_the_route_too():
     layer = _make(Conv2d, in_channels=32, out_channels=32, kernel_size=4, stride=2, padding=1)
     x = torch.randn(2, 32, 4, 4).contiguous(memory_format=torch.channels_last)

@@ -30,6 +30,11 @@ FEATURES_OFF: dict[str, Any] = {"precision": "fp32", "channels_last": False, "co
 #: native_conv: torch's convolution kernels everywhere (no matrix-product route, see cpu_speed.py);
 #: system_malloc: glibc's default allocator settings (see cpu_speed.py), set through the worker's environment.
 ABLATIONS: dict[str, dict[str, Any]] = {"native_conv": {"native_conv": True}, "system_malloc": {}}
+#: Block and round counts when --iters / --repeats are not given. Benchmark: one-step blocks, many rounds (on
+#: the shared 2-core VM, 32 rounds of 1 step resolved the ILM cost to ±0.5 %, 8 rounds of 4 steps to ±3 %:
+#: docs/bench.md). Profile: the profiled steps, and blocks timed unprofiled for the step time.
+BENCH_DEFAULTS = {"iters": 1, "repeats": 24}
+PROFILE_DEFAULTS = {"iters": 3, "repeats": 3}
 #: Paths measured when --paths is not given (those not applicable on the device are left out).
 DEFAULT_PATHS = (
     "default",
@@ -141,7 +146,11 @@ def norm_label(key: str) -> str:
 
 
 def options_from_args(args: argparse.Namespace, device: torch.device) -> dict:
-    for name in ("size", "ngf", "ndf", "iters", "repeats", "batch_size", "images"):
+    defaults = PROFILE_DEFAULTS if getattr(args, "profile", False) else BENCH_DEFAULTS
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("size", "ngf", "ndf", "iters", "repeats", "infer_repeats", "batch_size", "images"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0 or args.retries < 0:
@@ -162,6 +171,7 @@ def options_from_args(args: argparse.Namespace, device: torch.device) -> dict:
         "iters": args.iters,
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "infer_repeats": args.infer_repeats,
         "batch_size": args.batch_size,
         "images": args.images,
         "retries": args.retries,
@@ -238,15 +248,29 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     parser.add_argument(
-        "--iters", type=int, default=4, help="steps per block: each contestant's turn in a round (default: 4)"
+        "--iters",
+        type=int,
+        default=None,
+        help=f"steps per block: each contestant's turn in a round; short blocks pair the contestants closely in "
+        f"time, so the machine's drift cancels better (default: {BENCH_DEFAULTS['iters']}; "
+        f"{PROFILE_DEFAULTS['iters']} with --profile)",
     )
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (default: 3)")
     parser.add_argument(
         "--repeats",
         type=int,
-        default=6,
-        help="interleaved rounds: in each, the baseline and one path (every norm pair) time one block in turn; "
-        "ratios get a 95%% interval over the rounds, so more rounds give narrower intervals (default: 6)",
+        default=None,
+        help="interleaved rounds of the training benchmark: in each, the baseline and one path (every norm "
+        "pair) time one block in turn; ratios get a 95%% interval over the rounds, so more rounds give "
+        f"narrower intervals (default: {BENCH_DEFAULTS['repeats']}; with --profile: blocks timed unprofiled, "
+        f"default {PROFILE_DEFAULTS['repeats']})",
+    )
+    parser.add_argument(
+        "--infer-repeats",
+        type=int,
+        default=8,
+        help="interleaved rounds of the inference benchmark; its blocks are whole test runs, seconds each "
+        "(default: 8)",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="training batch size (default: 1)")
     parser.add_argument("--images", type=int, default=16, help="images per inference repeat (default: 16)")

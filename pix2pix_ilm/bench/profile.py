@@ -22,6 +22,7 @@ from torch.autograd import DeviceType
 from torch.autograd.profiler_util import FunctionEvent
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from pix2pix_ilm.bench.conv_layers import measure_layers
 from pix2pix_ilm.bench.flops import conv_flops
 from pix2pix_ilm.bench.interleave import summarize_blocks
 from pix2pix_ilm.bench.options import parse_path
@@ -272,7 +273,8 @@ def data_loading(config: TrainConfig, batches: int, device: torch.device) -> dic
 
 class ProfileContestant(TrainContestant):
     """A profile job: its one block is the unprofiled step time (median of ``--repeats`` blocks of ``--iters``
-    steps), the profiled rows (:func:`profile_steps`, ``--iters`` steps) and the data path (:func:`data_loading`)."""
+    steps), the profiled rows (:func:`profile_steps`, ``--iters`` steps), the data path (:func:`data_loading`)
+    and every convolution call timed alone (conv_layers.py)."""
 
     def __init__(self, job: dict) -> None:
         if parse_path(job["path"])[0].get("compile"):
@@ -289,6 +291,9 @@ class ProfileContestant(TrainContestant):
         with self._threads():
             result = profile_steps(self.step, self.options["iters"], self.device)
             result |= data_loading(self.config, max(2, self.options["iters"]), self.device)
+            # train_step lists G and D first
+            networks = dict(zip(("G", "D"), self.step.modules[:2], strict=True))
+            result["conv_layers"] = measure_layers(self.step.run, networks, self.device)
             threads = torch.get_num_threads()
         return result | {
             "step_ms": 1000 / timing["median"],

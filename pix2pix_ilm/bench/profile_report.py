@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pix2pix_ilm.bench.conv_layers import layer_table
 from pix2pix_ilm.bench.options import CONTENDED, norm_label
 from pix2pix_ilm.bench.profile import ADAM, CLASSES, DATA, OUTSIDE, UNATTRIBUTED
 from pix2pix_ilm.bench.report import align_columns
@@ -153,26 +154,62 @@ def _heading(report: dict) -> list[str]:
     ]
 
 
+def layer_lines(name: str, result: dict, peak: float | None) -> tuple[str, list[list[str]], str] | None:
+    """The per-layer convolution account of one job: its title, table and summary; None if not measured."""
+    rows = result.get("conv_layers")
+    if not rows:
+        return None
+    title = (
+        f"{name}: convolution layers, each distinct call timed alone (best of 5; forward, and backward with the "
+        f"gradients the step takes; % of the fp32 matmul peak); ms/step = calls x (fwd + bwd)"
+    )
+    table = layer_table(rows, peak)
+    total = sum(r["ms"] for r in rows)
+    summary = f"{name}: the convolutions timed alone take {total:.1f} ms per step"
+    if "rows" in result:
+        profiled = _row_ms(result, "conv fwd") + _row_ms(result, "conv bwd")
+        summary += f" (in the profiled step: {profiled:.1f} ms)"
+    if peak:
+        lost = sorted(rows, key=lambda r: r["ms"] - 1000 * r["gflop"] / peak, reverse=True)[:3]
+        summary += "; most time lost against the peak in: " + "; ".join(
+            f"{r['layer']} ({r['ms'] - 1000 * r['gflop'] / peak:.1f} ms)" for r in lost
+        )
+    return title, table, summary
+
+
 def format_profile(report: dict) -> str:
-    """The readable report: heading, one table with a column group per profiled job, the summaries."""
+    """The readable report: heading, one table with a column group per profiled job, the summaries, and
+    each job's convolution layers."""
     results = _results(report)
     lines = [*_heading(report), "", *align_columns(table_rows(results)), ""]
     for name, result in results.items():
         lines += summary_lines(name, result)
+    for name, result in results.items():
+        if layers := layer_lines(name, result, fp32_peak(report["machine"])):
+            title, table, summary = layers
+            lines += ["", title, *align_columns(table), summary]
     return "\n".join(lines)
 
 
+def _markdown_table(rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(rows[0]) - 1)) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows[1:]),
+    ]
+
+
 def profile_markdown(report: dict, command: str) -> str:
-    """A markdown fragment for docs/performance.md: the heading lines, the table, the summaries."""
+    """A markdown fragment for docs/performance.md: the heading lines, the table, the summaries, the layers."""
     results = _results(report)
     rows = table_rows(results)
     lines = [f"<!-- {command} -->", "", *(f"{line}  " for line in _heading(report)), ""]
-    lines += [
-        "| " + " | ".join(rows[0]) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(rows[0]) - 1)) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    lines += _markdown_table(rows)
     lines += ["", *(f"* {line}" for name, result in results.items() for line in summary_lines(name, result))]
+    for name, result in results.items():
+        if layers := layer_lines(name, result, fp32_peak(report["machine"])):
+            title, table, summary = layers
+            lines += ["", f"{title}:", "", *_markdown_table(table), "", f"* {summary}"]
     return "\n".join(lines) + "\n"
 
 

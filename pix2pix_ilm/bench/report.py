@@ -120,7 +120,8 @@ def format_report(report: dict) -> str:
         + ", ".join(f"{k} {v:g}" for k, v in (machine.get("matmul_gflops") or {}).items())
         + (f"; memory copy {machine['copy_gbps']:g} GB/s" if machine.get("copy_gbps") else ""),
         f"{settings['warmup']} warm-up steps, then {settings['repeats']} interleaved rounds: in each, every "
-        f"contestant of a group (the baseline and one path, each norm pair) times {settings['iters']} steps in turn",
+        f"contestant of a group (the baseline and one path, each norm pair) times {settings['iters']} step(s) in "
+        f"turn" + (f"; inference: {settings['infer_repeats']} rounds" if settings.get("infer_paths") else ""),
         "rate: median [min-max] over rounds; xbase = baseline time / path time and ILM cost = ILM time / plain "
         "time over the same rounds: geometric mean [95% t interval]",
         f"? = interval too wide to resolve {RESOLUTION:.0%} (more --repeats, or a quieter machine); "

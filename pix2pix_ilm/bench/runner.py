@@ -184,7 +184,8 @@ def _run_group(
     """The rounds of one group: blocks per contestant and the number of rounds made again. A contestant that
     fails is replaced by its error in ``started``."""
     live = {key: c for key in keys if not isinstance(c := started[key], str)}
-    blocks, failed, discarded = run_rounds(live, options["repeats"], options["retries"])
+    rounds = options["repeats"] if task == "train" else options["infer_repeats"]
+    blocks, failed, discarded = run_rounds(live, rounds, options["retries"])
     started.update(failed)
     units = options["iters"] if task == "train" else options["images"]
     rates = ", ".join(
@@ -192,7 +193,7 @@ def _run_group(
         for (p, n), kept in blocks.items()
         if kept
     )
-    print(f"[bench]   {options['repeats']} rounds ({discarded} made again): {rates}", file=sys.stderr)
+    print(f"[bench]   {rounds} rounds ({discarded} made again): {rates}", file=sys.stderr)
     return blocks, discarded
 
 

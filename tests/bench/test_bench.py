@@ -5,6 +5,7 @@ No timings are asserted: benchmarks are not run in CI.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -232,7 +233,7 @@ def _check_report(report: dict, paths: list[str]) -> None:
 
 
 TINY_BENCH = ["bench", "--size", "32", "--netG", "unet_32", "--ngf", "4", "--ndf", "4"]
-TINY_BENCH += ["--iters", "2", "--warmup", "1", "--repeats", "2"]
+TINY_BENCH += ["--iters", "2", "--warmup", "1", "--repeats", "2", "--infer-repeats", "3"]
 
 
 def test_bench_end_to_end_in_process(capsys, tmp_path):
@@ -268,6 +269,7 @@ def test_bench_end_to_end_in_process(capsys, tmp_path):
     for path in ("baseline", "default"):
         for result in report["inference"][path].values():
             assert {"median", "img_s_steady", "startup_s", "ratio"} <= set(result) and result["images"] == 2
+            assert result["rounds"] == 3  # --infer-repeats, not --repeats
     assert set(report["inference_ilm_cost"]["default"]) == {"ilm_in/ilm_in"}
 
 
@@ -293,6 +295,21 @@ def test_bench_end_to_end_with_worker_processes(capsys):
     assert report["machine"]["matmul_gflops"] is None
     assert report["inference"] == {} and report["ilm_cost"] == {}
     assert report["train"]["channels_last"]["instance/instance"]["peak_rss_since_start"] in (True, False)
+
+
+def test_block_and_round_defaults_depend_on_the_mode() -> None:
+    """Unset --iters / --repeats: one-step blocks in many rounds for the benchmark, a few longer ones for the
+    profile; a value given on the command line is kept in both modes."""
+    parser = argparse.ArgumentParser()
+    options.add_bench_arguments(parser)
+    bench = options.options_from_args(parser.parse_args([]), CPU)
+    assert (bench["iters"], bench["repeats"], bench["infer_repeats"]) == (1, 24, 8)
+    profile = options.options_from_args(parser.parse_args(["--profile"]), CPU)
+    assert (profile["iters"], profile["repeats"]) == (3, 3)
+    given = options.options_from_args(parser.parse_args(["--profile", "--iters", "5", "--repeats", "2"]), CPU)
+    assert (given["iters"], given["repeats"]) == (5, 2)
+    with pytest.raises(UsageError, match="--infer-repeats must be >= 1"):
+        options.options_from_args(parser.parse_args(["--infer-repeats", "0"]), CPU)
 
 
 def test_bench_usage_errors(capsys):

@@ -110,6 +110,10 @@ def test_cli_profile_writes_table_json_and_markdown(capsys, tmp_path):
     assert any(line.startswith("convolution, fwd") for line in lines)
     text = md.read_text()
     assert "| convolution, bwd |" in text and "--profile --size 32 --netG unet_32" in text
+    layers = report["profile"]["default"]["instance/instance"]["conv_layers"]
+    assert layers and all(row["ms"] > 0 for row in layers)
+    assert any("convolution layers, each distinct call timed alone" in line for line in lines)
+    assert "| all convolutions |" in text and "| G 1 conv 3→4 1×32² → 16² |" in text
 
 
 def test_cli_profile_usage_errors(capsys):

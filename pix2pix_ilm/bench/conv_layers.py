@@ -1,0 +1,202 @@
+"""``bench --profile``'s per-layer account of the convolutions: every distinct convolution call of one training
+step, timed alone (forward; backward with the gradients the step takes) against the fp32 matrix-product peak,
+so that the time the convolutions lose against the roofline has an address. Method: docs/bench.md
+("Convolution layers").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from pix2pix_ilm.bench.flops import conv_flops
+from pix2pix_ilm.bench.probes import sync
+
+Conv = nn.modules.conv._ConvNd
+#: what makes two calls of one layer the same call: input shape, dtype, memory format, autocast, gradients
+CallKey = tuple[str, int, tuple[int, ...], str, bool, str | None, bool, bool]
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    channels_last = (
+        x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    )
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def record_calls(run: Callable[[], Any], networks: dict[str, nn.Module]) -> list[dict[str, Any]]:
+    """One call of ``run`` with a forward hook on every convolution of ``networks`` (name → network): the
+    distinct calls in the order first seen, each with its layer, input, gradients needed and count."""
+    calls: dict[CallKey, dict[str, Any]] = {}
+    layers: dict[int, tuple[str, int, Conv]] = {}
+    for net_name, net in networks.items():
+        convs = [m for m in net.modules() if isinstance(m, Conv)]
+        layers |= {id(m): (net_name, index, m) for index, m in enumerate(convs, 1)}
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        if not inputs or not isinstance(output, torch.Tensor):
+            return
+        x = inputs[0]
+        net_name, index, conv = layers[id(module)]
+        graph = torch.is_grad_enabled() and output.requires_grad
+        autocast = (
+            torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
+        )
+        key: CallKey = (
+            net_name,
+            index,
+            tuple(x.shape),
+            str(x.dtype),
+            _memory_format(x) == torch.channels_last,
+            str(autocast) if autocast is not None else None,
+            graph and x.requires_grad,
+            graph and conv.weight.requires_grad,
+        )
+        if key not in calls:
+            calls[key] = {"module": conv, "count": 0, "x": x.detach(), "out_shape": tuple(output.shape)}
+        calls[key]["count"] += 1
+
+    handles = [m.register_forward_hook(hook) for _, _, m in layers.values()]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [
+        {
+            "net": key[0],
+            "index": key[1],
+            "input_shape": list(key[2]),
+            "channels_last": key[4],
+            "autocast": key[5],
+            "input_grad": key[6],
+            "weight_grad": key[7],
+        }
+        | value
+        for key, value in calls.items()
+    ]
+
+
+@contextlib.contextmanager
+def _weight_grad(module: nn.Module, enabled: bool) -> Iterator[None]:
+    """The layer's parameters require gradients as in the recorded call (D's are frozen in the G step)."""
+    previous = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in previous:
+        p.requires_grad_(enabled)
+    try:
+        yield
+    finally:
+        for p, flag in previous:
+            p.requires_grad_(flag)
+
+
+def _best_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    fn()  # warm-up: kernel selection, weight layout caches
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best
+
+
+def time_call(call: dict[str, Any], device: torch.device, repeats: int) -> dict[str, Any]:
+    """ms of the call's forward and of its backward (the gradients the step takes: input, weights or both,
+    in one call, as the step's backward does; each the best of ``repeats``), and its forward FLOPs."""
+    module: Conv = call["module"]
+    x = torch.randn_like(call["x"], memory_format=_memory_format(call["x"]))
+    x.requires_grad_(call["input_grad"])
+    autocast = getattr(torch, call["autocast"].removeprefix("torch.")) if call["autocast"] else None
+    amp = torch.autocast(device.type, dtype=autocast, enabled=autocast is not None)
+    wanted = ([x] if call["input_grad"] else []) + (list(module.parameters()) if call["weight_grad"] else [])
+    with _weight_grad(module, call["weight_grad"]), amp, torch.set_grad_enabled(bool(wanted)):
+        out = module(x)
+        forward_flops = conv_flops(module, x, out)[0]
+        timings = {"fwd_ms": _best_ms(lambda: module(x), device, repeats), "bwd_ms": 0.0}
+        if wanted:
+            grad = functools.partial(
+                torch.autograd.grad, out, wanted, torch.randn_like(out), retain_graph=True
+            )
+            timings["bwd_ms"] = _best_ms(grad, device, repeats)
+    return timings | {"gflop_fwd": forward_flops / 1e9}
+
+
+def layer_label(call: dict[str, Any]) -> str:
+    """E.g. ``G 3 conv 128→256 1×64² → 32²`` (network, index of the layer in it, kind, channels, batch×input
+    → output size)."""
+    module: Conv = call["module"]
+    kind = "convT" if module.transposed else "conv"
+    shape, out = call["input_shape"], call["out_shape"]
+    size = f"{shape[2]}²" if shape[2] == shape[3] else f"{shape[2]}×{shape[3]}"
+    out_size = f"{out[2]}²" if out[2] == out[3] else f"{out[2]}×{out[3]}"
+    return (
+        f"{call['net']} {call['index']} {kind} {module.in_channels}→{module.out_channels} "
+        f"{shape[0]}×{size} → {out_size}"
+    )
+
+
+def measure_layers(
+    run: Callable[[], Any], networks: dict[str, nn.Module], device: torch.device, repeats: int = 5
+) -> list[dict[str, Any]]:
+    """Per distinct convolution call of one ``run``: label, count per step, gradients, FLOPs and ms."""
+    rows = []
+    for call in record_calls(run, networks):
+        timed = time_call(call, device, repeats)
+        parts = 1 + int(call["input_grad"]) + int(call["weight_grad"])
+        rows.append(
+            {
+                "layer": layer_label(call),
+                "count": call["count"],
+                "input_grad": call["input_grad"],
+                "weight_grad": call["weight_grad"],
+                "gflop": timed["gflop_fwd"] * parts * call["count"],
+                **{k: v for k, v in timed.items() if k != "gflop_fwd"},
+                "gflop_fwd": timed["gflop_fwd"],
+                "ms": (timed["fwd_ms"] + timed["bwd_ms"]) * call["count"],
+            }
+        )
+    return rows
+
+
+def layer_table(rows: list[dict[str, Any]], peak_gflops: float | None) -> list[list[str]]:
+    """Header and rows: forward and backward ms with % of the peak, ms per step, ms at the peak and ms
+    lost; a totals row."""
+
+    def timed(ms: float, gflop: float) -> str:
+        share = f" ({1000 * gflop / ms / peak_gflops:.0%})" if peak_gflops and ms > 0 else ""
+        return f"{ms:.2f}{share}"
+
+    header = ["layer", "calls", "gradients", "GFLOP", "fwd ms", "bwd ms", "ms/step"]
+    header += ["at peak", "lost"] if peak_gflops else []
+    table = [header]
+    for r in rows:
+        grads = [
+            name for name, needed in (("input", r["input_grad"]), ("weights", r["weight_grad"])) if needed
+        ]
+        at_peak = 1000 * r["gflop"] / peak_gflops if peak_gflops else 0.0
+        line = [
+            r["layer"],
+            str(r["count"]),
+            "+".join(grads) or "none",
+            f"{r['gflop']:.2f}",
+            timed(r["fwd_ms"], r["gflop_fwd"]),
+            timed(r["bwd_ms"], r["gflop_fwd"] * len(grads)) if grads else "-",
+            f"{r['ms']:.2f}",
+        ]
+        table.append(line + ([f"{at_peak:.2f}", f"{r['ms'] - at_peak:.2f}"] if peak_gflops else []))
+    total_ms, total_gflop = sum(r["ms"] for r in rows), sum(r["gflop"] for r in rows)
+    total = ["all convolutions", str(sum(r["count"] for r in rows)), "", f"{total_gflop:.2f}", "", ""]
+    total.append(f"{total_ms:.2f}")
+    if peak_gflops:
+        at_peak = 1000 * total_gflop / peak_gflops
+        total += [f"{at_peak:.2f}", f"{total_ms - at_peak:.2f}"]
+    table.append(total)
+    return table
