@@ -83,24 +83,39 @@ def _table(title: str, section: dict, costs: dict, norm_keys: list[str], unit: s
 
 
 def roofline_lines(report: dict) -> list[str]:
-    """Per path and norm pair: convolution GFLOP per step × it/s ÷ the fp32 matrix-product rate."""
+    """Per path and norm pair: convolution GFLOP per step × it/s ÷ the fp32 matrix-product rate; with the
+    interval over rounds when the product took its turn in them (``roofline``), else against the probe."""
     peak = (report["machine"].get("matmul_gflops") or {}).get("fp32")
+    in_rounds = report.get("matmul_in_rounds") or {}
     lines = []
     for path, per_norm in report["train"].items():
         for key, result in per_norm.items():
             if "conv_gflop_per_step" not in result or "median" not in result:
                 continue
             rate = result["conv_gflop_per_step"] * result["median"]
-            share = f" = {rate / peak:.0%} of the fp32 matrix-product rate" if peak else ""
-            low, high = (
-                result["conv_gflop_per_step"] * result["min"],
-                result["conv_gflop_per_step"] * result["max"],
-            )
+            if "roofline" in result:
+                share = result["roofline"]
+                flag = "?" if share["too_wide"] else ""
+                low = "-" if share["low"] is None else f"{share['low']:.1%}"
+                high = "-" if share["high"] is None else f"{share['high']:.1%}"
+                text = f" = {share['ratio']:.1%} [{low}-{high}]{flag} of the fp32 matrix product in the same rounds"
+            else:
+                text = f" = {rate / peak:.0%} of the fp32 matrix-product rate (probe)" if peak else ""
             lines.append(
                 f"  {path} {norm_label(key)}: {result['conv_gflop_per_step']:.2f} conv GFLOP/step x "
-                f"{result['median']:.3f} it/s = {rate:.1f} GFLOP/s{share} (blocks {low:.1f}-{high:.1f})"
+                f"{result['median']:.3f} it/s = {rate:.1f} GFLOP/s{text}"
             )
-    return ["roofline (convolution FLOPs only; docs/bench.md):", *lines] if lines else []
+    if not lines:
+        return []
+    head = "roofline (convolution FLOPs only; docs/bench.md)"
+    if "median" in in_rounds:
+        head += (
+            f"; the fp32 matrix product ({in_rounds['size']}², {in_rounds['products_per_block']} per block) in "
+            f"the rounds: {in_rounds['median']:.1f} GFLOP/s [{in_rounds['min']:.1f}-{in_rounds['max']:.1f}]"
+        )
+    elif "error" in in_rounds:
+        head += f"; the matrix product in the rounds failed: {in_rounds['error']}"
+    return [head + ":", *lines]
 
 
 def format_report(report: dict) -> str:

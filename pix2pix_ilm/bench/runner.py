@@ -62,9 +62,12 @@ def run_bench(args: argparse.Namespace) -> dict:
         "settings": options | {"norms": norms, "paths": train_paths, "infer_paths": infer_paths},
         "skipped_paths": skipped,
     }
-    report["train"], report["ilm_cost"] = measure_task("train", train_paths, norms, options, args.in_process)
-    report["inference"], report["inference_ilm_cost"] = (
-        measure_task("inference", infer_paths, norms, options, args.in_process) if infer_paths else ({}, {})
+    train = measure_task("train", train_paths, norms, options, args.in_process, roofline=not args.no_matmul)
+    report["train"], report["ilm_cost"], report["matmul_in_rounds"] = train
+    report["inference"], report["inference_ilm_cost"], _ = (
+        measure_task("inference", infer_paths, norms, options, args.in_process)
+        if infer_paths
+        else ({}, {}, None)
     )
     with contextlib.suppress(OSError):
         report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -148,14 +151,18 @@ def _start(task: str, path: str, norms: str, options: dict, in_process: bool) ->
 
 
 Key = tuple[str, str]  # (path, norm pair)
+MATMUL: Key = ("matmul", "fp32")  # the roofline's rate, timed in the training rounds
 
 
 def measure_task(
-    task: str, paths: list[str], norms: list[str], options: dict, in_process: bool
-) -> tuple[dict, dict]:
+    task: str, paths: list[str], norms: list[str], options: dict, in_process: bool, roofline: bool = False
+) -> tuple[dict, dict, dict | None]:
     """One group per path: the baseline's contestants (kept alive for all groups) and the path's, for every
-    norm pair, in interleaved rounds. Returns the results per path and norm pair, and the ILM costs."""
+    norm pair, in interleaved rounds; with ``roofline``, the fp32 matrix product takes its turn in every round
+    too. Returns the results per path and norm pair, the ILM costs and the matrix product's rate (or None)."""
     started = {(BASELINE, n): _start(task, BASELINE, n, options, in_process) for n in norms}
+    if roofline:
+        started[MATMUL] = _start("matmul", *MATMUL, options, in_process)
     per_group: list[dict[Key, list[dict]]] = []
     redone: list[int] = []
     results: dict[str, dict[str, Any]] = {}
@@ -163,7 +170,8 @@ def measure_task(
         mine = [] if path is None else [(path, n) for n in norms]
         started |= {key: _start(task, *key, options, in_process) for key in mine}
         print(f"[bench] {task} group {number}/{len(paths) or 1}: {path or BASELINE}", file=sys.stderr)
-        blocks, discarded = _run_group(task, started, [*((BASELINE, n) for n in norms), *mine], options)
+        keys = [*((BASELINE, n) for n in norms), *mine, *([MATMUL] if MATMUL in started else [])]
+        blocks, discarded = _run_group(task, started, keys, options)
         per_group.append(blocks)
         redone.append(discarded)
         for key in mine:  # finished now: the path's processes end before the next group starts its own
@@ -175,7 +183,23 @@ def measure_task(
         baseline[n] = _finish(task, started[(BASELINE, n)], kept, options) | {"discarded": sum(redone)}
     results = {BASELINE: baseline} | results
     _add_ratios(task, results, per_group, norms, paths)
-    return results, _ilm_costs(per_group, norms)
+    matmul = _finish_matmul(started.get(MATMUL), [b for g in per_group for b in g.get(MATMUL, [])])
+    if matmul and "error" not in matmul:
+        _add_roofline(results, per_group, options["iters"])
+    return results, _ilm_costs(per_group, norms), matmul
+
+
+def _finish_matmul(contestant: Timed | str | None, kept: list[dict]) -> dict[str, Any] | None:
+    """The matrix product's GFLOP/s over its blocks (median [min-max]), or its error; None if not run."""
+    if contestant is None:
+        return None
+    if isinstance(contestant, str) or not kept:
+        return {"error": contestant if isinstance(contestant, str) else "no block measured"}
+    try:
+        once = contestant.finish()
+    except ContestantFailed as err:
+        return {"error": str(err)}
+    return summarize_blocks(kept, kept[0]["gflop"]) | once | {"rounds": len(kept)}
 
 
 def _run_group(
@@ -189,8 +213,10 @@ def _run_group(
     started.update(failed)
     units = options["iters"] if task == "train" else options["images"]
     rates = ", ".join(
-        f"{p} {norm_label(n)} {statistics.median(units / b['seconds'] for b in kept):.3f}/s"
-        for (p, n), kept in blocks.items()
+        f"matmul {statistics.median(b['gflop'] / b['seconds'] for b in kept):.1f} GFLOP/s"
+        if key == MATMUL
+        else f"{key[0]} {norm_label(key[1])} {statistics.median(units / b['seconds'] for b in kept):.3f}/s"
+        for key, kept in blocks.items()
         if kept
     )
     print(f"[bench]   {rounds} rounds ({discarded} made again): {rates}", file=sys.stderr)
@@ -232,6 +258,30 @@ def _add_ratios(task: str, results: dict, per_group: list[dict], norms: list[str
                 if interval:
                     result[name] = interval["ratio"]
                     result[f"{name}_interval"] = interval
+
+
+def _add_roofline(results: dict, per_group: list[dict], iters: int) -> None:
+    """``roofline``: the convolutions' GFLOP/s ÷ the matrix product's, from the blocks of the same rounds
+    (share_i = conv GFLOP per block ÷ t_step,i ÷ (product GFLOP per block ÷ t_matmul,i)), geometric mean
+    with its 95 % interval; the baseline's pooled over the groups."""
+    pooled: dict[Key, tuple[list, list]] = {}
+    for group in per_group:
+        products = group.get(MATMUL, [])
+        for key, kept in group.items():
+            if key != MATMUL:
+                steps, mms = pooled.setdefault(key, ([], []))
+                count = min(len(kept), len(products))
+                steps += kept[:count]
+                mms += products[:count]
+    for (path, n), (steps, mms) in pooled.items():
+        result = results.get(path, {}).get(n, {})
+        interval = paired_ratio(mms, steps)
+        if "conv_gflop_per_step" not in result or not interval or not mms:
+            continue
+        scale = result["conv_gflop_per_step"] * iters / mms[0]["gflop"]
+        result["roofline"] = interval | {
+            k: None if interval[k] is None else interval[k] * scale for k in ("ratio", "low", "high")
+        }
 
 
 def _ilm_costs(per_group: list[dict], norms: list[str]) -> dict[str, dict[str, dict]]:

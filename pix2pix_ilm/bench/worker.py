@@ -264,12 +264,57 @@ class InferenceContestant(Contestant):
         self._tmp.cleanup()
 
 
-def make_contestant(job: dict) -> Contestant:
-    """The contestant of a job's task: ``train``, ``inference`` or ``profile`` (bench/profile.py)."""
+class MatmulContestant:
+    """The fp32 square matrix product, the roofline's rate, as a contestant: it takes its turn in the training
+    rounds, so each path's share of the rate is a ratio of two times from the same rounds (docs/bench.md).
+
+    A block is as many products as take about ``BLOCK_S`` (counted once after a warm-up); the size is the
+    probe's largest (2048 on CPU, 8192 on GPUs)."""
+
+    BLOCK_S = 0.25
+
+    def __init__(self, job: dict) -> None:
+        from pix2pix_ilm.device import resolve_device
+
+        self.device = resolve_device(job["options"]["device"])
+        size = 2048 if self.device.type == "cpu" else 8192
+        self.a = torch.randn(size, size, device=self.device)
+        self.b = torch.randn(size, size, device=self.device)
+        self.products = 1
+        seconds = self._run()  # warm-up
+        seconds = self._run()
+        self.products = max(1, round(self.BLOCK_S / max(seconds, 1e-9)))
+        self.gflop = 2 * size**3 * self.products / 1e9
+
+    def _run(self) -> float:
+        sync(self.device)
+        start = time.perf_counter()
+        for _ in range(self.products):
+            torch.mm(self.a, self.b)
+        sync(self.device)
+        return time.perf_counter() - start
+
+    def block(self) -> dict:
+        waited_before, start = runqueue_wait_s(), time.perf_counter()
+        seconds = self._run()
+        waited = wait_share(waited_before, time.perf_counter() - start)
+        return {"seconds": seconds, "cpu_wait": waited, "gflop": self.gflop}
+
+    def finish(self) -> dict:
+        return {"gflop_per_block": self.gflop, "products_per_block": self.products, "size": self.a.shape[0]}
+
+    def close(self) -> None:
+        """Nothing to free beyond the process."""
+
+
+def make_contestant(job: dict) -> Contestant | MatmulContestant:
+    """The contestant of a job's task: ``train``, ``inference``, ``matmul`` or ``profile`` (bench/profile.py)."""
     if job["task"] == "profile":
         from pix2pix_ilm.bench.profile import ProfileContestant  # it builds on this module
 
         return ProfileContestant(job)
+    if job["task"] == "matmul":
+        return MatmulContestant(job)
     return TrainContestant(job) if job["task"] == "train" else InferenceContestant(job)
 
 

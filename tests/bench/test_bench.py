@@ -271,6 +271,13 @@ def test_bench_end_to_end_in_process(capsys, tmp_path):
             assert {"median", "img_s_steady", "startup_s", "ratio"} <= set(result) and result["images"] == 2
             assert result["rounds"] == 3  # --infer-repeats, not --repeats
     assert set(report["inference_ilm_cost"]["default"]) == {"ilm_in/ilm_in"}
+    matmul = report["matmul_in_rounds"]  # the fp32 product took its turn in every training round
+    assert matmul["rounds"] == 2 and matmul["median"] > 0 and matmul["products_per_block"] >= 1
+    for path in ("baseline", "default"):
+        for result in report["train"][path].values():
+            share = result["roofline"]
+            assert share["n"] == 2 and 0 < share["low"] <= share["ratio"] <= share["high"]
+    assert any("of the fp32 matrix product in the same rounds" in line for line in lines)
 
 
 def test_bench_end_to_end_with_worker_processes(capsys):
@@ -293,6 +300,8 @@ def test_bench_end_to_end_with_worker_processes(capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     _check_report(report, ["channels_last"])
     assert report["machine"]["matmul_gflops"] is None
+    assert report["matmul_in_rounds"] is None  # --no-matmul: no product in the rounds either
+    assert "roofline" not in report["train"]["channels_last"]["instance/instance"]
     assert report["inference"] == {} and report["ilm_cost"] == {}
     assert report["train"]["channels_last"]["instance/instance"]["peak_rss_since_start"] in (True, False)
 

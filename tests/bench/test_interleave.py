@@ -9,7 +9,7 @@ import pytest
 
 from pix2pix_ilm.bench import interleave
 from pix2pix_ilm.bench.interleave import ContestantFailed, RemoteContestant, paired_ratio, run_rounds
-from pix2pix_ilm.bench.runner import _ilm_costs
+from pix2pix_ilm.bench.runner import MATMUL, _add_roofline, _ilm_costs
 
 
 class Scripted:
@@ -92,6 +92,26 @@ def test_ilm_cost_pairs_the_same_rounds_and_pools_the_baseline_over_groups():
     costs = _ilm_costs(groups, [plain, ilm])
     assert set(costs) == {"baseline"}  # x and y lack the other norm pair
     assert costs["baseline"][ilm]["ratio"] == pytest.approx(1.2) and costs["baseline"][ilm]["n"] == 2
+
+
+def test_roofline_share_pairs_each_step_block_with_the_products_of_its_round():
+    """share_i = (conv GFLOP per block ÷ t_step,i) ÷ (product GFLOP per block ÷ t_matmul,i): a machine that
+    runs everything half as fast in round 2 leaves the share unchanged."""
+    plain = "instance/instance"
+    products = [{"seconds": 1.0, "gflop": 100.0}, {"seconds": 2.0, "gflop": 100.0}]
+    groups = [
+        {("baseline", plain): _blocks(2.0, 4.0), ("x", plain): _blocks(1.0, 2.0), MATMUL: products},
+        {("baseline", plain): _blocks(2.0), MATMUL: products[:1]},
+    ]
+    results = {
+        "baseline": {plain: {"conv_gflop_per_step": 25.0}},
+        "x": {plain: {"conv_gflop_per_step": 25.0}},
+    }
+    _add_roofline(results, groups, iters=2)  # 50 conv GFLOP per block
+    x, base = results["x"][plain]["roofline"], results["baseline"][plain]["roofline"]
+    assert x["ratio"] == pytest.approx(0.5) and x["low"] == pytest.approx(0.5) and x["n"] == 2
+    assert base["ratio"] == pytest.approx(0.25) and base["n"] == 3  # pooled over both groups
+    assert not x["too_wide"]
 
 
 def test_a_worker_that_cannot_start_reports_why(monkeypatch):
