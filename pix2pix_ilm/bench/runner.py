@@ -193,13 +193,7 @@ def _finish_matmul(contestant: Timed | str | None, kept: list[dict]) -> dict[str
     """The matrix product's GFLOP/s over its blocks (median [min-max]), or its error; None if not run."""
     if contestant is None:
         return None
-    if isinstance(contestant, str) or not kept:
-        return {"error": contestant if isinstance(contestant, str) else "no block measured"}
-    try:
-        once = contestant.finish()
-    except ContestantFailed as err:
-        return {"error": str(err)}
-    return summarize_blocks(kept, kept[0]["gflop"]) | once | {"rounds": len(kept)}
+    return _finish_blocks(contestant, kept, kept[0]["gflop"] if kept else 1.0)
 
 
 def _run_group(
@@ -223,17 +217,22 @@ def _run_group(
     return blocks, discarded
 
 
-def _finish(task: str, contestant: Timed | str, kept: list[dict], options: dict) -> dict[str, Any]:
-    """A contestant's figures: its block rates and what it measured once (memory), or its error."""
+def _finish_blocks(contestant: Timed | str, kept: list[dict], units: float) -> dict[str, Any]:
+    """A contestant's rates over its kept blocks (``units`` per block ÷ seconds) and what it measured once
+    (memory), or its error."""
     if isinstance(contestant, str) or not kept:
         return {"error": contestant if isinstance(contestant, str) else "no block measured"}
     try:
         once = contestant.finish()
     except ContestantFailed as err:
         return {"error": str(err)}
-    units = options["iters"] if task == "train" else options["images"]
-    out = summarize_blocks(kept, units) | once | {"rounds": len(kept)}
-    if task == "inference" and options["images"] > 1:
+    return summarize_blocks(kept, units) | once | {"rounds": len(kept)}
+
+
+def _finish(task: str, contestant: Timed | str, kept: list[dict], options: dict) -> dict[str, Any]:
+    """A path's (or the baseline's) figures: steps or images per second, memory, or its error."""
+    out = _finish_blocks(contestant, kept, options["iters"] if task == "train" else options["images"])
+    if "error" not in out and task == "inference" and options["images"] > 1:
         out["img_s_steady"] = statistics.median(1.0 / max(b["per_image_s"], 1e-9) for b in kept)
         out["startup_s"] = statistics.median(b["one_s"] - b["per_image_s"] for b in kept)
     return out
