@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pix2pix_ilm.device import autocast_dtype
+
 # Measured per layer of unet_256 + basic PatchGAN (forward + backward, fp32, 2 cores): the matrix product
 # wins from a weight/input size ratio of about 16 (e.g. 512→512 conv at 16×16: 20 → 9 ms) and loses below
 # about 8 (256→512 conv at 32×32: 13 → 15 ms).
@@ -39,18 +41,20 @@ THIN_COLUMNS = 16
 
 class _WeightColumns(torch.autograd.Function):
     """``weight @ columns`` (the convolution route), its input gradient weightᵀ @ g computed as (gᵀ @ weight)ᵀ
-    when g is thin."""
+    when g is thin. Under CPU autocast both run in its dtype, as the plain product would."""
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx: Any, weight: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        dtype = autocast_dtype("cpu")
+        if dtype is not None:  # cast once here and save the cast copies, as autocast's own product does
+            weight, columns = weight.to(dtype), columns.to(dtype)
         ctx.save_for_backward(weight, columns)
-        return weight @ columns
+        return torch.mm(weight, columns)
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         weight, columns = ctx.saved_tensors
+        grad = grad.to(weight.dtype)  # autograd casts the returned gradients back to each input's dtype
         grad_weight = grad @ columns.t() if ctx.needs_input_grad[0] else None
         grad_columns = None
         if ctx.needs_input_grad[1]:
@@ -95,7 +99,7 @@ class Conv2d(_SmallInputMatmul, nn.Conv2d):
         cols = cols.transpose(0, 1).reshape(cols.shape[1], n * out_h * out_w)
         out = _WeightColumns.apply(self.weight.reshape(out_c, -1), cols)
         if self.bias is not None:
-            out = out + self.bias.unsqueeze(1)
+            out = out + self.bias.to(out.dtype).unsqueeze(1)
         return out.reshape(out_c, n, out_h, out_w).transpose(0, 1)
 
 
@@ -117,7 +121,7 @@ class ConvTranspose2d(_SmallInputMatmul, nn.ConvTranspose2d):
         cols = cols.t().reshape(out_c * kh * kw, n, height * width).transpose(0, 1)
         out = F.fold(cols, (out_h, out_w), (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))
         if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
+            out = out + self.bias.to(out.dtype).view(1, -1, 1, 1)
         return out
 
 

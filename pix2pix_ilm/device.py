@@ -34,6 +34,15 @@ def torch_at_least(major: int, minor: int) -> bool:
     return (int(parts[0]), int(parts[1])) >= (major, minor)
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device_type`` right now, or None where it is off (torch 2.1+)."""
+    if torch_at_least(2, 4):
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    if device_type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+
+
 def has_fast_bf16(device: torch.device) -> bool:
     """Whether ``device`` is a CUDA GPU with bf16 (and TF32) tensor cores: compute capability 8.0 or newer.
 

@@ -99,6 +99,31 @@ def test_both_layouts_of_the_input_gradient_match_torch(monkeypatch, thin_column
     _check_same(layer, torch.randn(1, 32, 4, 4, generator=torch.Generator().manual_seed(3)))
 
 
+@pytest.mark.parametrize("thin_columns", [0, 10**9])
+@pytest.mark.parametrize("cls", [Conv2d, ConvTranspose2d])
+def test_the_route_under_bf16_autocast_matches_torch(monkeypatch, thin_columns, cls):
+    """Under CPU autocast the route computes in bf16 as torch's kernels do: bf16 outputs, fp32 gradients for
+    fp32 weights, values equal to bf16 rounding; both layouts of the input gradient."""
+    monkeypatch.setattr(cpu_speed, "THIN_COLUMNS", thin_columns)
+    layer = _make(cls, in_channels=32, out_channels=32, kernel_size=4, stride=2, padding=1)
+    reference = _twin(layer)
+    x = torch.randn(1, 32, 4, 4, generator=torch.Generator().manual_seed(4))
+    assert layer._matmul_route(x)
+    results = []
+    for net in (layer, reference):
+        inp = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(inp)
+        grads = torch.autograd.grad(out.float().square().sum(), [inp, *net.parameters()])
+        results.append((out, *grads))
+    assert results[0][0].dtype == results[1][0].dtype == torch.bfloat16
+    for ours, theirs in zip(*results, strict=True):
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        torch.testing.assert_close(
+            ours.float(), theirs.float(), rtol=3e-2, atol=3e-2 * theirs.abs().max().item()
+        )
+
+
 def test_channels_last_input_takes_the_route_too():
     layer = _make(Conv2d, in_channels=32, out_channels=32, kernel_size=4, stride=2, padding=1)
     x = torch.randn(2, 32, 4, 4).contiguous(memory_format=torch.channels_last)

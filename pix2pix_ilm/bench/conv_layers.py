@@ -17,23 +17,18 @@ from torch import nn
 
 from pix2pix_ilm.bench.flops import conv_flops
 from pix2pix_ilm.bench.probes import sync
+from pix2pix_ilm.device import autocast_dtype
 
 Conv = nn.modules.conv._ConvNd
-#: what makes two calls of one layer the same call: input shape, dtype, memory format, autocast, gradients
-CallKey = tuple[str, int, tuple[int, ...], str, bool, str | None, bool, bool]
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    channels_last = (
-        x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    )
-    return torch.channels_last if channels_last else torch.contiguous_format
+#: each part of a call is the best of this many runs (after one warm-up)
+LAYER_REPEATS = 5
 
 
 def record_calls(run: Callable[[], Any], networks: dict[str, nn.Module]) -> list[dict[str, Any]]:
     """One call of ``run`` with a forward hook on every convolution of ``networks`` (name → network): the
-    distinct calls in the order first seen, each with its layer, input, gradients needed and count."""
-    calls: dict[CallKey, dict[str, Any]] = {}
+    distinct calls in the order first seen, each with its layer, its input's shape, strides, dtype and device,
+    the autocast dtype, the gradients the step takes and the count. No tensor is kept."""
+    calls: dict[tuple, dict[str, Any]] = {}
     layers: dict[int, tuple[str, int, Conv]] = {}
     for net_name, net in networks.items():
         convs = [m for m in net.modules() if isinstance(m, Conv)]
@@ -45,21 +40,20 @@ def record_calls(run: Callable[[], Any], networks: dict[str, nn.Module]) -> list
         x = inputs[0]
         net_name, index, conv = layers[id(module)]
         graph = torch.is_grad_enabled() and output.requires_grad
-        autocast = (
-            torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
-        )
-        key: CallKey = (
-            net_name,
-            index,
-            tuple(x.shape),
-            str(x.dtype),
-            _memory_format(x) == torch.channels_last,
-            str(autocast) if autocast is not None else None,
-            graph and x.requires_grad,
-            graph and conv.weight.requires_grad,
-        )
+        call = {
+            "net": net_name,
+            "index": index,
+            "input_shape": list(x.shape),
+            "input_stride": list(x.stride()),
+            "dtype": x.dtype,
+            "device": x.device,
+            "autocast": autocast_dtype(x.device.type),
+            "input_grad": graph and x.requires_grad,
+            "weight_grad": graph and conv.weight.requires_grad,
+        }
+        key = tuple(tuple(v) if isinstance(v, list) else v for v in call.values())
         if key not in calls:
-            calls[key] = {"module": conv, "count": 0, "x": x.detach(), "out_shape": tuple(output.shape)}
+            calls[key] = call | {"module": conv, "count": 0, "out_shape": list(output.shape)}
         calls[key]["count"] += 1
 
     handles = [m.register_forward_hook(hook) for _, _, m in layers.values()]
@@ -68,19 +62,7 @@ def record_calls(run: Callable[[], Any], networks: dict[str, nn.Module]) -> list
     finally:
         for handle in handles:
             handle.remove()
-    return [
-        {
-            "net": key[0],
-            "index": key[1],
-            "input_shape": list(key[2]),
-            "channels_last": key[4],
-            "autocast": key[5],
-            "input_grad": key[6],
-            "weight_grad": key[7],
-        }
-        | value
-        for key, value in calls.items()
-    ]
+    return list(calls.values())
 
 
 @contextlib.contextmanager
@@ -110,23 +92,22 @@ def _best_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> float
 
 def time_call(call: dict[str, Any], device: torch.device, repeats: int) -> dict[str, Any]:
     """ms of the call's forward and of its backward (the gradients the step takes: input, weights or both,
-    in one call, as the step's backward does; each the best of ``repeats``), and its forward FLOPs."""
+    in one call, as the step's backward does; each the best of ``repeats``), and their FLOPs."""
     module: Conv = call["module"]
-    x = torch.randn_like(call["x"], memory_format=_memory_format(call["x"]))
-    x.requires_grad_(call["input_grad"])
-    autocast = getattr(torch, call["autocast"].removeprefix("torch.")) if call["autocast"] else None
-    amp = torch.autocast(device.type, dtype=autocast, enabled=autocast is not None)
+    x = torch.empty_strided(call["input_shape"], call["input_stride"], dtype=call["dtype"], device=device)
+    x.normal_().requires_grad_(call["input_grad"])
+    amp = torch.autocast(device.type, dtype=call["autocast"], enabled=call["autocast"] is not None)
     wanted = ([x] if call["input_grad"] else []) + (list(module.parameters()) if call["weight_grad"] else [])
     with _weight_grad(module, call["weight_grad"]), amp, torch.set_grad_enabled(bool(wanted)):
         out = module(x)
-        forward_flops = conv_flops(module, x, out)[0]
+        forward_flops, backward_flops = conv_flops(module, x, out)
         timings = {"fwd_ms": _best_ms(lambda: module(x), device, repeats), "bwd_ms": 0.0}
         if wanted:
             grad = functools.partial(
                 torch.autograd.grad, out, wanted, torch.randn_like(out), retain_graph=True
             )
             timings["bwd_ms"] = _best_ms(grad, device, repeats)
-    return timings | {"gflop_fwd": forward_flops / 1e9}
+    return timings | {"gflop_fwd": forward_flops / 1e9, "gflop_bwd": backward_flops / 1e9}
 
 
 def layer_label(call: dict[str, Any]) -> str:
@@ -144,24 +125,26 @@ def layer_label(call: dict[str, Any]) -> str:
 
 
 def measure_layers(
-    run: Callable[[], Any], networks: dict[str, nn.Module], device: torch.device, repeats: int = 5
+    run: Callable[[], Any],
+    networks: dict[str, nn.Module],
+    device: torch.device,
+    repeats: int = LAYER_REPEATS,
 ) -> list[dict[str, Any]]:
     """Per distinct convolution call of one ``run``: label, count per step, gradients, FLOPs and ms."""
     rows = []
     for call in record_calls(run, networks):
         timed = time_call(call, device, repeats)
-        parts = 1 + int(call["input_grad"]) + int(call["weight_grad"])
+        count = call["count"]
         rows.append(
             {
                 "layer": layer_label(call),
-                "count": call["count"],
+                "count": count,
                 "input_grad": call["input_grad"],
                 "weight_grad": call["weight_grad"],
-                "gflop": timed["gflop_fwd"] * parts * call["count"],
-                **{k: v for k, v in timed.items() if k != "gflop_fwd"},
-                "gflop_fwd": timed["gflop_fwd"],
-                "ms": (timed["fwd_ms"] + timed["bwd_ms"]) * call["count"],
+                "gflop": (timed["gflop_fwd"] + timed["gflop_bwd"]) * count,
+                "ms": (timed["fwd_ms"] + timed["bwd_ms"]) * count,
             }
+            | timed
         )
     return rows
 
@@ -188,7 +171,7 @@ def layer_table(rows: list[dict[str, Any]], peak_gflops: float | None) -> list[l
             "+".join(grads) or "none",
             f"{r['gflop']:.2f}",
             timed(r["fwd_ms"], r["gflop_fwd"]),
-            timed(r["bwd_ms"], r["gflop_fwd"] * len(grads)) if grads else "-",
+            timed(r["bwd_ms"], r["gflop_bwd"]) if grads else "-",
             f"{r['ms']:.2f}",
         ]
         table.append(line + ([f"{at_peak:.2f}", f"{r['ms'] - at_peak:.2f}"] if peak_gflops else []))

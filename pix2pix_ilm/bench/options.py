@@ -287,12 +287,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--in-process",
         action="store_true",
         help="run every measurement in this process (faster start; peak memory, compile caches and the allocator "
-        "setting are shared, so the baseline and system_malloc figures are not clean)",
+        "setting are shared, so the baseline and system_malloc figures are not clean, and the peak memory "
+        "includes the roofline's matrix-product buffers)",
     )
     parser.add_argument(
         "--no-matmul",
         action="store_true",
-        help="skip the machine probes: the fp32/bf16/fp16 matrix-product rates and the memory-copy bandwidth",
+        help="skip the machine probes (the fp32/bf16/fp16 matrix-product rates and the memory-copy bandwidth) "
+        "and the fp32 matrix product in the training rounds, so no roofline share gets an interval",
     )
     parser.add_argument(
         "--profile",

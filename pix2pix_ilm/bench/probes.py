@@ -119,6 +119,11 @@ def summarize(rates: list[float]) -> dict:
 MATMUL_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def largest_matmul(device: torch.device) -> int:
+    """The square size of the rate's matrix product: 2048 on CPU, 8192 on a GPU."""
+    return 2048 if device.type == "cpu" else 8192
+
+
 def matmul_rates(
     device: torch.device, budget_s: float = 0.05, dtypes: tuple[str, ...] = tuple(MATMUL_DTYPES)
 ) -> dict[str, float]:
@@ -127,7 +132,7 @@ def matmul_rates(
 
     The size grows from 256 until one product takes ``budget_s`` (at most 2048 on CPU, 8192 on GPU), so a
     dtype without hardware support (bf16 at 0.1 GFLOP/s on some CPUs) costs a second, not minutes."""
-    largest = 2048 if device.type == "cpu" else 8192
+    largest = largest_matmul(device)
     rates = {}
     for name in dtypes:
         dtype = MATMUL_DTYPES[name]

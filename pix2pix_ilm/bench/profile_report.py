@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pix2pix_ilm.bench.conv_layers import layer_table
+from pix2pix_ilm.bench.conv_layers import LAYER_REPEATS, layer_table
 from pix2pix_ilm.bench.options import CONTENDED, norm_label
 from pix2pix_ilm.bench.profile import ADAM, CLASSES, DATA, OUTSIDE, UNATTRIBUTED
 from pix2pix_ilm.bench.report import align_columns
@@ -160,7 +160,8 @@ def layer_lines(name: str, result: dict, peak: float | None) -> tuple[str, list[
     if not rows:
         return None
     title = (
-        f"{name}: convolution layers, each distinct call timed alone (best of 5; forward, and backward with the "
+        f"{name}: convolution layers, each distinct call timed alone (best of {LAYER_REPEATS}; forward, and "
+        f"backward with the "
         f"gradients the step takes; % of the fp32 matmul peak); ms/step = calls x (fwd + bwd)"
     )
     table = layer_table(rows, peak)

@@ -275,7 +275,7 @@ def _add_roofline(results: dict, per_group: list[dict], iters: int) -> None:
     for (path, n), (steps, mms) in pooled.items():
         result = results.get(path, {}).get(n, {})
         interval = paired_ratio(mms, steps)
-        if "conv_gflop_per_step" not in result or not interval or not mms:
+        if "conv_gflop_per_step" not in result or not interval:
             continue
         scale = result["conv_gflop_per_step"] * iters / mms[0]["gflop"]
         result["roofline"] = interval | {

@@ -22,7 +22,14 @@ from torch import nn
 from pix2pix_ilm.bench.baseline import BaselinePix2Pix, baseline_test, baseline_train_step
 from pix2pix_ilm.bench.flops import step_conv_gflop
 from pix2pix_ilm.bench.options import BASELINE, parse_path
-from pix2pix_ilm.bench.probes import MemoryProbe, host_syncs, runqueue_wait_s, sync, wait_share
+from pix2pix_ilm.bench.probes import (
+    MemoryProbe,
+    host_syncs,
+    largest_matmul,
+    runqueue_wait_s,
+    sync,
+    wait_share,
+)
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.cpu_speed import retain_freed_memory
 from pix2pix_ilm.errors import first_line
@@ -264,50 +271,45 @@ class InferenceContestant(Contestant):
         self._tmp.cleanup()
 
 
-class MatmulContestant:
+class MatmulContestant(Contestant):
     """The fp32 square matrix product, the roofline's rate, as a contestant: it takes its turn in the training
     rounds, so each path's share of the rate is a ratio of two times from the same rounds (docs/bench.md).
 
-    A block is as many products as take about ``BLOCK_S`` (counted once after a warm-up); the size is the
-    probe's largest (2048 on CPU, 8192 on GPUs)."""
+    A block is as many products as take about ``BLOCK_S`` (counted once after a warm-up), at the probe's size
+    (``largest_matmul``)."""
 
     BLOCK_S = 0.25
 
-    def __init__(self, job: dict) -> None:
+    def __init__(self, job: dict) -> None:  # no network: Contestant's config is not needed
         from pix2pix_ilm.device import resolve_device
 
-        self.device = resolve_device(job["options"]["device"])
-        size = 2048 if self.device.type == "cpu" else 8192
+        self.device, self.threads, self.extra = resolve_device(job["options"]["device"]), None, {}
+        size = largest_matmul(self.device)
         self.a = torch.randn(size, size, device=self.device)
         self.b = torch.randn(size, size, device=self.device)
         self.products = 1
-        seconds = self._run()  # warm-up
-        seconds = self._run()
+        self._timed()  # warm-up
+        seconds = self._timed()["seconds"]
         self.products = max(1, round(self.BLOCK_S / max(seconds, 1e-9)))
-        self.gflop = 2 * size**3 * self.products / 1e9
+        self.extra = {
+            "gflop_per_block": 2 * size**3 * self.products / 1e9,
+            "products_per_block": self.products,
+        }
+        self.extra["size"] = size
 
-    def _run(self) -> float:
+    def _timed(self) -> dict[str, float]:
         sync(self.device)
         start = time.perf_counter()
         for _ in range(self.products):
             torch.mm(self.a, self.b)
         sync(self.device)
-        return time.perf_counter() - start
-
-    def block(self) -> dict:
-        waited_before, start = runqueue_wait_s(), time.perf_counter()
-        seconds = self._run()
-        waited = wait_share(waited_before, time.perf_counter() - start)
-        return {"seconds": seconds, "cpu_wait": waited, "gflop": self.gflop}
+        return {"seconds": time.perf_counter() - start, "gflop": self.extra.get("gflop_per_block", 0.0)}
 
     def finish(self) -> dict:
-        return {"gflop_per_block": self.gflop, "products_per_block": self.products, "size": self.a.shape[0]}
-
-    def close(self) -> None:
-        """Nothing to free beyond the process."""
+        return self.extra
 
 
-def make_contestant(job: dict) -> Contestant | MatmulContestant:
+def make_contestant(job: dict) -> Contestant:
     """The contestant of a job's task: ``train``, ``inference``, ``matmul`` or ``profile`` (bench/profile.py)."""
     if job["task"] == "profile":
         from pix2pix_ilm.bench.profile import ProfileContestant  # it builds on this module

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pix2pix_ilm.device import autocast_dtype
 from pix2pix_ilm.models.ilm_fused import ILMInstanceK1
 
 NORM_NAMES: tuple[str, ...] = ("none", "batch", "instance", "group", "layer", "ilm_in", "ilm_gn", "ilm_ln")
@@ -144,7 +145,7 @@ class ILMNorm(nn.Module):
             and (self.mean_activation, self.var_activation) == ("tanh", "sigmoid")
             and x.dtype == self.encoder.weight.dtype
             and x.is_contiguous()
-            and not torch.is_autocast_enabled(x.device.type)
+            and autocast_dtype(x.device.type) is None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

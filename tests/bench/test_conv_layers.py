@@ -49,6 +49,10 @@ def test_layer_flops_add_up_to_the_step(step):
     for r in rows:
         assert r["fwd_ms"] > 0
         assert r["bwd_ms"] > 0 and (r["input_grad"] or r["weight_grad"])
+        parts = int(r["input_grad"]) + int(
+            r["weight_grad"]
+        )  # the backward's FLOPs: one forward's per gradient
+        assert r["gflop_bwd"] == pytest.approx(parts * r["gflop_fwd"])
         assert r["ms"] == pytest.approx((r["fwd_ms"] + r["bwd_ms"]) * r["count"])
 
 
@@ -71,9 +75,9 @@ def test_timing_leaves_the_layer_as_it_was(step):
 def test_table_totals_and_peak_columns():
     rows = [
         {"layer": "G 1 conv 3→4", "count": 1, "input_grad": False, "weight_grad": True, "gflop": 2.0,
-         "gflop_fwd": 1.0, "fwd_ms": 10.0, "bwd_ms": 20.0, "ms": 30.0},
+         "gflop_fwd": 1.0, "gflop_bwd": 1.0, "fwd_ms": 10.0, "bwd_ms": 20.0, "ms": 30.0},
         {"layer": "D 2 conv 4→8", "count": 2, "input_grad": True, "weight_grad": True, "gflop": 6.0,
-         "gflop_fwd": 1.0, "fwd_ms": 10.0, "bwd_ms": 10.0, "ms": 40.0},
+         "gflop_fwd": 1.0, "gflop_bwd": 2.0, "fwd_ms": 10.0, "bwd_ms": 10.0, "ms": 40.0},
     ]  # fmt: skip
     table = layer_table(rows, peak_gflops=100.0)
     assert table[0][-2:] == ["at peak", "lost"]

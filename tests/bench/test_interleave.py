@@ -9,7 +9,8 @@ import pytest
 
 from pix2pix_ilm.bench import interleave
 from pix2pix_ilm.bench.interleave import ContestantFailed, RemoteContestant, paired_ratio, run_rounds
-from pix2pix_ilm.bench.runner import MATMUL, _add_roofline, _ilm_costs
+from pix2pix_ilm.bench.report import roofline_lines
+from pix2pix_ilm.bench.runner import MATMUL, _add_roofline, _finish_matmul, _ilm_costs
 
 
 class Scripted:
@@ -112,6 +113,43 @@ def test_roofline_share_pairs_each_step_block_with_the_products_of_its_round():
     assert x["ratio"] == pytest.approx(0.5) and x["low"] == pytest.approx(0.5) and x["n"] == 2
     assert base["ratio"] == pytest.approx(0.25) and base["n"] == 3  # pooled over both groups
     assert not x["too_wide"]
+
+
+def test_roofline_pairs_only_the_rounds_both_have():
+    """A product worker that died after one round: the step's later blocks have no partner and are left out."""
+    plain = "instance/instance"
+    groups = [{("x", plain): _blocks(1.0, 1.0, 1.0), MATMUL: [{"seconds": 1.0, "gflop": 100.0}]}]
+    results = {"x": {plain: {"conv_gflop_per_step": 50.0}}}
+    _add_roofline(results, groups, iters=1)
+    assert results["x"][plain]["roofline"]["ratio"] == pytest.approx(0.5)
+    assert results["x"][plain]["roofline"]["n"] == 1 and results["x"][plain]["roofline"]["low"] is None
+
+
+def test_a_failed_matrix_product_is_reported_and_the_probe_stands_in():
+    failed = _finish_matmul("RuntimeError: out of memory", [])
+    assert failed == {"error": "RuntimeError: out of memory"}
+    result = {"conv_gflop_per_step": 50.0, "median": 2.0, "min": 1.9, "max": 2.1}
+    report = {
+        "machine": {"matmul_gflops": {"fp32": 200.0}},
+        "matmul_in_rounds": failed,
+        "train": {"default": {"instance/instance": result}},
+    }
+    lines = roofline_lines(report)
+    assert "the matrix product in the rounds failed: RuntimeError: out of memory" in lines[0]
+    assert lines[1].endswith("= 100.0 GFLOP/s = 50% of the fp32 matrix-product rate (probe)")
+    assert _finish_matmul(None, []) is None
+
+
+def test_the_matrix_product_worker_answers_blocks():
+    """``bench --worker`` with the matmul task: a calibrated block of products, its GFLOP, then its figures."""
+    job = {"task": "matmul", "path": "matmul", "norms": ["fp32"], "options": {"device": "cpu"}}
+    contestant = RemoteContestant(job)
+    first, second = contestant.block(), contestant.block()
+    figures = contestant.finish()
+    assert figures["size"] == 2048 and figures["products_per_block"] >= 1
+    assert figures["gflop_per_block"] == pytest.approx(2 * 2048**3 * figures["products_per_block"] / 1e9)
+    for block in (first, second):
+        assert block["seconds"] > 0 and block["gflop"] == figures["gflop_per_block"]
 
 
 def test_a_worker_that_cannot_start_reports_why(monkeypatch):
