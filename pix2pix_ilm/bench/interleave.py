@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, Protocol, TypeVar
 
 from pix2pix_ilm.bench.probes import CONTENDED, summarize
@@ -120,9 +120,16 @@ class InProcessContestant:
 
 
 def run_rounds(
-    contestants: dict[Key, Timed], rounds: int, retries: int
+    contestants: dict[Key, Timed],
+    rounds: int,
+    retries: int,
+    *,
+    resolved: Callable[[dict[Key, list[dict]]], bool] | None = None,
+    max_rounds: int = 0,
 ) -> tuple[dict[Key, list[dict]], dict[Key, str], int]:
     """``rounds`` rounds; in each, every live contestant times one block, the order rotating by one per round.
+    With ``resolved``, more rounds follow until it says the blocks so far are enough, at most ``max_rounds``
+    in all.
 
     A round in which some block waited for a CPU more than ``CONTENDED`` of its time is made again, at most
     ``retries`` times in all. Returns the kept blocks per contestant (index = round), the contestants that
@@ -132,7 +139,13 @@ def run_rounds(
     blocks: dict[Key, list[dict]] = {key: [] for key in keys}
     failed: dict[Key, str] = {}
     discarded = kept = 0
-    while kept < rounds:
+
+    def more() -> bool:
+        if kept < rounds:
+            return True
+        return resolved is not None and kept < max_rounds and not resolved(blocks)
+
+    while more():
         order = keys[kept % len(keys) :] + keys[: kept % len(keys)]
         this_round = {}
         for key in order:
@@ -151,6 +164,22 @@ def run_rounds(
             blocks[key].append(block)
         kept += 1
     return blocks, failed, discarded
+
+
+def all_resolved(pairs: list[tuple[Hashable, Hashable]]) -> Callable[[dict[Any, list[dict]]], bool]:
+    """A ``resolved`` test for run_rounds: every (slower, faster) pair's paired ratio is narrower than
+    ``RESOLUTION``; a pair with a missing contestant does not hold the rounds up."""
+
+    def test(blocks: dict[Any, list[dict]]) -> bool:
+        for slower, faster in pairs:
+            if not blocks.get(slower) or not blocks.get(faster):
+                continue
+            interval = paired_ratio(blocks[slower], blocks[faster])
+            if interval is None or interval["too_wide"]:
+                return False
+        return True
+
+    return test
 
 
 def summarize_blocks(blocks: list[dict], units: float) -> dict[str, Any]:

@@ -153,9 +153,9 @@ def options_from_args(args: argparse.Namespace, device: torch.device) -> dict:
     for name in ("size", "ngf", "ndf", "iters", "repeats", "infer_repeats", "batch_size", "images"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0 or args.retries < 0:
-        name = "--warmup" if args.warmup < 0 else "--retries"
-        raise UsageError(f"{name} must be >= 0, got {min(args.warmup, args.retries)}")
+    for name in ("warmup", "retries", "until_resolved"):
+        if getattr(args, name, 0) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     depth = unet_depth(args.netG)
     if depth is not None and args.size % 2**depth:
         raise UsageError(
@@ -172,6 +172,7 @@ def options_from_args(args: argparse.Namespace, device: torch.device) -> dict:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "infer_repeats": args.infer_repeats,
+        "until_resolved": getattr(args, "until_resolved", 0),
         "batch_size": args.batch_size,
         "images": args.images,
         "retries": args.retries,
@@ -264,6 +265,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "pair) time one block in turn; ratios get a 95%% interval over the rounds, so more rounds give "
         f"narrower intervals (default: {BENCH_DEFAULTS['repeats']}; with --profile: blocks timed unprofiled, "
         f"default {PROFILE_DEFAULTS['repeats']})",
+    )
+    parser.add_argument(
+        "--until-resolved",
+        type=int,
+        default=0,
+        metavar="MAX",
+        help="after --repeats rounds, go on with more rounds of each training group until every ratio it "
+        "reports (x baseline, ILM cost, roofline share) resolves 2%%, at most MAX rounds in all; the report "
+        "gives the rounds each figure took (default: 0, off)",
     )
     parser.add_argument(
         "--infer-repeats",

@@ -118,6 +118,21 @@ def roofline_lines(report: dict) -> list[str]:
     return [head + ":", *lines]
 
 
+def rounds_lines(report: dict) -> list[str]:
+    """With --until-resolved: the rounds each training group took, and whether it stopped at the limit."""
+    settings = report["settings"]
+    limit = settings.get("until_resolved", 0)
+    if limit <= settings["repeats"]:
+        return []
+    parts = []
+    for path, per_norm in report["train"].items():
+        rounds = max((r.get("rounds", 0) for r in per_norm.values()), default=0)
+        if path != "baseline" and rounds:
+            state = "stopped at the limit" if rounds >= limit else "every ratio resolved"
+            parts.append(f"{path} {rounds} ({state})")
+    return [f"rounds per group: {', '.join(parts)}"] if parts else []
+
+
 def format_report(report: dict) -> str:
     machine, settings = report["machine"], report["settings"]
     norm_keys = settings["norms"]
@@ -134,7 +149,13 @@ def format_report(report: dict) -> str:
         "matrix product GFLOP/s: "
         + ", ".join(f"{k} {v:g}" for k, v in (machine.get("matmul_gflops") or {}).items())
         + (f"; memory copy {machine['copy_gbps']:g} GB/s" if machine.get("copy_gbps") else ""),
-        f"{settings['warmup']} warm-up steps, then {settings['repeats']} interleaved rounds: in each, every "
+        f"{settings['warmup']} warm-up steps, then {settings['repeats']} interleaved rounds"
+        + (
+            f" (then more, up to {settings['until_resolved']}, until every ratio resolves 2%)"
+            if settings.get("until_resolved", 0) > settings["repeats"]
+            else ""
+        )
+        + ": in each, every "
         f"contestant of a group (the baseline and one path, each norm pair) times {settings['iters']} step(s) in "
         f"turn" + (f"; inference: {settings['infer_repeats']} rounds" if settings.get("infer_paths") else ""),
         "rate: median [min-max] over rounds; xbase = baseline time / path time and ILM cost = ILM time / plain "
@@ -146,6 +167,7 @@ def format_report(report: dict) -> str:
         "",
     ]
     lines += _table("training step", report["train"], report["ilm_cost"], norm_keys, "it/s")
+    lines += rounds_lines(report)
     lines += roofline_lines(report)
     if report["skipped_paths"]:
         lines.append(

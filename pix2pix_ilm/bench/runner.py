@@ -17,6 +17,7 @@ from pix2pix_ilm.bench.interleave import (
     InProcessContestant,
     RemoteContestant,
     Timed,
+    all_resolved,
     measure_once,
     paired_ratio,
     run_rounds,
@@ -203,7 +204,12 @@ def _run_group(
     fails is replaced by its error in ``started``."""
     live = {key: c for key in keys if not isinstance(c := started[key], str)}
     rounds = options["repeats"] if task == "train" else options["infer_repeats"]
-    blocks, failed, discarded = run_rounds(live, rounds, options["retries"])
+    limit = options.get("until_resolved", 0) if task == "train" else 0
+    resolved = all_resolved(_group_pairs(keys)) if limit > rounds else None
+    blocks, failed, discarded = run_rounds(
+        live, rounds, options["retries"], resolved=resolved, max_rounds=limit
+    )
+    rounds = max((len(kept) for kept in blocks.values()), default=0)
     started.update(failed)
     units = options["iters"] if task == "train" else options["images"]
     rates = ", ".join(
@@ -215,6 +221,24 @@ def _run_group(
     )
     print(f"[bench]   {rounds} rounds ({discarded} made again): {rates}", file=sys.stderr)
     return blocks, discarded
+
+
+def _group_pairs(keys: list[Key]) -> list[tuple[Key, Key]]:
+    """The (slower, faster) pairs whose ratios a group reports: × baseline (baseline, path), the ILM cost
+    (ILM pair, plain pair) of the path and of the baseline, the roofline share (product, path)."""
+    pairs = []
+    for path, n in keys:
+        if (path, n) == MATMUL:
+            continue
+        g, d = n.split("/")
+        plain = (path, f"{ILM_BASE.get(g, g)}/{ILM_BASE.get(d, d)}")
+        if plain != (path, n) and plain in keys:
+            pairs.append(((path, n), plain))
+        if path != BASELINE:
+            pairs.append(((BASELINE, n), (path, n)))
+            if MATMUL in keys:
+                pairs.append((MATMUL, (path, n)))
+    return pairs
 
 
 def _finish_blocks(contestant: Timed | str, kept: list[dict], units: float) -> dict[str, Any]:

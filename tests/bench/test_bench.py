@@ -319,6 +319,20 @@ def test_block_and_round_defaults_depend_on_the_mode() -> None:
     assert (given["iters"], given["repeats"]) == (5, 2)
     with pytest.raises(UsageError, match="--infer-repeats must be >= 1"):
         options.options_from_args(parser.parse_args(["--infer-repeats", "0"]), CPU)
+    with pytest.raises(UsageError, match="--until-resolved must be >= 0"):
+        options.options_from_args(parser.parse_args(["--until-resolved", "-1"]), CPU)
+
+
+def test_until_resolved_adds_rounds_up_to_its_limit(capsys):
+    args = [*TINY_BENCH, "--paths", "default", "--norms", "IN/IN", "--infer-paths", "none"]
+    code = main([*args, "--device", "cpu", "--in-process", "--no-matmul", "--until-resolved", "4"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(lines[-1])
+    rounds = report["train"]["default"]["instance/instance"]["rounds"]
+    assert 2 <= rounds <= 4 and report["settings"]["until_resolved"] == 4
+    assert any(line.startswith("rounds per group: default ") for line in lines)
+    assert any("(then more, up to 4, until every ratio resolves 2%)" in line for line in lines)
 
 
 def test_bench_usage_errors(capsys):

@@ -8,9 +8,15 @@ import math
 import pytest
 
 from pix2pix_ilm.bench import interleave
-from pix2pix_ilm.bench.interleave import ContestantFailed, RemoteContestant, paired_ratio, run_rounds
+from pix2pix_ilm.bench.interleave import (
+    ContestantFailed,
+    RemoteContestant,
+    all_resolved,
+    paired_ratio,
+    run_rounds,
+)
 from pix2pix_ilm.bench.report import roofline_lines
-from pix2pix_ilm.bench.runner import MATMUL, _add_roofline, _finish_matmul, _ilm_costs
+from pix2pix_ilm.bench.runner import MATMUL, _add_roofline, _finish_matmul, _group_pairs, _ilm_costs
 
 
 class Scripted:
@@ -93,6 +99,42 @@ def test_ilm_cost_pairs_the_same_rounds_and_pools_the_baseline_over_groups():
     costs = _ilm_costs(groups, [plain, ilm])
     assert set(costs) == {"baseline"}  # x and y lack the other norm pair
     assert costs["baseline"][ilm]["ratio"] == pytest.approx(1.2) and costs["baseline"][ilm]["n"] == 2
+
+
+def test_rounds_go_on_until_resolved_or_the_limit():
+    log: list[str] = []
+    many = [1.0 + 0.01 * (i % 3) for i in range(20)]
+    enough_after_5 = lambda blocks: len(blocks["a"]) >= 5  # noqa: E731
+    contestants = {k: Scripted(k, _blocks(*many), log) for k in "ab"}
+    kept, _, _ = run_rounds(contestants, rounds=2, retries=0, resolved=enough_after_5, max_rounds=10)
+    assert len(kept["a"]) == len(kept["b"]) == 5
+    contestants = {k: Scripted(k, _blocks(*many), log) for k in "ab"}
+    kept, _, _ = run_rounds(contestants, rounds=2, retries=0, resolved=lambda blocks: False, max_rounds=7)
+    assert len(kept["a"]) == 7  # the limit
+    contestants = {k: Scripted(k, _blocks(*many), log) for k in "ab"}
+    kept, _, _ = run_rounds(contestants, rounds=3, retries=0, resolved=lambda blocks: True, max_rounds=7)
+    assert len(kept["a"]) == 3  # never fewer than --repeats
+
+
+def test_all_resolved_needs_every_pair_narrower_than_two_percent():
+    steady = {"a": _blocks(2.0, 2.02, 1.98, 2.0), "b": _blocks(1.0, 1.01, 0.99, 1.0)}
+    noisy = steady | {"c": _blocks(1.0, 1.3, 0.8, 1.1)}
+    assert all_resolved([("a", "b")])(steady)
+    assert not all_resolved([("a", "b"), ("a", "c")])(noisy)
+    assert all_resolved([("a", "b"), ("a", "gone")])(steady)  # a missing contestant holds nothing up
+
+
+def test_a_group_reports_baseline_ilm_and_roofline_ratios():
+    plain, ilm = "instance/instance", "ilm_in/ilm_in"
+    keys = [("baseline", plain), ("baseline", ilm), ("p", plain), ("p", ilm), MATMUL]
+    assert set(_group_pairs(keys)) == {
+        (("baseline", ilm), ("baseline", plain)),
+        (("p", ilm), ("p", plain)),
+        (("baseline", plain), ("p", plain)),
+        (("baseline", ilm), ("p", ilm)),
+        (MATMUL, ("p", plain)),
+        (MATMUL, ("p", ilm)),
+    }
 
 
 def test_roofline_share_pairs_each_step_block_with_the_products_of_its_round():
