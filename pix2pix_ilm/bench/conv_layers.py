@@ -15,54 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pix2pix_ilm.bench.flops import conv_flops
+from pix2pix_ilm.bench.flops import conv_calls
 from pix2pix_ilm.bench.probes import sync
-from pix2pix_ilm.device import autocast_dtype
 
 Conv = nn.modules.conv._ConvNd
 #: each part of a call is the best of this many runs (after one warm-up)
 LAYER_REPEATS = 5
-
-
-def record_calls(run: Callable[[], Any], networks: dict[str, nn.Module]) -> list[dict[str, Any]]:
-    """One call of ``run`` with a forward hook on every convolution of ``networks`` (name → network): the
-    distinct calls in the order first seen, each with its layer, its input's shape, strides, dtype and device,
-    the autocast dtype, the gradients the step takes and the count. No tensor is kept."""
-    calls: dict[tuple, dict[str, Any]] = {}
-    layers: dict[int, tuple[str, int, Conv]] = {}
-    for net_name, net in networks.items():
-        convs = [m for m in net.modules() if isinstance(m, Conv)]
-        layers |= {id(m): (net_name, index, m) for index, m in enumerate(convs, 1)}
-
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        if not inputs or not isinstance(output, torch.Tensor):
-            return
-        x = inputs[0]
-        net_name, index, conv = layers[id(module)]
-        graph = torch.is_grad_enabled() and output.requires_grad
-        call = {
-            "net": net_name,
-            "index": index,
-            "input_shape": list(x.shape),
-            "input_stride": list(x.stride()),
-            "dtype": x.dtype,
-            "device": x.device,
-            "autocast": autocast_dtype(x.device.type),
-            "input_grad": graph and x.requires_grad,
-            "weight_grad": graph and conv.weight.requires_grad,
-        }
-        key = tuple(tuple(v) if isinstance(v, list) else v for v in call.values())
-        if key not in calls:
-            calls[key] = call | {"module": conv, "count": 0, "out_shape": list(output.shape)}
-        calls[key]["count"] += 1
-
-    handles = [m.register_forward_hook(hook) for _, _, m in layers.values()]
-    try:
-        run()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return list(calls.values())
 
 
 @contextlib.contextmanager
@@ -92,7 +50,7 @@ def _best_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> float
 
 def time_call(call: dict[str, Any], device: torch.device, repeats: int) -> dict[str, Any]:
     """ms of the call's forward and of its backward (the gradients the step takes: input, weights or both,
-    in one call, as the step's backward does; each the best of ``repeats``), and their FLOPs."""
+    in one call, as the step's backward does; each the best of ``repeats``)."""
     module: Conv = call["module"]
     x = torch.empty_strided(call["input_shape"], call["input_stride"], dtype=call["dtype"], device=device)
     x.normal_().requires_grad_(call["input_grad"])
@@ -100,14 +58,13 @@ def time_call(call: dict[str, Any], device: torch.device, repeats: int) -> dict[
     wanted = ([x] if call["input_grad"] else []) + (list(module.parameters()) if call["weight_grad"] else [])
     with _weight_grad(module, call["weight_grad"]), amp, torch.set_grad_enabled(bool(wanted)):
         out = module(x)
-        forward_flops, backward_flops = conv_flops(module, x, out)
         timings = {"fwd_ms": _best_ms(lambda: module(x), device, repeats), "bwd_ms": 0.0}
         if wanted:
             grad = functools.partial(
                 torch.autograd.grad, out, wanted, torch.randn_like(out), retain_graph=True
             )
             timings["bwd_ms"] = _best_ms(grad, device, repeats)
-    return timings | {"gflop_fwd": forward_flops / 1e9, "gflop_bwd": backward_flops / 1e9}
+    return timings
 
 
 def layer_label(call: dict[str, Any]) -> str:
@@ -132,7 +89,7 @@ def measure_layers(
 ) -> list[dict[str, Any]]:
     """Per distinct convolution call of one ``run``: label, count per step, gradients, FLOPs and ms."""
     rows = []
-    for call in record_calls(run, networks):
+    for call in conv_calls(run, networks):
         timed = time_call(call, device, repeats)
         count = call["count"]
         rows.append(
@@ -141,7 +98,9 @@ def measure_layers(
                 "count": count,
                 "input_grad": call["input_grad"],
                 "weight_grad": call["weight_grad"],
-                "gflop": (timed["gflop_fwd"] + timed["gflop_bwd"]) * count,
+                "gflop_fwd": call["flops_fwd"] / 1e9,
+                "gflop_bwd": call["flops_bwd"] / 1e9,
+                "gflop": (call["flops_fwd"] + call["flops_bwd"]) * count / 1e9,
                 "ms": (timed["fwd_ms"] + timed["bwd_ms"]) * count,
             }
             | timed

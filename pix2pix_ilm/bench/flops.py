@@ -1,4 +1,5 @@
-"""Convolution FLOPs of a training step, counted analytically per call (formula: docs/bench.md)."""
+"""Convolution FLOPs of a training step, counted analytically per call (formula: docs/bench.md), and the
+distinct convolution calls of a step that they are counted on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from pix2pix_ilm.device import autocast_dtype
 
 
 def conv_flops(module: nn.modules.conv._ConvNd, x: torch.Tensor, out: torch.Tensor) -> tuple[int, int]:
@@ -28,22 +31,53 @@ def conv_flops(module: nn.modules.conv._ConvNd, x: torch.Tensor, out: torch.Tens
     return forward, forward * (int(x.requires_grad) + int(module.weight.requires_grad))
 
 
-def step_conv_gflop(run: Callable[[], Any], roots: Iterable[nn.Module]) -> dict[str, float]:
-    """GFLOP of the convolutions of one call of ``run`` (forward and backward), by forward hooks on every
-    convolution in ``roots``."""
-    counted = {"fwd": 0, "bwd": 0}
+def conv_calls(run: Callable[[], Any], networks: dict[str, nn.Module]) -> list[dict[str, Any]]:
+    """One call of ``run`` with a forward hook on every convolution of ``networks`` (name → module): the
+    distinct calls in the order first seen, each with its layer (``net``, ``index`` in it, ``module``), its
+    input's shape, strides, dtype and device, the autocast dtype, the gradients the step takes, its FLOPs
+    (``flops_fwd``, ``flops_bwd``: :func:`conv_flops`) and how often it ran. No tensor is kept."""
+    calls: dict[tuple, dict[str, Any]] = {}
+    layers: dict[int, tuple[str, int, nn.modules.conv._ConvNd]] = {}
+    for net_name, net in networks.items():
+        convs = [m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+        layers |= {id(m): (net_name, index, m) for index, m in enumerate(convs, 1)}
 
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        if inputs and isinstance(output, torch.Tensor):
-            forward, backward = conv_flops(module, inputs[0], output)  # type: ignore[arg-type]
-            counted["fwd"] += forward
-            counted["bwd"] += backward
+        if not inputs or not isinstance(output, torch.Tensor):
+            return
+        x = inputs[0]
+        net_name, index, conv = layers[id(module)]
+        graph = torch.is_grad_enabled() and output.requires_grad
+        call = {
+            "net": net_name,
+            "index": index,
+            "input_shape": list(x.shape),
+            "input_stride": list(x.stride()),
+            "dtype": x.dtype,
+            "device": x.device,
+            "autocast": autocast_dtype(x.device.type),
+            "input_grad": graph and x.requires_grad,
+            "weight_grad": graph and conv.weight.requires_grad,
+        }
+        key = tuple(tuple(v) if isinstance(v, list) else v for v in call.values())
+        if key not in calls:
+            forward, backward = conv_flops(conv, x, output)
+            calls[key] = call | {"module": conv, "count": 0, "out_shape": list(output.shape)}
+            calls[key] |= {"flops_fwd": forward, "flops_bwd": backward}
+        calls[key]["count"] += 1
 
-    convs = {m for root in roots for m in root.modules() if isinstance(m, nn.modules.conv._ConvNd)}
-    handles = [m.register_forward_hook(hook) for m in convs]
+    handles = [m.register_forward_hook(hook) for _, _, m in layers.values()]
     try:
         run()
     finally:
         for handle in handles:
             handle.remove()
-    return {phase: flops / 1e9 for phase, flops in counted.items()}
+    return list(calls.values())
+
+
+def step_conv_gflop(run: Callable[[], Any], roots: Iterable[nn.Module]) -> dict[str, float]:
+    """GFLOP of the convolutions of one call of ``run`` (forward and backward) in the modules ``roots``."""
+    calls = conv_calls(run, {str(number): root for number, root in enumerate(roots)})
+    return {
+        phase: sum(call[f"flops_{phase}"] * call["count"] for call in calls) / 1e9 for phase in ("fwd", "bwd")
+    }

@@ -60,6 +60,12 @@ NORM_LABELS = {v: k.upper() for k, v in NORM_ALIASES.items()}
 ILM_BASE = {"ilm_in": "instance", "ilm_gn": "group", "ilm_ln": "layer"}
 
 
+def plain_pair(key: str) -> str:
+    """The norm pair with each ILM replaced by the norm it standardises with (ilm_in/ilm_in → instance/instance):
+    the ILM cost's denominator."""
+    return "/".join(ILM_BASE.get(norm, norm) for norm in key.split("/"))
+
+
 def parse_path(name: str) -> tuple[dict[str, Any], int | None]:
     """``"bf16+channels_last+threads=1"`` → (TrainConfig overrides, thread count or None); a path with
     features sets every feature field (:data:`FEATURES_OFF`), ``"default"`` none."""

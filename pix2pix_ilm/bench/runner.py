@@ -25,11 +25,11 @@ from pix2pix_ilm.bench.interleave import (
 )
 from pix2pix_ilm.bench.options import (
     BASELINE,
-    ILM_BASE,
     norm_key,
     norm_label,
     options_from_args,
     parse_norms,
+    plain_pair,
     select_paths,
     select_profile_paths,
 )
@@ -186,7 +186,7 @@ def measure_task(
     _add_ratios(task, results, per_group, norms, paths)
     matmul = _finish_matmul(started.get(MATMUL), [b for g in per_group for b in g.get(MATMUL, [])])
     if matmul and "error" not in matmul:
-        _add_roofline(results, per_group, options["iters"])
+        _add_roofline(results, per_group, options["iters"], matmul["gflop_per_block"])
     return results, _ilm_costs(per_group, norms), matmul
 
 
@@ -194,7 +194,7 @@ def _finish_matmul(contestant: Timed | str | None, kept: list[dict]) -> dict[str
     """The matrix product's GFLOP/s over its blocks (median [min-max]), or its error; None if not run."""
     if contestant is None:
         return None
-    return _finish_blocks(contestant, kept, kept[0]["gflop"] if kept else 1.0)
+    return _finish_blocks(contestant, kept, kept[0]["gflop"] if kept else 0.0)
 
 
 def _run_group(
@@ -230,8 +230,7 @@ def _group_pairs(keys: list[Key]) -> list[tuple[Key, Key]]:
     for path, n in keys:
         if (path, n) == MATMUL:
             continue
-        g, d = n.split("/")
-        plain = (path, f"{ILM_BASE.get(g, g)}/{ILM_BASE.get(d, d)}")
+        plain = (path, plain_pair(n))
         if plain != (path, n) and plain in keys:
             pairs.append(((path, n), plain))
         if path != BASELINE:
@@ -262,46 +261,48 @@ def _finish(task: str, contestant: Timed | str, kept: list[dict], options: dict)
     return out
 
 
+def _pooled_ratio(per_group: list[dict], slower: Key, faster: Key, field: str = "seconds") -> dict | None:
+    """time(slower) ÷ time(faster) over the rounds of every group that ran both (paired_ratio), or None."""
+    slow: list[dict] = []
+    fast: list[dict] = []
+    for group in per_group:
+        a, b = group.get(slower, []), group.get(faster, [])
+        count = min(len(a), len(b))  # a contestant that failed mid-group stops early: the rest are unpaired
+        slow += a[:count]
+        fast += b[:count]
+    return paired_ratio(slow, fast, field)
+
+
 def _add_ratios(task: str, results: dict, per_group: list[dict], norms: list[str], paths: list[str]) -> None:
     """``ratio`` = baseline time ÷ path time (same norms, same rounds) with its interval; 1 for the baseline."""
     for n in norms:
         if "error" not in results[BASELINE][n]:
             results[BASELINE][n]["ratio"] = 1.0
-    for path, group in zip(paths, per_group, strict=False):
+    for path in paths:
         for n in norms:
             result = results[path][n]
-            base, mine = group.get((BASELINE, n), []), group.get((path, n), [])
             if "error" in result:
                 continue
             fields = [("ratio", "seconds")]
             if task == "inference" and "img_s_steady" in result:
                 fields.append(("ratio_img_s_steady", "per_image_s"))
             for name, field in fields:
-                interval = paired_ratio(base, mine, field)
+                interval = _pooled_ratio(per_group, (BASELINE, n), (path, n), field)
                 if interval:
                     result[name] = interval["ratio"]
                     result[f"{name}_interval"] = interval
 
 
-def _add_roofline(results: dict, per_group: list[dict], iters: int) -> None:
+def _add_roofline(results: dict, per_group: list[dict], iters: int, product_gflop: float) -> None:
     """``roofline``: the convolutions' GFLOP/s ÷ the matrix product's, from the blocks of the same rounds
     (share_i = conv GFLOP per block ÷ t_step,i ÷ (product GFLOP per block ÷ t_matmul,i)), geometric mean
     with its 95 % interval; the baseline's pooled over the groups."""
-    pooled: dict[Key, tuple[list, list]] = {}
-    for group in per_group:
-        products = group.get(MATMUL, [])
-        for key, kept in group.items():
-            if key != MATMUL:
-                steps, mms = pooled.setdefault(key, ([], []))
-                count = min(len(kept), len(products))
-                steps += kept[:count]
-                mms += products[:count]
-    for (path, n), (steps, mms) in pooled.items():
+    for path, n in dict.fromkeys(key for group in per_group for key in group if key != MATMUL):
         result = results.get(path, {}).get(n, {})
-        interval = paired_ratio(mms, steps)
+        interval = _pooled_ratio(per_group, MATMUL, (path, n))
         if "conv_gflop_per_step" not in result or not interval:
             continue
-        scale = result["conv_gflop_per_step"] * iters / mms[0]["gflop"]
+        scale = result["conv_gflop_per_step"] * iters / product_gflop
         result["roofline"] = interval | {
             k: None if interval[k] is None else interval[k] * scale for k in ("ratio", "low", "high")
         }
@@ -311,20 +312,11 @@ def _ilm_costs(per_group: list[dict], norms: list[str]) -> dict[str, dict[str, d
     """Per path: time(ILM pair) ÷ time(plain pair) over the same rounds (the baseline's pooled over groups)."""
     costs: dict[str, dict[str, dict]] = {}
     for n in norms:
-        g, d = n.split("/")
-        plain = f"{ILM_BASE.get(g, g)}/{ILM_BASE.get(d, d)}"
+        plain = plain_pair(n)
         if plain == n or plain not in norms:
             continue
-        pooled: dict[str, tuple[list, list]] = {}
-        for group in per_group:
-            for (path, key), kept in group.items():
-                if key == n and (path, plain) in group:
-                    slow, fast = pooled.setdefault(path, ([], []))
-                    count = min(len(kept), len(group[(path, plain)]))
-                    slow += kept[:count]
-                    fast += group[(path, plain)][:count]
-        for path, (slow, fast) in pooled.items():
-            interval = paired_ratio(slow, fast)
+        for path in dict.fromkeys(p for group in per_group for p, key in group if key == n):
+            interval = _pooled_ratio(per_group, (path, n), (path, plain))
             if interval:
                 costs.setdefault(path, {})[n] = interval
     return costs

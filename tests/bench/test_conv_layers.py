@@ -1,13 +1,14 @@
-"""The per-layer convolution account: every call of a step is found once, with the gradients it needs, and its
-FLOPs add up to the step's count; timing a layer leaves it as it was."""
+"""The per-layer convolution account: its FLOPs add up to the step's count as the profiler's hooks take it,
+each row's parts add up, timing a layer leaves it as it was, and the table's arithmetic."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pix2pix_ilm.bench.conv_layers import layer_table, measure_layers, record_calls, time_call
-from pix2pix_ilm.bench.flops import step_conv_gflop
+from pix2pix_ilm.bench.conv_layers import layer_table, measure_layers, time_call
+from pix2pix_ilm.bench.flops import conv_calls
+from pix2pix_ilm.bench.profile import ModuleRanges
 from pix2pix_ilm.bench.worker import bench_config, train_step
 
 from .test_profile import TINY
@@ -25,39 +26,23 @@ def _networks(step) -> dict[str, torch.nn.Module]:
     return {"G": step.modules[0], "D": step.modules[1]}
 
 
-def test_each_call_is_found_with_the_gradients_the_step_needs(step):
-    calls = record_calls(step.run, _networks(step))
-    g_convs = sum(isinstance(m, torch.nn.modules.conv._ConvNd) for m in step.modules[0].modules())
-    d_convs = sum(isinstance(m, torch.nn.modules.conv._ConvNd) for m in step.modules[1].modules())
-    g_calls = [c for c in calls if c["net"] == "G"]
-    d_calls = [c for c in calls if c["net"] == "D"]
-    assert len(g_calls) == g_convs and all(c["count"] == 1 and c["weight_grad"] for c in g_calls)
-    assert not g_calls[0]["input_grad"]  # G's first layer reads the image: no input gradient
-    assert all(c["input_grad"] for c in g_calls[1:])
-    # D runs twice: on (fake, real) as a batch of two in the D step, on the fake pair with frozen weights
-    d_step = [c for c in d_calls if c["input_shape"][0] == 2 * TINY["batch_size"]]
-    g_step = [c for c in d_calls if c["input_shape"][0] == TINY["batch_size"]]
-    assert len(d_step) == len(g_step) == d_convs
-    assert all(c["weight_grad"] for c in d_step) and not any(c["weight_grad"] for c in g_step)
-    assert not d_step[0]["input_grad"] and all(c["input_grad"] for c in d_step[1:] + g_step)
-
-
 def test_layer_flops_add_up_to_the_step(step):
     rows = measure_layers(step.run, _networks(step), CPU, repeats=1)
-    counted = step_conv_gflop(step.run, step.modules)
-    assert sum(r["gflop"] for r in rows) == pytest.approx(counted["fwd"] + counted["bwd"])
+    with ModuleRanges(step.modules) as ranges:  # the profiler's own per-call count, by other hooks
+        step.run()
+    counted = ranges.conv_flops["fwd"] + ranges.conv_flops["bwd"]
+    assert sum(r["gflop"] for r in rows) == pytest.approx(counted / 1e9)
     for r in rows:
         assert r["fwd_ms"] > 0
         assert r["bwd_ms"] > 0 and (r["input_grad"] or r["weight_grad"])
-        parts = int(r["input_grad"]) + int(
-            r["weight_grad"]
-        )  # the backward's FLOPs: one forward's per gradient
+        # the backward's FLOPs: one forward's per gradient
+        parts = int(r["input_grad"]) + int(r["weight_grad"])
         assert r["gflop_bwd"] == pytest.approx(parts * r["gflop_fwd"])
         assert r["ms"] == pytest.approx((r["fwd_ms"] + r["bwd_ms"]) * r["count"])
 
 
 def test_timing_leaves_the_layer_as_it_was(step):
-    calls = record_calls(step.run, _networks(step))
+    calls = conv_calls(step.run, _networks(step))
     frozen = next(c for c in calls if c["net"] == "D" and not c["weight_grad"])
     module = frozen["module"]
     assert all(p.requires_grad for p in module.parameters())  # frozen only inside the G step

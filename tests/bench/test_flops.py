@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pix2pix_ilm.bench.flops import conv_flops, step_conv_gflop
+from pix2pix_ilm.bench.flops import conv_calls, conv_flops, step_conv_gflop
 from pix2pix_ilm.bench.profile import ModuleRanges
 from pix2pix_ilm.bench.worker import bench_config, train_step
 from pix2pix_ilm.cpu_speed import Conv2d, ConvTranspose2d
@@ -42,3 +42,21 @@ def test_module_ranges_count_the_flops_of_a_step_as_it_runs():
         step = train_step(options, bench_config(options, ["instance", "instance"], {}), is_baseline, CPU)
         gflop = step_conv_gflop(step.run, step.modules)
         assert gflop == {"fwd": ranges.conv_flops["fwd"] / 1e9, "bwd": ranges.conv_flops["bwd"] / 1e9}
+
+
+def test_each_call_is_found_once_with_the_gradients_the_step_needs():
+    step = train_step(TINY, bench_config(TINY, ["instance", "instance"], {}), False, CPU)
+    calls = conv_calls(step.run, {"G": step.modules[0], "D": step.modules[1]})
+    g_convs = sum(isinstance(m, torch.nn.modules.conv._ConvNd) for m in step.modules[0].modules())
+    d_convs = sum(isinstance(m, torch.nn.modules.conv._ConvNd) for m in step.modules[1].modules())
+    g_calls = [c for c in calls if c["net"] == "G"]
+    d_calls = [c for c in calls if c["net"] == "D"]
+    assert len(g_calls) == g_convs and all(c["count"] == 1 and c["weight_grad"] for c in g_calls)
+    assert not g_calls[0]["input_grad"]  # G's first layer reads the image: no input gradient
+    assert all(c["input_grad"] for c in g_calls[1:])
+    # D runs twice: on (fake, real) as a batch of two in the D step, on the fake pair with frozen weights
+    d_step = [c for c in d_calls if c["input_shape"][0] == 2 * TINY["batch_size"]]
+    g_step = [c for c in d_calls if c["input_shape"][0] == TINY["batch_size"]]
+    assert len(d_step) == len(g_step) == d_convs
+    assert all(c["weight_grad"] for c in d_step) and not any(c["weight_grad"] for c in g_step)
+    assert not d_step[0]["input_grad"] and all(c["input_grad"] for c in d_step[1:] + g_step)

@@ -150,7 +150,7 @@ def test_roofline_share_pairs_each_step_block_with_the_products_of_its_round():
         "baseline": {plain: {"conv_gflop_per_step": 25.0}},
         "x": {plain: {"conv_gflop_per_step": 25.0}},
     }
-    _add_roofline(results, groups, iters=2)  # 50 conv GFLOP per block
+    _add_roofline(results, groups, iters=2, product_gflop=100.0)  # 50 conv GFLOP per block
     x, base = results["x"][plain]["roofline"], results["baseline"][plain]["roofline"]
     assert x["ratio"] == pytest.approx(0.5) and x["low"] == pytest.approx(0.5) and x["n"] == 2
     assert base["ratio"] == pytest.approx(0.25) and base["n"] == 3  # pooled over both groups
@@ -162,7 +162,7 @@ def test_roofline_pairs_only_the_rounds_both_have():
     plain = "instance/instance"
     groups = [{("x", plain): _blocks(1.0, 1.0, 1.0), MATMUL: [{"seconds": 1.0, "gflop": 100.0}]}]
     results = {"x": {plain: {"conv_gflop_per_step": 50.0}}}
-    _add_roofline(results, groups, iters=1)
+    _add_roofline(results, groups, iters=1, product_gflop=100.0)
     assert results["x"][plain]["roofline"]["ratio"] == pytest.approx(0.5)
     assert results["x"][plain]["roofline"]["n"] == 1 and results["x"][plain]["roofline"]["low"] is None
 
