@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pix2pix_ilm import __version__
-from pix2pix_ilm.config import TestConfig, TrainConfig, add_dataclass_arguments, dataclass_from_args
+from pix2pix_ilm.config import (
+    BenchConfig,
+    TestConfig,
+    TrainConfig,
+    add_dataclass_arguments,
+    dataclass_from_args,
+)
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.norms import NORM_NAMES
 
@@ -34,10 +40,10 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _retain_heap_on_cpu(device: str) -> None:
-    """Commands that train or translate on CPU keep freed memory in the process (``cpu_speed``); this is a
+    """Commands that train or translate on CPU keep freed memory in the process (``heap``); this is a
     process-wide setting, so the command line opts in and the library never does it behind a caller's back."""
-    from pix2pix_ilm.cpu_speed import retain_freed_memory
     from pix2pix_ilm.device import resolve_device
+    from pix2pix_ilm.heap import retain_freed_memory
 
     try:
         on_cpu = resolve_device(device).type == "cpu"
@@ -130,9 +136,9 @@ def _cmd_visdom(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from pix2pix_ilm.bench.runner import run_bench
+    from pix2pix_ilm.bench.run import run_bench
 
-    run_bench(args)
+    run_bench(dataclass_from_args(BenchConfig, args))
     return 0
 
 
@@ -243,10 +249,13 @@ def _add_visdom(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    from pix2pix_ilm.bench.options import add_bench_arguments
-
-    help = "benchmark training and inference against a plain eager baseline"
-    add_bench_arguments(_command(sub, "bench", _cmd_bench, help))
+    description = (
+        "Time the training step (warm-up excluded; median and IQR) and the inference forward for every speed "
+        "setting x norm pair, each in a fresh process: it/s, the ILM cost, the step's memory, the convolutions' "
+        "GFLOP/s and their share of the machine's fp32 peak. Prints a table, then one JSON line (docs/bench.md)."
+    )
+    help = "measure training and inference speed per speed setting and norm pair"
+    add_dataclass_arguments(_command(sub, "bench", _cmd_bench, help, description=description), BenchConfig)
 
 
 @contextlib.contextmanager

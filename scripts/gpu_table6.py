@@ -36,11 +36,8 @@ def flags(**options: object) -> list[str]:
     return [item for key, value in options.items() for item in (f"--{key}", str(value))]
 
 
-TINY_BENCH = [
-    *flags(size=32, netG="unet_32", ngf=4, ndf=4, iters=2, warmup=1, repeats=1, retries=0),
-    "--no-matmul",
-]
-PAPER_BENCH = flags(size=256, netG="unet_256", ngf=64, ndf=64, iters=20, warmup=5, repeats=3)
+TINY_BENCH = flags(size=32, netG="unet_32", ngf=4, ndf=4, warmup=1, min_time=0.2)
+PAPER_BENCH = flags(size=256, netG="unet_256", ngf=64, ndf=64, warmup=5)
 
 
 def say(message: str) -> None:
@@ -118,20 +115,19 @@ def dry_run_data(kit: Path, shared: Path, work: Path) -> Path:
 
 
 def bench_rates(env: dict[str, str], out: Path, device: str, tiny: bool) -> dict[str, Any]:
-    """Training it/s per configuration from ``pix2pix-ilm bench`` (one process, default path)."""
+    """Training it/s per configuration from ``pix2pix-ilm bench`` (default setting)."""
     report = out / "bench.json"
-    cmd = [sys.executable, "-m", "pix2pix_ilm", "bench", "--device", device, "--paths", "default"]
-    cmd += ["--infer-paths", "none", "--in-process", "--json", str(report)]
+    cmd = [sys.executable, "-m", "pix2pix_ilm", "bench", "--device", device, "--json", str(report)]
     cmd += ["--norms", ",".join(BENCH_NORMS.values()), *(TINY_BENCH if tiny else PAPER_BENCH)]
     say("bench: " + " ".join(cmd[1:]))
     subprocess.run(
         cmd, env=env | ({"OMP_NUM_THREADS": "1"} if tiny else {}), check=True, stdout=subprocess.DEVNULL
     )
     data = json.loads(report.read_text())
-    default = data["train"]["default"]
-    rates = {c: float(default[key]["median"]) for c, key in BENCH_NORMS.items()}
-    syncs = {c: default[key].get("host_syncs_per_step") for c, key in BENCH_NORMS.items()}  # None on CPU
-    settings = next(iter(default.values())).get("path_settings")  # what "default" means on this device
+    default = {row["norms"]: row for row in data["rows"]}
+    rates = {c: float(default[key]["it_s"]) for c, key in BENCH_NORMS.items()}
+    syncs = {c: default[key]["host_syncs_per_step"] for c, key in BENCH_NORMS.items()}  # None on CPU
+    settings = next(iter(default.values()))["resolved"]  # what "default" means on this device
     machine = data["machine"]
     return {
         "rates": rates,

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from pix2pix_ilm.config import TrainConfig
-from pix2pix_ilm.cpu_speed import set_small_input_matmul
 from pix2pix_ilm.device import autocast, resolve_device, torch_at_least, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.losses import GANLoss, gradient_penalty
@@ -49,8 +48,6 @@ class Pix2PixModel:
             for module in self.discriminator.modules():
                 if isinstance(module, ILMNorm):
                     module.fused = False
-        for net in (self.generator, self.discriminator):
-            set_small_input_matmul(net, not config.native_conv)
         self.generator.to(self.device)
         self.discriminator.to(self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

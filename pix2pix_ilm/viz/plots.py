@@ -1,5 +1,4 @@
-"""PNG plots drawn with Pillow: loss curves of a training run, per-image scores of an evaluation, and
-horizontal bar charts (``bench --profile``).
+"""PNG plots drawn with Pillow: loss curves of a training run and per-image scores of an evaluation.
 
 Pillow is already a dependency, so the plots need no plotting library. Losses of different scales get
 separate panels (:func:`loss_groups`): the GAN terms (around 0.7) would be flat lines on an axis that also
@@ -273,56 +272,4 @@ def render_score_strips(
         better = "higher" if higher_is_better.get(name, False) else "lower"
         top = index * panel_height
         _strip_panel(draw, (10, top + 8, width - 10, top + panel_height - 4), name, scores, better)
-    return image
-
-
-def render_bars(
-    categories: Sequence[str],
-    series: Mapping[str, Sequence[float]],
-    title: str,
-    x_label: str,
-    width: int = 900,
-) -> Image.Image:
-    """Horizontal bars from 0, one group per category (top to bottom) and one bar per series in each group,
-    each labelled with its value; a value of 0 or less draws nothing."""
-    if not categories or not series:
-        raise ValueError("render_bars needs at least one category and one series")
-    small, normal = _font(12), _font(14)
-    bar, gap = 12, 10
-    group = bar * len(series) + gap
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_width = int(max(probe.textlength(c, font=small) for c in categories)) + 16
-    top = 36 + 18 * len(series)
-    plot = (label_width, top, width - 70, top + group * len(categories))
-    image = Image.new("RGB", (width, plot[3] + 44), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((10, 8), title, fill=_TEXT, font=normal)
-    high = max((max(values, default=0.0) for values in series.values()), default=0.0) or 1.0
-    ticks = _linear_ticks(0.0, high * 1.05, 6)
-    x_high = max(ticks[-1], high)
-
-    def to_x(value: float) -> float:
-        return plot[0] + max(value, 0.0) / x_high * (plot[2] - plot[0])
-
-    for tick in ticks:
-        px = to_x(tick)
-        draw.line((px, plot[1], px, plot[3]), fill=_GRID)
-        text = _label(tick)
-        draw.text((px - draw.textlength(text, font=small) / 2, plot[3] + 4), text, fill=_TEXT, font=small)
-    draw.line((plot[0], plot[1], plot[0], plot[3]), fill=_AXIS)
-    label_x = (plot[0] + plot[2] - draw.textlength(x_label, font=small)) / 2
-    draw.text((label_x, plot[3] + 22), x_label, fill=_TEXT, font=small)
-    for index, category in enumerate(categories):
-        y = top + index * group + group / 2 - 7
-        draw.text((plot[0] - 8 - draw.textlength(category, font=small), y), category, fill=_TEXT, font=small)
-    for s_index, (name, values) in enumerate(series.items()):
-        colour = PALETTE[s_index % len(PALETTE)]
-        legend_y = 32 + 18 * s_index
-        draw.rectangle((plot[0], legend_y + 2, plot[0] + 20, legend_y + 12), fill=colour)
-        draw.text((plot[0] + 26, legend_y), name, fill=_TEXT, font=small)
-        for c_index, value in enumerate(values):
-            y0 = top + c_index * group + gap / 2 + s_index * bar
-            if value > 0:  # no bar and no label for nothing
-                draw.rectangle((plot[0], y0, to_x(value), y0 + bar - 2), fill=colour)
-                draw.text((to_x(value) + 4, y0 - 2), f"{value:.3g}", fill=_TEXT, font=small)
     return image

@@ -1,4 +1,4 @@
-"""PNG plots drawn with Pillow: loss panels per scale, log scale, per-image score strips, bar charts."""
+"""PNG plots drawn with Pillow: loss panels per scale, log scale, per-image score strips."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pix2pix_ilm.viz.plots import (
     Panel,
     loss_groups,
     loss_panels,
-    render_bars,
     render_panels,
     render_score_strips,
 )
@@ -71,27 +70,3 @@ def test_score_strips_one_panel_per_metric():
     assert (dots < 120).any() and (dots >= 120).any()
     mean_line = _colour_rows(image, PALETTE[3])
     assert (mean_line < 120).any() and (mean_line >= 120).any()
-
-
-def _bar_widths(image: Image.Image, colour: tuple[int, int, int]) -> list[int]:
-    """Widths in pixels of the bands of ``colour`` from top to bottom, the legend's swatch (the first) left out."""
-    counts = (np.asarray(image) == np.array(colour, dtype=np.uint8)).all(axis=2).sum(axis=1)
-    bands, current = [], 0
-    for count in counts:
-        if count:
-            current = max(current, int(count))
-        elif current:
-            bands.append(current)
-            current = 0
-    return bands[1:]
-
-
-def test_bars_are_as_long_as_their_values():
-    image = render_bars(["conv", "norm"], {"IN": [4.0, 1.0], "ILM": [4.0, 3.0]}, "profile", "ms")
-    plain, ilm = _bar_widths(image, PALETTE[0]), _bar_widths(image, PALETTE[1])
-    assert len(plain) == len(ilm) == 2  # one bar per series and category
-    assert plain[0] == pytest.approx(ilm[0], abs=1)
-    assert plain[0] == pytest.approx(4 * plain[1], abs=4)
-    assert ilm[1] == pytest.approx(3 * plain[1], abs=3)
-    with pytest.raises(ValueError):
-        render_bars([], {"IN": []}, "t", "ms")
