@@ -2,10 +2,10 @@
 
     python benchmarks/compare_commits.py OLD_CHECKOUT NEW_CHECKOUT [--norms instance/instance --rounds 10]
 
-Each block is a fresh process that puts one checkout first on ``sys.path``, builds its ``Pix2PixModel`` with the
-command line's heap setting, runs ``--warmup`` steps and times ``--steps``; the two checkouts alternate (the
-order swapping every round), and new ÷ old comes as the geometric mean of the per-round ratios with a 95 %
-t interval (pix2pix_ilm/stats.py). See benchmarks/README.md.
+Each block is a fresh process that puts one checkout first on ``sys.path``, builds its ``Pix2PixModel`` with
+the command line's heap setting, runs ``--warmup`` steps and times ``--steps``, keeping the fastest; the two
+checkouts alternate (the order swapping every round), and new ÷ old comes as the geometric mean of the
+per-round ratios with a 95 % t interval (pix2pix_ilm/stats.py). See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pix2pix_ilm.stats import ratio_interval  # noqa: E402
 
-# One block, run by `python -c` with the checkout and the options filled in; prints seconds per step.
+# One block, run by `python -c` with the checkout and the options filled in; prints the fastest step's
+# seconds: other processes on the machine can only slow a step down.
 BLOCK = r"""
 import json, sys, time
 sys.path.insert(0, CHECKOUT)
@@ -40,16 +41,18 @@ sync = torch.cuda.synchronize if model.device.type == "cuda" else lambda: None
 for _ in range(o["warmup"]):
     model.optimize_parameters(a, b)
 sync()
-start = time.perf_counter()
+times = []
 for _ in range(o["steps"]):
+    start = time.perf_counter()
     model.optimize_parameters(a, b)
-sync()
-print(json.dumps((time.perf_counter() - start) / o["steps"]))
+    sync()
+    times.append(time.perf_counter() - start)
+print(json.dumps(min(times)))
 """
 
 
 def block(checkout: str, options: dict) -> float:
-    """Seconds per step of one fresh process on ``checkout``."""
+    """Seconds of the fastest timed step of one fresh process on ``checkout``."""
     code = BLOCK.replace("CHECKOUT", repr(str(Path(checkout).resolve()))).replace("OPTIONS", repr(options))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode:
@@ -68,7 +71,7 @@ def main() -> None:
     parser.add_argument("--ndf", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per block")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per block (the fastest counts)")
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     for norms in args.norms.split(","):
