@@ -18,7 +18,6 @@ from typing import Any
 from pix2pix_ilm import __version__
 from pix2pix_ilm.config import TestConfig, TrainConfig, add_dataclass_arguments, dataclass_from_args
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.models.norms import NORM_NAMES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -308,4 +307,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["main", "build_parser", "NORM_NAMES"]
+__all__ = ["main", "build_parser"]

@@ -19,7 +19,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pix2pix_ilm import __version__
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.models.norms import NORM_NAMES
+from pix2pix_ilm.models.norm_specs import ILM_ACTIVATIONS, ILM_INITS, ILM_VARIANCES, NORM_NAMES
 
 GAN_MODES = ("vanilla", "lsgan", "wgangp")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -103,22 +103,18 @@ class NetworkOptions:
     )
     ilm_group_size: int = opt(1, "ILM key-group size K (the paper uses 1 for pix2pix)")
     num_groups: int = opt(32, "groups of group / ilm_gn norms (one per channel in narrower layers)")
-    ilm_mean_activation: str = opt(
-        "tanh", "ILM decoder activation of D_mu", choices=("tanh", "sigmoid", "relu", "identity")
-    )
-    ilm_var_activation: str = opt(
-        "sigmoid", "ILM decoder activation of D_gamma", choices=("tanh", "sigmoid", "relu", "identity")
-    )
+    ilm_mean_activation: str = opt("tanh", "ILM decoder activation of D_mu", choices=ILM_ACTIVATIONS)
+    ilm_var_activation: str = opt("sigmoid", "ILM decoder activation of D_gamma", choices=ILM_ACTIVATIONS)
     ilm_init: str = opt(
         "pix2pix",
         "init of ILM's meta-network W1-W3: pix2pix (as every layer, --init-type) or pytorch (torch's default, "
         "as the authors' code)",
-        choices=("pix2pix", "pytorch"),
+        choices=ILM_INITS,
     )
     ilm_variance: str = opt(
         "biased",
         "variance of ILM's standardisation: biased (as InstanceNorm2d) or unbiased (as the authors' code)",
-        choices=("biased", "unbiased"),
+        choices=ILM_VARIANCES,
     )
     no_dropout: bool = opt(False, "no dropout in the generator")
     init_type: str = opt("normal", "weight initialization", choices=INIT_TYPES)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import torch
 
 from pix2pix_ilm.errors import UsageError
 
-if TYPE_CHECKING:
-    from pix2pix_ilm.config import TrainConfig
+Config = TypeVar("Config")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,8 +53,8 @@ def has_fast_bf16(device: torch.device) -> bool:
     return major >= 8
 
 
-def with_device_defaults(config: TrainConfig, device: torch.device) -> TrainConfig:
-    """``config`` with its automatic speed settings made concrete for ``device``; explicit values are kept.
+def with_device_defaults(config: Config, device: torch.device) -> Config:
+    """``config`` (a dataclass with ``precision`` and ``channels_last``, e.g. a ``TrainConfig``) with its automatic speed settings made concrete for ``device``; explicit values are kept.
 
     ``precision="auto"`` → ``bf16`` and ``channels_last=None`` → ``True`` on a CUDA GPU with fast bf16
     (:func:`has_fast_bf16`); ``fp32`` and ``False`` elsewhere, the CPU included (the eager baseline's

@@ -7,16 +7,13 @@ import struct
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from pix2pix_ilm.config import VALIDATION_MODES
+from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.errors import UsageError
-
-if TYPE_CHECKING:
-    from pix2pix_ilm.data.aligned import TransformSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 

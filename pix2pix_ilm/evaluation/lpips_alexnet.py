@@ -9,11 +9,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pix2pix_ilm.errors import UsageError, first_line
-from pix2pix_ilm.evaluation.metrics import Scorer
 
 LPIPS_BACKBONE_ENV = "PIX2PIX_ILM_LPIPS_BACKBONE"
 ALEXNET_OWT_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
@@ -176,19 +174,3 @@ def build_lpips(
             raise RuntimeError(f"LPIPS trunk layer {name} kept its random initialisation")  # a bug, not usage
     model.eval().requires_grad_(False)
     return model.to(device)
-
-
-def lpips_scorer(model: torch.nn.Module, device: str | torch.device = "cpu") -> Scorer:
-    """A batched LPIPS scorer around an already built model (see :func:`build_lpips`)."""
-    device = torch.device(device)
-
-    def score(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
-        def to_tensor(images: np.ndarray) -> torch.Tensor:
-            tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-            return tensor.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
-
-        with torch.inference_mode():
-            distance = model(to_tensor(fake), to_tensor(real))
-        return distance.reshape(-1).double().cpu().numpy()
-
-    return score

@@ -1,21 +1,24 @@
 """Normalization layers: ILM Norm (Jia, Chen & Chen, CVPR 2019) and the norm factory.
 
-Every network in this package gets its norm layers from :func:`make_norm`, so a norm is chosen by name
-(``"instance"``, ``"ilm_in"``, ...) and its options flow through one place.
+Every network in this package gets its norm layers from a :class:`NormFactory`, so a norm is chosen by name
+(``"instance"``, ``"ilm_in"``, ...; the table is :data:`~pix2pix_ilm.models.norm_specs.NORMS`) and its
+options flow through one place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pix2pix_ilm.device import autocast_dtype
+from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.ilm_fused import ILMInstanceK1
+from pix2pix_ilm.models.norm_specs import ILM_VARIANCES, NORM_NAMES, NORMS, ILMOptions
 
-NORM_NAMES: tuple[str, ...] = ("none", "batch", "instance", "group", "layer", "ilm_in", "ilm_gn", "ilm_ln")
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
@@ -23,7 +26,6 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda t: t,
 }
 STANDARDIZATIONS: tuple[str, ...] = ("instance", "group", "layer")
-ILM_VARIANCES: tuple[str, ...] = ("biased", "unbiased")
 
 
 def ilm_hidden_size(num_key_groups: int, reduction: int = 16, min_hidden: int = 2) -> int:
@@ -81,6 +83,7 @@ class ILMNorm(nn.Module):
         mean_activation: str = "tanh",
         var_activation: str = "sigmoid",
         variance: str = "biased",
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if variance not in ILM_VARIANCES:
@@ -120,7 +123,7 @@ class ILMNorm(nn.Module):
         self.var_decoder = nn.Linear(self.hidden_size, self.num_key_groups, bias=False)  # W3
         self.weight_bias = nn.Parameter(torch.ones(num_channels))  # B_ω
         self.bias_bias = nn.Parameter(torch.zeros(num_channels))  # B_β
-        self.fused = True  # use ILMInstanceK1 where it applies (False: the general graph below, same numbers)
+        self.fused = fused  # ILMInstanceK1 where it applies (False: the general graph below, same numbers)
 
     def extra_repr(self) -> str:
         return (
@@ -190,66 +193,66 @@ class ILMNorm(nn.Module):
         return torch.addcmul(shift.to(x.dtype)[:, :, None, None], x, scale.to(x.dtype)[:, :, None, None])
 
 
-def resolve_num_groups(num_channels: int, num_groups: int) -> int:
-    """Groups for GroupNorm-based layers: ``num_groups``, or one per channel when the layer is narrower."""
-    return min(num_groups, num_channels)
+def _plain_norm(name: str, num_channels: int, groups: int, eps: float) -> nn.Module:
+    if name == "batch":
+        return nn.BatchNorm2d(num_channels, eps=eps, affine=True, track_running_stats=True)
+    if name == "instance":  # as pix2pix: no affine parameters, no running statistics
+        return nn.InstanceNorm2d(num_channels, eps=eps, affine=False, track_running_stats=False)
+    if name in ("group", "layer"):  # layer norm over (C, H, W) with a per-channel affine: one group
+        return nn.GroupNorm(groups if name == "group" else 1, num_channels, eps=eps)
+    return nn.Identity()
 
 
 def make_norm(
-    name: str,
-    num_channels: int,
-    *,
-    ilm_group_size: int = 16,
-    num_groups: int = 32,
-    eps: float = 1e-5,
-    ilm_reduction: int = 16,
-    ilm_min_hidden: int = 2,
-    ilm_mean_activation: str = "tanh",
-    ilm_var_activation: str = "sigmoid",
-    ilm_variance: str = "biased",
+    name: str, num_channels: int, *, num_groups: int = 32, eps: float = 1e-5, ilm: ILMOptions | None = None
 ) -> nn.Module:
-    """Build the norm layer called ``name`` for a feature map with ``num_channels`` channels.
+    """The norm layer called ``name`` (:data:`NORM_NAMES`) for ``num_channels`` channels.
 
-    Names (:data:`NORM_NAMES`):
-
-    * ``none`` – identity.
-    * ``batch`` – ``BatchNorm2d`` with affine parameters and running statistics (as pix2pix).
-    * ``instance`` – ``InstanceNorm2d`` without affine parameters or running statistics (as pix2pix).
-    * ``group`` – ``GroupNorm`` with ``num_groups`` groups (fewer, one per channel, if the layer is narrower).
-    * ``layer`` – layer norm over (C, H, W) with per-channel affine, i.e. ``GroupNorm(1, C)``.
-    * ``ilm_in`` / ``ilm_gn`` / ``ilm_ln`` – :class:`ILMNorm` over IN / GN / LN; ``ilm_group_size`` is the
-      key-group size K (pix2pix in the paper uses K = 1); ``ilm_variance`` is the variance of the
-      standardization: ``"biased"`` (as ``InstanceNorm2d``) or ``"unbiased"`` (as the authors' code).
-
-    Raises ``ValueError`` for an unknown name or channel counts the layer cannot divide.
+    Group norms use ``num_groups`` groups, one per channel where a layer is narrower; ILM layers follow
+    ``ilm`` (default: the paper's pix2pix setting, K = 1). Raises ``ValueError``
+    for an unknown name or channel counts the layer cannot divide.
     """
-    if name not in NORM_NAMES:
+    if name not in NORMS:
         raise ValueError(f"unknown norm {name!r}; valid names: {', '.join(NORM_NAMES)}")
     if num_channels < 1:
         raise ValueError(f"num_channels must be >= 1, got {num_channels}")
-    groups = resolve_num_groups(num_channels, num_groups)
+    groups = min(num_groups, num_channels)
     if name in ("group", "ilm_gn") and num_channels % groups:
         raise ValueError(f"number of groups {groups} must divide the number of channels {num_channels}")
-    if name == "none":
-        return nn.Identity()
-    if name == "batch":
-        return nn.BatchNorm2d(num_channels, eps=eps, affine=True, track_running_stats=True)
-    if name == "instance":
-        return nn.InstanceNorm2d(num_channels, eps=eps, affine=False, track_running_stats=False)
-    if name == "group":
-        return nn.GroupNorm(groups, num_channels, eps=eps)
-    if name == "layer":
-        return nn.GroupNorm(1, num_channels, eps=eps)
-    standardization = {"ilm_in": "instance", "ilm_gn": "group", "ilm_ln": "layer"}[name]
+    standardization = NORMS[name].ilm_over
+    if standardization is None:
+        return _plain_norm(name, num_channels, groups, eps)
+    ilm = ilm or ILMOptions()
     return ILMNorm(
         num_channels,
         standardization,
-        key_group_size=ilm_group_size,
+        key_group_size=ilm.group_size,
         num_groups=groups,
-        reduction=ilm_reduction,
-        min_hidden=ilm_min_hidden,
+        reduction=ilm.reduction,
+        min_hidden=ilm.min_hidden,
         eps=eps,
-        mean_activation=ilm_mean_activation,
-        var_activation=ilm_var_activation,
-        variance=ilm_variance,
+        mean_activation=ilm.mean_activation,
+        var_activation=ilm.var_activation,
+        variance=ilm.variance,
+        fused=ilm.fused,
     )
+
+
+@dataclass(frozen=True)
+class NormFactory:
+    """``channels -> norm layer`` for one norm name: what every network is given."""
+
+    name: str
+    num_groups: int = 32
+    ilm: ILMOptions = field(default_factory=ILMOptions)
+
+    def __post_init__(self) -> None:
+        if self.name not in NORMS:
+            raise UsageError(f"unknown norm {self.name!r}; valid names: {', '.join(NORM_NAMES)}")
+
+    @property
+    def has_shift(self) -> bool:
+        return NORMS[self.name].has_shift
+
+    def __call__(self, num_channels: int) -> nn.Module:
+        return make_norm(self.name, num_channels, num_groups=self.num_groups, ilm=self.ilm)

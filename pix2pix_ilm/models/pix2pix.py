@@ -25,7 +25,6 @@ from pix2pix_ilm.device import autocast, resolve_device, torch_at_least, with_de
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.losses import GANLoss, gradient_penalty
 from pix2pix_ilm.models.networks import networks_from_config
-from pix2pix_ilm.models.norms import ILMNorm
 
 # The wgangp interpolation weights come from their own random stream, the same in every torchrun process
 # (each takes its slice of the global batch's weights), so N processes match one process on the whole batch.
@@ -45,10 +44,6 @@ class Pix2PixModel:
         # train() resolves (and saves) these already; a config built in code may still say auto.
         self.config = config = with_device_defaults(config, self.device)
         self.generator, self.discriminator = networks_from_config(config)
-        if config.gan_mode == "wgangp":  # the gradient penalty differentiates D twice: ILM's general graph
-            for module in self.discriminator.modules():
-                if isinstance(module, ILMNorm):
-                    module.fused = False
         for net in (self.generator, self.discriminator):
             set_small_input_matmul(net, not config.native_conv)
         self.generator.to(self.device)

@@ -29,8 +29,9 @@ from pix2pix_ilm.config import (
     plain_name_problem,
 )
 from pix2pix_ilm.cpu_speed import set_small_input_matmul
-from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, TransformSpec, collate_skipping_none
+from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, collate_skipping_none
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
+from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import autocast, resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.files import atomic_write_text, sync_to_disk

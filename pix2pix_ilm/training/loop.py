@@ -21,10 +21,10 @@ from pix2pix_ilm.data.aligned import (
     EPOCH_SEED_STRIDE,
     AlignedDataset,
     EpochBatchSampler,
-    TransformSpec,
     epoch_seed,
 )
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
+from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.networks import unet_depth
