@@ -304,14 +304,11 @@ def generator_from_config(config) -> nn.Module:
         raise UsageError(str(err)) from err
 
 
-def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
-    """Build and initialize (G, D) from a :class:`~pix2pix_ilm.config.TrainConfig`.
-
-    D sees the input and output images concatenated, so it has ``input_nc + output_nc`` input channels.
-    """
-    generator = generator_from_config(config)
+def discriminator_from_config(config) -> nn.Module:
+    """The discriminator of a :class:`~pix2pix_ilm.config.TrainConfig`, not initialized. It sees the input and
+    output images concatenated, so it has ``input_nc + output_nc`` input channels."""
     try:
-        discriminator = build_discriminator(
+        return build_discriminator(
             config.netD,
             config.input_nc + config.output_nc,
             config.ndf,
@@ -320,6 +317,11 @@ def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
+
+
+def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
+    """Build and initialize (G, D) from a :class:`~pix2pix_ilm.config.TrainConfig`."""
+    generator, discriminator = generator_from_config(config), discriminator_from_config(config)
     init_weights(generator, config.init_type, config.init_gain, config.ilm_init)
     init_weights(discriminator, config.init_type, config.init_gain, config.ilm_init)
     return generator, discriminator

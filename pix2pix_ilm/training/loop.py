@@ -31,7 +31,7 @@ from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.pix2pix import Pix2PixModel
 from pix2pix_ilm.training.distributed import Distributed
 from pix2pix_ilm.training.reporting import Reporter
-from pix2pix_ilm.training.run_dir import checked_run_config, prepare_run_dir, start_run_folder
+from pix2pix_ilm.training.run_dir import checked_run_config, prepare_run_dir, run_lock, start_run_folder
 from pix2pix_ilm.training.state import CheckpointSaver, Counters, restore_rng_state, restore_training_state
 from pix2pix_ilm.training.stopping import StopRequest, TrainingStopped
 
@@ -42,10 +42,16 @@ MID_EPOCH_STRIDE = 100_003
 
 
 def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
-    """Train a pix2pix model as ``config`` says; returns the run folder.
+    """Train a pix2pix model as ``config`` says; returns the run folder. One process at a time per run.
 
     ``explicit``: the option names typed on the command line (``--continue`` keeps the saved values of the others).
     """
+    checked_run_config(config, explicit)  # a bad option is reported before the lock's file is made
+    with run_lock(config):
+        return _train(config, explicit)  # checks the folder again, now that no other process can change it
+
+
+def _train(config: TrainConfig, explicit: set[str] | None) -> Path:
     # -- set-up: options, processes, data, run folder
     config = checked_run_config(config, explicit)
     dist = Distributed.set_up(resolve_device(config.device))
