@@ -1,24 +1,22 @@
-"""Options as dataclasses: one field = one command-line flag = one key in ``config.json``.
+"""Every command's options as a dataclass: one field = one command-line flag = one key in ``config.json``.
 
-Each field's ``metadata`` holds its help text (and, where needed, its choices or a custom flag name);
-:func:`add_dataclass_arguments` turns the fields into ``argparse`` flags and :func:`dataclass_from_args`
-builds the dataclass back. A run's ``config.json`` stores every field, so ``test`` needs no architecture flags.
+A run's ``config.json`` stores every :class:`TrainConfig` field, so ``test`` needs no architecture flags.
+How fields become flags: :mod:`pix2pix_ilm.flags`. No torch here: ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
 import re
-import types
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from pix2pix_ilm import __version__
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.flags import config_from_dict, opt
 from pix2pix_ilm.models.norm_specs import ILM_ACTIVATIONS, ILM_INITS, ILM_VARIANCES, NORM_NAMES
 
 GAN_MODES = ("vanilla", "lsgan", "wgangp")
@@ -51,11 +49,6 @@ _VALIDATE_HELP = (
     "check of every image before any work: header (fast: size, A|B shape, and the end marker of each JPEG/PNG, "
     "which a truncated file lacks) or full (decode every image)"
 )
-
-
-def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | None = None, **kw: Any) -> Any:
-    """A dataclass field carrying its command-line help (and choices / flag name)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, **kw})
 
 
 @dataclass
@@ -201,71 +194,54 @@ class TestConfig:
     seed: int = opt(0, "random seed (only matters with --train-mode-dropout)")
     skip_bad_images: bool = opt(False, "skip images that cannot be decoded instead of stopping")
     validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)
+    no_progress: bool = opt(False, "no progress bar or progress lines")
     progress_interval: float = opt(30.0, _PROGRESS_HELP)
 
 
-T = TypeVar("T")
+@dataclass
+class EvalConfig:
+    """Options of ``pix2pix-ilm eval``."""
+
+    results_dir: str = opt("", "a test output folder, e.g. results/RUN/test_latest", required=True)
+    metrics: str = opt("rmse,rmse_rgb,ssim,lpips", "comma-separated metric names")
+    lpips_backbone: str | None = opt(
+        None,
+        "local ImageNet AlexNet weights for LPIPS (torchvision's alexnet-owt-*.pth or a features-only file); "
+        "default: $PIX2PIX_ILM_LPIPS_BACKBONE, else lpips' own download",
+    )
+    json: str | None = opt(None, "where to write the scores (default: <results-dir>/metrics.json)")
+    device: str = opt("auto", "device for LPIPS: cpu, cuda, cuda:N or auto")
+    batch_size: int = opt(16, "images per LPIPS batch")
 
 
-def _field_type(tp: Any) -> tuple[type, bool]:
-    """(base type, optional) for a field annotation."""
-    if get_origin(tp) in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        return args[0], True
-    return tp, False
+@dataclass
+class ModelsConfig:
+    """Options of ``pix2pix-ilm models``."""
+
+    netG: str = opt("unet_256", "generator")
+    netD: str = opt("basic", "discriminator")
+    ngf: int = opt(64, "generator width")
+    ndf: int = opt(64, "discriminator width")
+    ilm_group_size: int = opt(1, "ILM key-group size K")
 
 
-def flag_name(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+@dataclass
+class VisdomConfig:
+    """Options of ``pix2pix-ilm visdom``."""
 
-
-def add_dataclass_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, required: bool = True, skip: tuple[str, ...] = ()
-) -> None:
-    """Add one flag per field of ``cls``; fields marked ``required`` are required when ``required`` is set."""
-    hints = get_type_hints(cls)
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        base, optional = _field_type(hints[f.name])
-        kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", "")}
-        if base is bool:
-            # An optional bool is automatic until set: --flag / --no-flag.
-            kwargs["action"] = argparse.BooleanOptionalAction if optional else "store_true"
-            kwargs["default"] = f.default
-        else:
-            kwargs["type"] = base
-            kwargs["default"] = f.default
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
-            if required and f.metadata.get("required"):
-                kwargs["required"] = True
-            elif f.default is not None and f.default != "":
-                kwargs["help"] += f" (default: {f.default})"
-            kwargs["metavar"] = None if kwargs.get("choices") else f.name.upper()
-        names = [flag_name(f)]
-        if "-" in names[0][2:]:
-            names.append("--" + f.name)  # also accept the junyanz spelling, e.g. --netG_norm
-        parser.add_argument(*names, **kwargs)
-
-
-def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    """Build ``cls`` from the parsed arguments (fields without a flag keep their defaults)."""
-    values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    return cls(**values)
+    port: int = opt(8097, "port")
+    host: str = opt("127.0.0.1", "address to bind; 0.0.0.0 only on a network you trust")
+    env_path: str | None = opt(None, "where visdom stores environments (default: ~/.visdom)")
+    fetch_assets: bool = opt(
+        False,
+        "put visdom's browser files into their cache and exit: visdom's own download where its CDNs answer, "
+        "else the npm registry (needs npm); the cache is $PIX2PIX_ILM_VISDOM_ASSETS, else "
+        "<venv>/share/pix2pix-ilm/visdom-<version> (outside a venv: ~/.cache/pix2pix-ilm/...)",
+    )
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
-
-
-def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:
-    """Rebuild ``cls`` from a dict; unknown keys are an error, missing keys take their defaults."""
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UsageError(f"{source}: unknown option(s) {', '.join(unknown)} (written by a newer version?)")
-    return cls(**data)
 
 
 def environment_info() -> dict[str, str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from pix2pix_ilm.config import EvalConfig
 from pix2pix_ilm.data.images import natural_key, read_rgb_array
 from pix2pix_ilm.device import resolve_device
 from pix2pix_ilm.errors import UsageError
@@ -244,11 +245,17 @@ def score_to_json(
     return result, document, target
 
 
-def run_eval_command(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """The ``pix2pix-ilm eval`` command: :func:`score_to_json` (same arguments), then a table; returns the
-    result."""
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """The ``pix2pix-ilm eval`` command: :func:`score_to_json`, then a table; returns the result."""
     started = time.perf_counter()
-    result, _, target = score_to_json(*args, **kwargs)
+    result, _, target = score_to_json(
+        config.results_dir,
+        config.metrics,
+        config.lpips_backbone,
+        config.json,
+        config.device,
+        config.batch_size,
+    )
     print(format_table(result))
     print(
         f"scored {result['n']} image pairs in {time.perf_counter() - started:.1f}s; wrote {target} and {target.with_suffix('.png')}"

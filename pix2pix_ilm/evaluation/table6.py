@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from pix2pix_ilm.config import TestConfig, TrainConfig, _field_type
+from pix2pix_ilm.config import TestConfig, TrainConfig
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.files import atomic_write_text
+from pix2pix_ilm.flags import field_type
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep or key not in fields:
             raise UsageError(f"--set expects KEY=VALUE with a training option as KEY, got {pair!r}")
-        base, optional = _field_type(hints[key])
+        base, optional = field_type(hints[key])
         if optional and value.lower() in ("", "none", *(("auto",) if base is bool else ())):
             out[key] = None  # for channels_last: auto, train's choice for the device
         elif base is bool:

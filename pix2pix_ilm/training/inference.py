@@ -181,7 +181,13 @@ def run_test(options: TestConfig) -> Path:
     labels = ("real_A", "fake_B") if options.single else ("real_A", "fake_B", "real_B")
     stems: list[str] = []
     start = time.time()
-    progress = Progress(len(loader), f"test {options.name}", unit="batch", interval=options.progress_interval)
+    progress = Progress(
+        len(loader),
+        f"test {options.name}",
+        unit="batch",
+        interval=options.progress_interval,
+        enabled=not options.no_progress,
+    )
     for batch in progress.iterate(loader):
         if batch is None:  # every image of the batch failed to decode (--skip-bad-images)
             continue
