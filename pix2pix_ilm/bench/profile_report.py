@@ -1,5 +1,5 @@
 """The ``bench --profile`` report: convolution GFLOP/s against the matmul peak, the table, markdown, bar chart
-(drawn with Pillow, ``viz/plots.py``).
+(``viz/plots.py``).
 
 The measurement is ``profile.py``; the rules and the arithmetic: docs/bench.md ("Per-operation profile").
 """

@@ -185,14 +185,12 @@ class TrainingPages:
 
     def _write_loss_plot(self) -> bool:
         """Draw ``loss.png`` from the loss log; False when the log has no entries yet."""
-        from pix2pix_ilm.viz.plots import loss_panels, render_panels, save_png
+        from pix2pix_ilm.viz.plots import render_losses, save_png
 
         entries = read_loss_log(self.loss_log) if self.loss_log is not None else []
         if not entries:
             return False
-        save_png(
-            render_panels(loss_panels(entries, log_y=self.log_scale)), self.web_dir / "loss.png", fsync=False
-        )
+        save_png(render_losses(entries, log_y=self.log_scale), self.web_dir / "loss.png", fsync=False)
         return True
 
 
