@@ -16,6 +16,7 @@ from typing import Any
 
 from pix2pix_ilm import __version__
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.files import atomic_write_bytes
 from pix2pix_ilm.flags import config_from_dict, opt
 from pix2pix_ilm.models.norm_specs import ILM_ACTIVATIONS, ILM_INITS, ILM_VARIANCES, NORM_NAMES
 
@@ -258,8 +259,6 @@ def environment_info() -> dict[str, str]:
 
 def save_run_config(config: TrainConfig, path: Path) -> None:
     """Write ``config.json``: every option plus package and torch versions (atomically)."""
-    from pix2pix_ilm.files import atomic_write_bytes
-
     payload = {"config": config_to_dict(config), "environment": environment_info()}
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 

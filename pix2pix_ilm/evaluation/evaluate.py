@@ -18,6 +18,8 @@ from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.lpips_alexnet import ALEXNET_OWT_URL, resolve_lpips_backbone
 from pix2pix_ilm.evaluation.metrics import SSIM_SETTINGS, EvalOptions, get_metric, parse_metric_names
 from pix2pix_ilm.files import atomic_write_text
+from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
+from pix2pix_ilm.viz.plots import render_score_strips, save_png
 
 
 def _as_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
@@ -266,9 +268,6 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
 def publish_scores(results_dir: str | Path, document: dict[str, Any], json_path: Path) -> list[Path]:
     """Show written scores: the per-image score plot beside the JSON (``metrics.png``) and, in a ``test``
     output folder, its ``index.html`` with the metrics table and each image's scores. Returns the files."""
-    from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
-    from pix2pix_ilm.viz.plots import render_score_strips, save_png
-
     names = list(document["metrics"])
     better = document.get("higher_is_better") or {n: get_metric(n).higher_is_better for n in names}
     plot = Path(json_path).with_suffix(".png")
