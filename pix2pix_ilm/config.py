@@ -56,7 +56,9 @@ _VALIDATE_HELP = (
 class DataOptions:
     """Where the images come from and how they are prepared."""
 
-    dataroot: str = opt("", "folder with <phase>/ subfolders of aligned A|B images", required=True)
+    dataroot: str = opt(
+        "", "folder with <phase>/ subfolders of aligned A|B images (required; --continue: the run's own)"
+    )
     phase: str = opt("train", "subfolder of --dataroot to read (train, val, test, ...)")
     direction: str = opt(
         "AtoB", "AtoB: left half is the input; BtoA: right half is the input", choices=DIRECTIONS

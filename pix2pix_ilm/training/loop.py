@@ -68,6 +68,10 @@ def _train(config: TrainConfig, explicit: set[str] | None) -> Path:
         model.wrap_distributed()
     if dist.is_main:
         start_run_folder(config, resumed_at=counters.iteration if resume_state else None)
+        if resume_state:
+            _say_where_it_resumes(config, counters)
+    if counters.epoch > config.total_epochs:
+        return config.run_dir  # a finished run: nothing left to train
     report = Reporter(config, dist, batches_per_epoch(len(dataset), config, dist.world), counters)
     saver = CheckpointSaver(model, config, dist)
 
@@ -182,6 +186,20 @@ def epoch_batches(
             if len(lines) > 1 and lines[0].startswith("Caught "):  # torch's "Caught ... in DataLoader worker"
                 raise UsageError(lines[-1].split("UsageError: ", 1)[-1]) from None
             raise
+
+
+def _say_where_it_resumes(config: TrainConfig, counters: Counters) -> None:
+    latest = config.run_dir / "latest.pt"
+    if counters.epoch > config.total_epochs:
+        print(
+            f"nothing left to train: {latest} finished all {config.total_epochs} epochs (iteration "
+            f"{counters.iteration}); to train longer, --continue with a larger --n-epochs or --n-epochs-decay"
+        )
+        return
+    print(
+        f"resuming {latest} at epoch {counters.epoch}/{config.total_epochs}, batch {counters.batches_done + 1} "
+        f"(iteration {counters.iteration})"
+    )
 
 
 def _say_how_it_ended(

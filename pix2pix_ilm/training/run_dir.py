@@ -109,7 +109,7 @@ _MINIMUMS = (
 
 
 def _option_problems(config: TrainConfig) -> list[str]:
-    problems = []
+    problems = [] if config.dataroot else ["--dataroot is required (a folder with <phase>/ subfolders)"]
     for name, minimum in _MINIMUMS.items():
         value = getattr(config, name)
         if value < minimum:

@@ -202,3 +202,22 @@ def test_a_running_training_holds_its_folder_and_a_killed_one_does_not(pairs, tm
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     assert run_cli(*train_args(root, ckpt, "x", "--overwrite")).returncode == 0  # the kernel freed the lock
+
+
+def test_continue_needs_only_the_name_and_says_where_it_resumes(trained, tmp_path, capsys):
+    data, ckpt = copy_run(trained, tmp_path)
+    base = ["train", "--name", "base", "--checkpoints-dir", str(ckpt), "--continue"]
+    assert main([*base, "--n-epochs-decay", "1"]) == 0  # dataroot, network, ... from config.json
+    out = capsys.readouterr().out
+    assert f"resuming {ckpt / 'base' / 'latest.pt'} at epoch 2/2, batch 1 (iteration 2)" in out
+    assert json.loads((ckpt / "base" / "config.json").read_text())["config"]["dataroot"] == str(data)
+
+    assert main(base) == 0  # finished: nothing is trained, and the way to train longer is named
+    out = capsys.readouterr().out
+    assert "nothing left to train" in out and "finished all 2 epochs (iteration 4)" in out
+    assert "--n-epochs" in out and "finished 4 iterations" not in out
+
+
+def test_a_new_run_needs_a_dataroot(tmp_path, capsys):
+    msg = cli_error(capsys, "train", "--name", "x", "--checkpoints-dir", str(tmp_path / "ckpt"))
+    assert msg == "pix2pix-ilm train: error: --dataroot is required (a folder with <phase>/ subfolders)"
