@@ -142,7 +142,7 @@ class SingleDataset(_ImageFolderDataset):
             (real_a,) = self.transform.apply([image], None)
         except UsageError as err:
             raise UsageError(f"image {path}: {err}") from err
-        return {"A": to_tensor(real_a), "path": str(path), "index": index}
+        return {"A": to_tensor(real_a), "path": str(path), "index": index, "size": image.size}
 
 
 def collate_skipping_none(items: list[dict | None]) -> dict | None:

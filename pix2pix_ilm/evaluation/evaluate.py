@@ -116,7 +116,8 @@ def evaluate_images(
 
 
 def find_image_pairs(results_dir: str | Path) -> list[tuple[str, Path, Path]]:
-    """``(stem, fake_path, real_path)`` for every ``images/<stem>_fake_B.png``, in natural order of stem."""
+    """``(stem, fake_path, real_path)`` for every ``images/<stem>_fake_B.png``: those a ``test`` folder's
+    ``test.json`` lists (refusing a folder whose images disagree with it), else all, in natural order."""
     images_dir = Path(results_dir) / "images"
     if not Path(results_dir).is_dir():
         raise UsageError(f"results folder not found: {results_dir}")
@@ -125,13 +126,23 @@ def find_image_pairs(results_dir: str | Path) -> list[tuple[str, Path, Path]]:
             f"no images/ folder in {results_dir} (expected {images_dir}; run 'pix2pix-ilm test')"
         )
     suffix = "_fake_B.png"
-    fakes = [path for path in images_dir.iterdir() if path.name.endswith(suffix) and path.is_file()]
-    if not fakes:
+    found = [p.name[: -len(suffix)] for p in images_dir.iterdir() if p.name.endswith(suffix) and p.is_file()]
+    if not found:
         raise UsageError(f"no *{suffix} images in {images_dir}")
+    stems = sorted(found, key=natural_key)
+    info = Path(results_dir) / TEST_INFO
+    if info.is_file():
+        listed = json.loads(info.read_text())["images"]
+        extra, missing = sorted(set(found) - set(listed)), sorted(set(listed) - set(found))
+        if extra or missing:
+            raise UsageError(
+                f"the images in {images_dir} disagree with {info}: {len(extra)} not listed there "
+                f"{extra[:3]}, {len(missing)} listed but missing {missing[:3]}; run 'pix2pix-ilm test' again"
+            )
+        stems = listed
     pairs = []
-    for fake in sorted(fakes, key=lambda p: natural_key(p.name[: -len(suffix)])):
-        stem = fake.name[: -len(suffix)]
-        real = images_dir / f"{stem}_real_B.png"
+    for stem in stems:
+        fake, real = images_dir / f"{stem}{suffix}", images_dir / f"{stem}_real_B.png"
         if not real.is_file():
             raise UsageError(f"{fake} has no ground truth: {real} is missing")
         pairs.append((stem, fake, real))
@@ -259,8 +270,10 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         config.batch_size,
     )
     print(format_table(result))
+    listed = " (those test.json lists)" if (Path(config.results_dir) / TEST_INFO).is_file() else ""
     print(
-        f"scored {result['n']} image pairs in {time.perf_counter() - started:.1f}s; wrote {target} and {target.with_suffix('.png')}"
+        f"scored {result['n']} image pairs{listed} in {time.perf_counter() - started:.1f}s; "
+        f"wrote {target} and {target.with_suffix('.png')}"
     )
     return result
 

@@ -241,10 +241,13 @@ def _metrics_intro(document: Mapping[str, Any], json_href: str, plot_href: str |
     return parts
 
 
-def write_test_page(out_dir: Path, metrics_json: Path | None = None, *, fsync: bool = True) -> None:
+def write_test_page(
+    out_dir: Path, metrics_json: Path | None = None, *, fsync: bool = True, final_dir: Path | None = None
+) -> None:
     """Write ``index.html`` of a ``test`` output folder from its ``test.json``, with the scores of
     ``metrics_json`` (default ``metrics.json`` beside it) once ``eval`` has written them for these images:
-    the metrics table, a link to the JSON, the score plot (``metrics.png``) and each image's scores."""
+    the metrics table, a link to the JSON, the score plot (``metrics.png``) and each image's scores.
+    ``final_dir``: where the folder will be, when it is written elsewhere first."""
     out_dir = Path(out_dir)
     info = json.loads((out_dir / TEST_INFO).read_text())
     metrics_json = out_dir / "metrics.json" if metrics_json is None else Path(metrics_json)
@@ -257,9 +260,12 @@ def write_test_page(out_dir: Path, metrics_json: Path | None = None, *, fsync: b
         else:
             document = json.loads(metrics_json.read_text())
     if document is None:
-        intro.append(
-            _paragraph(f"Not scored yet: pix2pix-ilm eval --results-dir {out_dir} adds the scores here.")
-        )
+        if "real_B" in info["labels"]:  # single inputs have no ground truth to score
+            intro.append(
+                _paragraph(
+                    f"Not scored yet: pix2pix-ilm eval --results-dir {final_dir or out_dir} adds the scores here."
+                )
+            )
     else:
         plot = metrics_json.with_suffix(".png")
         json_href = Path(os.path.relpath(metrics_json, out_dir)).as_posix()
