@@ -16,7 +16,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pix2pix_ilm import __version__
-from pix2pix_ilm.config import TestConfig, TrainConfig, add_dataclass_arguments, dataclass_from_args
+from pix2pix_ilm.config import (
+    Table6Config,
+    TestConfig,
+    TrainConfig,
+    add_dataclass_arguments,
+    dataclass_from_args,
+)
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.norms import NORM_NAMES
 
@@ -95,7 +101,7 @@ def _cmd_table6(args: argparse.Namespace) -> int:
     from pix2pix_ilm.evaluation.table6 import run_table6
 
     _retain_heap_on_cpu(args.device)
-    run_table6(args)
+    run_table6(dataclass_from_args(Table6Config, args))
     return 0
 
 
@@ -206,10 +212,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_table6(sub: argparse._SubParsersAction) -> None:
-    from pix2pix_ilm.evaluation.table6 import add_table6_arguments
-
+    description = (
+        "The paper's Table 6 protocol: train, test and score each configuration for every seed (resumable). "
+        "Writes table6.md, table6.json, table6.png, sample grids, and the runs' folders and logs to --out."
+    )
     help = "reproduce the paper's Table 6 (train, test and eval three configurations)"
-    add_table6_arguments(_command(sub, "table6", _cmd_table6, help))
+    add_dataclass_arguments(_command(sub, "table6", _cmd_table6, help, description=description), Table6Config)
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:

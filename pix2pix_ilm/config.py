@@ -1,8 +1,9 @@
 """Options as dataclasses: one field = one command-line flag = one key in ``config.json``.
 
-Each field's ``metadata`` holds its help text (and, where needed, its choices or a custom flag name);
-:func:`add_dataclass_arguments` turns the fields into ``argparse`` flags and :func:`dataclass_from_args`
-builds the dataclass back. A run's ``config.json`` stores every field, so ``test`` needs no architecture flags.
+Each field's ``metadata`` holds its help text (and, where needed, its choices, flag name, metavar, or
+``append`` for a repeatable flag); :func:`add_dataclass_arguments` turns the fields into ``argparse`` flags
+and :func:`dataclass_from_args` builds the dataclass back. A run's ``config.json`` stores every field, so
+``test`` needs no architecture flags.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 TEST_PRECISIONS = ("run", "fp32", "bf16")
 VALIDATION_MODES = ("header", "full")
 LOSS_PLOT_SCALES = ("linear", "log")
+TABLE6_PRESETS = ("quick", "paper")
+TABLE6_ROWS = ("in_in", "ilmin_in", "ilmin_ilmin", "ilmin_in_authors", "ilmin_ilmin_authors")
 _NATIVE_CONV_HELP = (
     "run every convolution with torch's own kernel (default on CPU: small inputs with large weights, as in a "
     "U-Net's inner levels, run as one matrix product: the same convolution, faster, equal to float rounding)"
@@ -208,6 +211,41 @@ class TestConfig:
     progress_interval: float = opt(30.0, _PROGRESS_HELP)
 
 
+@dataclass
+class Table6Config:
+    """Options of ``pix2pix-ilm table6``; the protocol and its presets: docs/table6.md."""
+
+    dataroot: str | None = opt(
+        None, "facades folder (train/, test/); default: $PIX2PIX_ILM_FACADES, else datasets/facades, fetched"
+    )
+    out: str = opt("results/table6", "output folder")
+    preset: str = opt("quick", "training setting: quick (small, for a CPU) or paper", choices=TABLE6_PRESETS)
+    seeds: tuple[int, ...] = opt((0,), "training seeds", metavar="SEED")
+    configs: tuple[str, ...] = opt(
+        TABLE6_ROWS[:3],
+        "rows: " + ", ".join(TABLE6_ROWS) + " or all",
+        choices=(*TABLE6_ROWS, "all"),
+        metavar="ROW",
+    )
+    eval_split: str = opt(
+        "paper",
+        "paper: train/201-400; test: test/; both: each run on both",
+        choices=("paper", "test", "both"),
+    )
+    no_train: bool = opt(False, "only test and score the runs already trained; list the others as missing")
+    jobs: int = opt(1, "training runs at a time, child processes sharing the CPU threads or the GPU")
+    dry_run: bool = opt(False, "print the plan (runs, options, commands) and write nothing")
+    lpips_backbone: str | None = opt(None, "local AlexNet weights for LPIPS (see 'eval --help')")
+    test_dropout: str = opt("on", "dropout at test time, as in the pix2pix code", choices=("on", "off"))
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    overrides: tuple[str, ...] = opt(
+        (), "training option, e.g. n_epochs=2 (repeatable)", flag="--set", metavar="KEY=VALUE", append=True
+    )
+    eval_limit: int | None = opt(None, "evaluate only the first N images")
+    no_progress: bool = opt(False, "no progress bars or progress lines")
+    progress_interval: float = opt(30.0, _PROGRESS_HELP)
+
+
 T = TypeVar("T")
 
 
@@ -240,13 +278,19 @@ def add_dataclass_arguments(
         else:
             kwargs["type"] = base
             kwargs["default"] = f.default
+            if get_origin(base) is tuple:  # tuple[X, ...]: --seeds 0 1 2, or with append: --set a=1 --set b=2
+                kwargs.update(type=get_args(base)[0], default=list(f.default))
+                kwargs.update({"action": "append"} if f.metadata.get("append") else {"nargs": "+"})
             if f.metadata.get("choices"):
                 kwargs["choices"] = f.metadata["choices"]
             if required and f.metadata.get("required"):
                 kwargs["required"] = True
-            elif f.default is not None and f.default != "":
-                kwargs["help"] += f" (default: {f.default})"
-            kwargs["metavar"] = None if kwargs.get("choices") else f.name.upper()
+            elif f.default not in (None, "", ()):
+                shown = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+                kwargs["help"] += f" (default: {shown})"
+            kwargs["metavar"] = f.metadata.get("metavar") or (
+                None if kwargs.get("choices") else f.name.upper()
+            )
         names = [flag_name(f)]
         if "-" in names[0][2:]:
             names.append("--" + f.name)  # also accept the junyanz spelling, e.g. --netG_norm
@@ -256,7 +300,27 @@ def add_dataclass_arguments(
 def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
     """Build ``cls`` from the parsed arguments (fields without a flag keep their defaults)."""
     values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    return cls(**values)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def parse_field_value(cls: type, name: str, text: str) -> Any:
+    """``text`` typed as field ``name`` of ``cls``, as its flag takes it; ``none`` (and ``auto`` for an
+    optional bool) gives None where the field allows it. :class:`UsageError` names the field."""
+    base, optional = _field_type(get_type_hints(cls)[name])
+    choices = next(f for f in fields(cls) if f.name == name).metadata.get("choices")
+    if optional and text.lower() in ("", "none", *(("auto",) if base is bool else ())):
+        return None
+    if base is bool:
+        if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise UsageError(f"{name}: expected true or false, got {text!r}")
+        return text.lower() in ("1", "true", "yes")
+    try:
+        value = base(text)
+    except ValueError as err:
+        raise UsageError(f"{name}: {err}") from err
+    if choices and value not in choices:
+        raise UsageError(f"{name}: expected one of {', '.join(choices)}, got {text!r}")
+    return value
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
