@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pix2pix_ilm import __version__
-from pix2pix_ilm.config import EvalConfig, ModelsConfig, TestConfig, TrainConfig, VisdomConfig
+from pix2pix_ilm.config import (
+    EvalConfig,
+    ModelsConfig,
+    Table6Config,
+    TestConfig,
+    TrainConfig,
+    VisdomConfig,
+)
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.flags import add_dataclass_arguments, dataclass_from_args
 
@@ -73,11 +80,11 @@ def _cmd_eval(config: EvalConfig, explicit: set[str]) -> int:
     return 0
 
 
-def _cmd_table6(args: argparse.Namespace, explicit: set[str]) -> int:
+def _cmd_table6(config: Table6Config, explicit: set[str]) -> int:
     from pix2pix_ilm.evaluation.table6 import run_table6
 
-    _retain_heap_on_cpu(args.device)
-    run_table6(args)
+    _retain_heap_on_cpu(config.device)
+    run_table6(config)
     return 0
 
 
@@ -147,7 +154,11 @@ COMMANDS: dict[str, Command] = {
         "mean ± std per metric and write the scores as JSON (default: <results-dir>/metrics.json).",
     ),
     "table6": Command(
-        _cmd_table6, None, "reproduce the paper's Table 6 (train, test and eval three configurations)"
+        _cmd_table6,
+        Table6Config,
+        "reproduce the paper's Table 6 (train, test and eval three configurations)",
+        "The paper's Table 6 protocol: train, test and score each configuration for every seed (resumable). "
+        "Writes table6.md, table6.json, table6.png, sample grids, and the runs' folders and logs to --out.",
     ),
     "visdom": Command(
         _cmd_visdom,
@@ -178,10 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if command.options is not None:
             add_dataclass_arguments(p, command.options)
-        elif name == "table6":
-            from pix2pix_ilm.evaluation.table6 import add_table6_arguments
-
-            add_table6_arguments(p)
         else:
             from pix2pix_ilm.bench.options import add_bench_arguments
 

@@ -28,6 +28,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 TEST_PRECISIONS = ("run", "fp32", "bf16")
 VALIDATION_MODES = ("header", "full")
 LOSS_PLOT_SCALES = ("linear", "log")
+TABLE6_PRESETS = ("quick", "paper")
+TABLE6_ROWS = ("in_in", "ilmin_in", "ilmin_ilmin", "ilmin_in_authors", "ilmin_ilmin_authors")
 _NATIVE_CONV_HELP = (
     "run every convolution with torch's own kernel (default on CPU: small inputs with large weights, as in a "
     "U-Net's inner levels, run as one matrix product: the same convolution, faster, equal to float rounding)"
@@ -198,6 +200,41 @@ class TestConfig:
     skip_bad_images: bool = opt(False, "skip images that cannot be decoded instead of stopping")
     validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)
     no_progress: bool = opt(False, "no progress bar or progress lines")
+    progress_interval: float = opt(30.0, _PROGRESS_HELP)
+
+
+@dataclass
+class Table6Config:
+    """Options of ``pix2pix-ilm table6``; the protocol and its presets: docs/table6.md."""
+
+    dataroot: str | None = opt(
+        None, "facades folder (train/, test/); default: $PIX2PIX_ILM_FACADES, else datasets/facades, fetched"
+    )
+    out: str = opt("results/table6", "output folder")
+    preset: str = opt("quick", "training setting: quick (small, for a CPU) or paper", choices=TABLE6_PRESETS)
+    seeds: tuple[int, ...] = opt((0,), "training seeds", metavar="SEED")
+    configs: tuple[str, ...] = opt(
+        TABLE6_ROWS[:3],
+        "rows: " + ", ".join(TABLE6_ROWS) + " or all",
+        choices=(*TABLE6_ROWS, "all"),
+        metavar="ROW",
+    )
+    eval_split: str = opt(
+        "paper",
+        "paper: train/201-400; test: test/; both: each run on both",
+        choices=("paper", "test", "both"),
+    )
+    no_train: bool = opt(False, "only test and score the runs already trained; list the others as missing")
+    jobs: int = opt(1, "training runs at a time, child processes sharing the CPU threads or the GPU")
+    dry_run: bool = opt(False, "print the plan (runs, options, commands) and write nothing")
+    lpips_backbone: str | None = opt(None, "local AlexNet weights for LPIPS (see 'eval --help')")
+    test_dropout: str = opt("on", "dropout at test time, as in the pix2pix code", choices=("on", "off"))
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    overrides: tuple[str, ...] = opt(
+        (), "training option, e.g. n_epochs=2 (repeatable)", flag="--set", metavar="KEY=VALUE", append=True
+    )
+    eval_limit: int | None = opt(None, "evaluate only the first N images")
+    no_progress: bool = opt(False, "no progress bars or progress lines")
     progress_interval: float = opt(30.0, _PROGRESS_HELP)
 
 
