@@ -205,9 +205,12 @@ def _explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> s
     Taken from a second parse into a namespace that already holds a marker for every option, so argparse
     sets only the typed ones, however they were spelled (abbreviated, ``--opt=value``, an alias).
     """
-    namespace = argparse.Namespace(**{a.dest: _UNTYPED for a in parser._actions})
+    appending = {a.dest for a in parser._actions if isinstance(a, argparse._AppendAction)}
+    namespace = argparse.Namespace(
+        **{a.dest: None if a.dest in appending else _UNTYPED for a in parser._actions}
+    )
     parser.parse_args(argv, namespace=namespace)
-    return {dest for dest, value in vars(namespace).items() if value is not _UNTYPED}
+    return {dest for dest, value in vars(namespace).items() if value is not _UNTYPED and value is not None}
 
 
 @contextlib.contextmanager
