@@ -225,6 +225,7 @@ class Table6Config:
         choices=("paper", "test", "both"),
     )
     no_train: bool = opt(False, "only test and score the runs already trained; list the others as missing")
+    retrain: bool = opt(False, "train again the runs in --out that were trained with other options")
     jobs: int = opt(1, "training runs at a time, child processes sharing the CPU threads or the GPU")
     dry_run: bool = opt(False, "print the plan (runs, options, commands) and write nothing")
     lpips_backbone: str | None = opt(None, "local AlexNet weights for LPIPS (see 'eval --help')")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pix2pix_ilm.config import Table6Config, TestConfig, TrainConfig
+from pix2pix_ilm.config import Table6Config, TestConfig, TrainConfig, config_to_dict, load_run_config
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.table6_report import split_rows, write_outputs
 from pix2pix_ilm.files import atomic_write_text
@@ -121,6 +122,28 @@ def _resolve_dataroot(dataroot: str | None, dry_run: bool) -> Path:
     if dry_run:
         return Path(dataroot or os.environ.get(FACADES_ENV) or "datasets/facades")
     return Path(ensure_facades(Path("datasets"), local=dataroot))
+
+
+# Options that change how a run is carried out, not what it learns: a run stays valid across them.
+_HOW_NOT_WHAT = frozenset(
+    {"name", "checkpoints_dir", "dataroot", "device", "continue_train", "overwrite", "compile", "num_workers"}
+    | {"print_freq", "display_freq", "save_latest_freq", "save_epoch_freq", "no_display", "display_server"}
+    | {"display_port", "display_env", "no_html", "loss_plot", "no_progress", "progress_interval"}
+    | {"validate_images", "sync_batch"}
+)
+
+
+def trained_differently(run: TrainConfig) -> list[str]:
+    """``["ngf: requested 16, trained 8", ...]`` for a run folder trained with other options ([] if none)."""
+    if not (run.run_dir / "config.json").is_file():
+        return []
+    saved, wanted = config_to_dict(load_run_config(run.run_dir)), config_to_dict(run)
+    automatic = {"precision": "auto", "channels_last": None}  # resolved for the device when trained
+    return [
+        f"{key}: requested {value!r}, trained {saved.get(key)!r}"
+        for key, value in wanted.items()
+        if key not in _HOW_NOT_WHAT and saved.get(key) != value and automatic.get(key, ...) != value
+    ]
 
 
 def _run_finished(config: TrainConfig) -> bool:
@@ -313,10 +336,21 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
     runs = [(row, train_config(config, row, seed, dataroot)) for row in rows for seed in config.seeds]
     for _, run in runs:
         check_train_config(run)
+    differing = {run.name: diffs for _, run in runs if (diffs := trained_differently(run))}
+    if differing and not config.retrain:
+        name, diffs = next(iter(differing.items()))
+        raise UsageError(
+            f"{len(differing)} run(s) in {config.out} were trained with other options, e.g. {name}: "
+            f"{'; '.join(diffs)}; use --retrain to train them again, or another --out"
+        )
     if config.dry_run:
         print_plan(config, runs, splits)
         return None
     build_lpips(config.lpips_backbone, "cpu")  # fail now, not after hours of training, if LPIPS cannot load
+    for _, run in runs:
+        if run.name in differing:
+            _say(f"{run.name}: trained with other options, training again")
+            shutil.rmtree(run.run_dir)
     started = time.time()
     for _, run in runs:
         if _run_finished(run):
@@ -354,6 +388,7 @@ def summarize(
     splits = list(runs[0]["splits"])
     return {
         "preset": config.preset,
+        "overrides": parse_overrides(config.overrides),
         "preset_options": preset_options(config),
         "seeds": list(config.seeds),
         "eval_splits": splits,

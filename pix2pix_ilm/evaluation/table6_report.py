@@ -7,8 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from matplotlib.figure import Figure
+
+from pix2pix_ilm.data.images import load_rgb, natural_key
+from pix2pix_ilm.evaluation.metrics import get_metric
 from pix2pix_ilm.files import atomic_write_text
 from pix2pix_ilm.stats import CONFIDENCE, mean_std, t_interval
+from pix2pix_ilm.viz.plots import save_png
 
 # metric -> (column title, digits, higher is better, key of the paper's value in the same convention)
 COLUMNS: dict[str, tuple[str, int, bool, str | None]] = {
@@ -33,8 +39,6 @@ def verdict(interval: dict[str, Any], higher_is_better: bool) -> str:
 def split_rows(runs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
     """Per row (in the runs' order): every metric's mean ± std over seeds, and its per-seed differences to
     IN / IN on the same images."""
-    from pix2pix_ilm.evaluation.metrics import get_metric
-
     base = {r["seed"]: r["splits"][split] for r in runs if r["config"] == BASELINE}
     rows = []
     for slug in dict.fromkeys(r["config"] for r in runs):
@@ -78,7 +82,10 @@ def format_split(split: str, rows: list[dict[str, Any]]) -> list[str]:
     paired = [row for row in rows if row["paired"]]
     if not paired:
         return [*lines, ""]
-    title = f"Difference to IN / IN per seed (same images): mean [{CONFIDENCE:.0%} t interval over seeds]"
+    title = (
+        f"Difference to IN / IN per seed (same images): mean [{CONFIDENCE:.0%} Student-t interval over n paired "
+        "seeds, n − 1 degrees of freedom]"
+    )
     lines += ["", title, "", "| vs IN / IN | " + " | ".join(f"Δ {COLUMNS[m][0]}" for m in COLUMNS) + " |"]
     lines.append("|---|" + "---|" * len(COLUMNS))
     for row in paired:
@@ -96,21 +103,29 @@ def format_split(split: str, rows: list[dict[str, Any]]) -> list[str]:
             verdicts.setdefault(row["paired"][metric]["verdict"], []).append(title)
         parts = [f"{' and '.join(titles)}: {v}" for v, titles in verdicts.items()]
         n = row["paired"]["rmse"]["n"]
-        lines.append(
-            f"- {row['label']} vs IN / IN ({n} paired seed{'s' * (n != 1)}): " + "; ".join(parts) + "."
-        )
+        evidence = f"n = {n} paired seed{'s' * (n != 1)}, df = {n - 1}, {row['n_images']} images each"
+        lines.append(f"- {row['label']} vs IN / IN ({evidence}): " + "; ".join(parts) + ".")
     return [*lines, ""]
 
 
 def format_table(summary: dict[str, Any]) -> str:
     lines = [
-        f"# Table 6 — pix2pix on CMP Facades (preset `{summary['preset']}`, seeds {summary['seeds']}, "
-        f"test dropout {summary['test_dropout']})",
+        f"# Table 6 — pix2pix on CMP Facades (preset `{summary['preset']}`"
+        + "".join(f", {k}={v}" for k, v in summary["overrides"].items())
+        + f"; seeds {summary['seeds']}, test dropout {summary['test_dropout']})",
         "",
         "Mean ± std over seeds (std with n − 1). The paper's RMSE is the per-pixel Euclidean colour distance,",
         "our RMSE_rgb (= √3 × RMSE; docs/metrics.md). Split `paper`: train/201–400; `test`: the test/ images.",
         "",
     ]
+    seeds, images = len(summary["seeds"]), min(r["n_images"] for t in summary["tables"].values() for r in t)
+    if seeds < 3 or images < 100:
+        lines += [
+            f"**Little evidence: {seeds} seed(s) × {images} images.** Intervals over fewer than 3 seeds are "
+            "very wide or absent, and fewer than 100 images make each seed's score noisy: read the verdicts "
+            "as a smoke test, not as an answer.",
+            "",
+        ]
     for split, rows in summary["tables"].items():
         lines += format_split(split, rows)
     if summary["missing"]:
@@ -121,15 +136,9 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def write_figure(summary: dict[str, Any], path: Path) -> None:
     """Per-seed values (dots) and means (bars) of each metric per row, the paper's values as red crosses."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tables = summary["tables"]
-    fig, axes = plt.subplots(
-        len(tables), len(COLUMNS), figsize=(2.6 * len(COLUMNS), 2.5 * len(tables)), squeeze=False
-    )
+    fig = Figure(figsize=(2.6 * len(COLUMNS), 2.5 * len(tables)), layout="tight")
+    axes = fig.subplots(len(tables), len(COLUMNS), squeeze=False)
     for i, (split, rows) in enumerate(tables.items()):
         for j, (metric, (title, _, higher, paper_key)) in enumerate(COLUMNS.items()):
             ax = axes[i][j]
@@ -143,37 +152,50 @@ def write_figure(summary: dict[str, Any], path: Path) -> None:
             ax.set_title(f"{title} {'↑' if higher else '↓'} (split {split})", fontsize=8)
             ax.tick_params(axis="y", labelsize=7)
     fig.suptitle("dots: seeds, bar: mean, red x: paper", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+    save_png(fig, path)
+
+
+def _labelled_grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: Path) -> None:
+    """Images in rows (labelled on the left) under the columns input / output / target."""
+    fig = Figure(figsize=(5.4, 1.8 * len(rows) + 0.5), layout="constrained")
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c, image in enumerate(images):
+            axes[r][c].imshow(image)
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+            axes[0][c].set_title(("input", "output", "target")[c], fontsize=8)
+        axes[r][0].set_ylabel(label, fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    save_png(fig, path)
 
 
 def write_sample_grids(out: Path, runs: list[dict[str, Any]], count: int = 4) -> None:
-    """``samples_<config>.png`` (rows: input | output | target) and ``samples.png`` comparing the rows."""
-    import numpy as np
-
-    from pix2pix_ilm.data.images import load_rgb, natural_key
-    from pix2pix_ilm.viz.images import image_grid, save_image
-
+    """``samples_<config>.png`` (one row per image) and ``samples.png`` (one row per configuration and image)
+    from each row's first seed."""
     first = {}
     for run in runs:
-        first.setdefault(run["config"], Path(next(iter(run["splits"].values()))["result_dir"]) / "images")
-    images = next(iter(first.values()))
+        split, scores = next(iter(run["splits"].items()))
+        first.setdefault(run["config"], (run, split, Path(scores["result_dir"]) / "images"))
+    _, split, images = next(iter(first.values()))
     stems = sorted({p.name.removesuffix("_fake_B.png") for p in images.glob("*_fake_B.png")}, key=natural_key)
-    stems = stems[:count]
 
-    def load(folder: Path, stem: str, kind: str) -> np.ndarray:
-        return np.asarray(load_rgb(folder / f"{stem}_{kind}.png"))
+    def row(folder: Path, stem: str) -> list[np.ndarray]:
+        return [
+            np.asarray(load_rgb(folder / f"{stem}_{kind}.png")) for kind in ("real_A", "fake_B", "real_B")
+        ]
 
-    for slug, folder in first.items():
-        grid = [[load(folder, s, kind) for kind in ("real_A", "fake_B", "real_B")] for s in stems]
-        save_image(image_grid(grid), out / f"samples_{slug}.png")
-    fakes = [[load(folder, s, "fake_B") for folder in first.values()] for s in stems]
+    for slug, (run, split, folder) in first.items():
+        title = f"{run['label']}, seed {run['seed']}, split {split}"
+        _labelled_grid(
+            [(stem, row(folder, stem)) for stem in stems[:count]], title, out / f"samples_{slug}.png"
+        )
     rows = [
-        [load(images, s, "real_A"), *row, load(images, s, "real_B")]
-        for s, row in zip(stems, fakes, strict=True)
+        (f"{run['label']} (seed {run['seed']})\nimage {stem}", row(folder, stem))
+        for stem in stems[:2]
+        for run, _, folder in first.values()
     ]
-    save_image(image_grid(rows), out / "samples.png")
+    _labelled_grid(rows, f"every configuration on the same images, split {split}", out / "samples.png")
 
 
 def write_outputs(summary: dict[str, Any], out: Path) -> None:

@@ -105,7 +105,9 @@ def test_tiny_table6_two_jobs_seeds_both_splits_paired_statistics_and_resume(
         assert rmse_rgb == pytest.approx(math.sqrt(3) * base["metrics"]["rmse"]["per_seed"]["0"], rel=1e-9)
     table = (out / "table6.md").read_text()
     assert "### Split `paper`" in table and "### Split `test`" in table and "108.17" in table
-    assert "ILM+IN / IN, authors' ILM code vs IN / IN (2 paired seeds)" in table
+    assert "ILM+IN / IN, authors' ILM code vs IN / IN (n = 2 paired seeds, df = 1, 2 images each)" in table
+    assert "preset `quick`, netG=unet_32, ngf=4, ndf=4," in table.splitlines()[0]  # every override named
+    assert "**Little evidence: 2 seed(s) × 2 images.**" in table
     assert "(2 training runs at a time)" in table
     samples = {p.name for p in out.glob("samples*.png")}
     assert samples == {"samples.png", "samples_in_in.png", "samples_ilmin_in_authors.png"}
@@ -134,6 +136,18 @@ def test_tiny_table6_two_jobs_seeds_both_splits_paired_statistics_and_resume(
     assert again["missing"] == ["in_in_seed2", "ilmin_in_authors_seed2"]
     assert again["tables"]["paper"][0]["metrics"] == summary["tables"]["paper"][0]["metrics"]
     assert not (out / "checkpoints" / "in_in_seed2").exists() and len(children) == 5
+
+    # A finished run is reused only under the options it was trained with.
+    wider = [*args, "--seeds", "0", *TINY, "--set", "ngf=8"]
+    assert main(wider) == 2
+    assert "ngf: requested 8, trained 4; use --retrain" in capsys.readouterr().err and len(children) == 5
+    assert main([*wider, "--retrain"]) == 0
+    assert (
+        len(children) == 7
+        and capsys.readouterr().err.count("trained with other options, training again") == 2
+    )
+    saved = json.loads((out / "checkpoints" / "in_in_seed0" / "config.json").read_text())["config"]
+    assert saved["ngf"] == 8
 
 
 def test_dry_run_prints_the_paper_plan_and_writes_nothing(tmp_path: Path, capsys):
