@@ -13,8 +13,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -23,9 +21,9 @@ from typing import Any
 
 from pix2pix_ilm.config import Table6Config, TestConfig, TrainConfig, config_to_dict, load_run_config
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.evaluation.table6_jobs import child_env, say, train_command, train_runs
 from pix2pix_ilm.evaluation.table6_report import split_rows, write_outputs
-from pix2pix_ilm.files import atomic_write_text
-from pix2pix_ilm.flags import flag_name, parse_field_value
+from pix2pix_ilm.flags import parse_field_value
 from pix2pix_ilm.stats import CONFIDENCE
 
 
@@ -173,96 +171,6 @@ def train_config(config: Table6Config, row: Configuration, seed: int, dataroot: 
     )
 
 
-def train_command(run: TrainConfig) -> list[str]:
-    """``python -m pix2pix_ilm train`` with the run's options that differ from train's defaults; resumed
-    from ``latest.pt`` when it exists, else a new run (over a half-made folder)."""
-    resume = (run.run_dir / "latest.pt").is_file()
-    run = dataclasses.replace(run, continue_train=resume, overwrite=not resume and run.run_dir.exists())
-    flags: list[str] = []
-    for f in dataclasses.fields(run):
-        value = getattr(run, f.name)
-        if value != f.default:  # a bool differing as False is an optional one: --no-<flag>
-            name = flag_name(f)
-            flags += (
-                [name if value else "--no-" + name[2:]] if isinstance(value, bool) else [name, str(value)]
-            )
-    return [sys.executable, "-m", "pix2pix_ilm", "train", *flags]
-
-
-def _child_env(jobs: int) -> dict[str, str]:
-    """This package first on the path, and each run's share of the CPU threads (torch reads OMP_NUM_THREADS)."""
-    import torch
-
-    threads = str(max(1, torch.get_num_threads() // jobs))
-    path = os.pathsep.join(p for p in (str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-
-
-def _say(message: str) -> None:
-    """A progress line of the command (the runs' own output goes to their logs)."""
-    print(f"[table6] {message}", file=sys.stderr, flush=True)
-
-
-def train_runs(runs: list[TrainConfig], jobs: int, logs: Path) -> None:
-    """Train (or resume) ``runs``, ``jobs`` at a time, as child processes logging to ``logs/<name>.log``.
-    A failed run ends the command with its error; then, and on Ctrl+C or SIGTERM, the others are stopped
-    (they save ``latest.pt``)."""
-    env, pending, active = _child_env(min(jobs, len(runs) or 1)), list(runs), []
-    logs.mkdir(parents=True, exist_ok=True)
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the runs on SIGTERM too
-    try:
-        while pending or active:
-            while pending and len(active) < jobs:
-                active.append(_start(pending.pop(0), env, logs))
-            time.sleep(0.2)
-            for child in [child for child in active if child[0].poll() is not None]:
-                active.remove(child)
-                _finished(*child)
-    finally:
-        _stop([process for process, *_ in active])
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _start(
-    run: TrainConfig, env: dict[str, str], logs: Path
-) -> tuple[subprocess.Popen, TrainConfig, Path, float]:
-    """Start one run's ``train`` process, its output appended to ``logs/<name>.log``."""
-    log = logs / f"{run.name}.log"
-    _say(f"{run.name}: {'resuming' if (run.run_dir / 'latest.pt').is_file() else 'training'} (log: {log})")
-    # A session of its own: a Ctrl+C reaches this process only, which then stops each run once.
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            train_command(run), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    return process, run, log, time.time()
-
-
-def _finished(process: subprocess.Popen, run: TrainConfig, log: Path, started: float) -> None:
-    """Add a finished run's wall time to its record; a failed run ends the command with its log's end."""
-    if process.returncode != 0:
-        print("\n".join(log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
-        raise UsageError(f"{run.name}: training failed with exit code {process.returncode} (log: {log})")
-    seconds = time.time() - started
-    _say(f"{run.name}: trained in {seconds / 60:.1f} min")
-    path = run.run_dir / "table6_timing.json"
-    seconds += json.loads(path.read_text())["train_seconds"] if path.is_file() else 0.0
-    atomic_write_text(path, json.dumps({"train_seconds": round(seconds, 1), "finished": True}) + "\n")
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    """One SIGTERM each: a run finishes its step and saves ``latest.pt``; a second Ctrl+C kills them."""
-    for process in processes:
-        process.terminate()
-    try:
-        for process in processes:
-            process.wait()
-    except KeyboardInterrupt:
-        for process in processes:
-            process.kill()
-            process.wait()
-        raise
-
-
 def score_run(config: Table6Config, run: TrainConfig, split: str) -> dict[str, Any]:
     """Test one trained run on ``split`` and score it with ``eval``'s code path (same ``metrics.json``);
     kept when its scores are newer than the checkpoint and hold every metric."""
@@ -307,7 +215,7 @@ def print_plan(
     config: Table6Config, runs: list[tuple[Configuration, TrainConfig]], splits: list[str]
 ) -> None:
     """The dry run: the runs, their options and commands."""
-    threads = _child_env(min(config.jobs, len(runs)))["OMP_NUM_THREADS"]
+    threads = child_env(min(config.jobs, len(runs)))["OMP_NUM_THREADS"]
     print(f"table6 plan: preset {config.preset}, {len(runs)} runs, {config.jobs} at a time")
     print(
         f"device {config.device}, {threads} CPU thread(s) per run; evaluation on {' and '.join(splits)}, "
@@ -349,12 +257,12 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
     build_lpips(config.lpips_backbone, "cpu")  # fail now, not after hours of training, if LPIPS cannot load
     for _, run in runs:
         if run.name in differing:
-            _say(f"{run.name}: trained with other options, training again")
+            say(f"{run.name}: trained with other options, training again")
             shutil.rmtree(run.run_dir)
     started = time.time()
     for _, run in runs:
         if _run_finished(run):
-            _say(f"{run.name}: trained already, skipping training")
+            say(f"{run.name}: trained already, skipping training")
     if not config.no_train:
         train_runs([run for _, run in runs if not _run_finished(run)], config.jobs, Path(config.out) / "logs")
     records, missing = [], []

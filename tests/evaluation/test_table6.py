@@ -17,7 +17,7 @@ import pytest
 from pix2pix_ilm.cli import build_parser, main
 from pix2pix_ilm.config import TABLE6_PRESETS, TABLE6_ROWS, TrainConfig
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation import table6
+from pix2pix_ilm.evaluation import table6, table6_jobs
 from pix2pix_ilm.evaluation.table6 import CONFIGURATIONS, PAPER_TABLE6, PRESETS, parse_overrides
 from pix2pix_ilm.evaluation.table6_report import t_interval, verdict
 from pix2pix_ilm.flags import dataclass_from_args
@@ -39,14 +39,14 @@ def tiny_facades(facades_dir: Path, root: Path) -> Path:
 @pytest.fixture
 def children(monkeypatch) -> list:
     """The training processes table6 starts, in order."""
-    started, real_start = [], table6._start
+    started, real_start = [], table6_jobs._start
 
     def start(*args):
         child = real_start(*args)
         started.append(child[0])
         return child
 
-    monkeypatch.setattr(table6, "_start", start)
+    monkeypatch.setattr(table6_jobs, "_start", start)
     return started
 
 
