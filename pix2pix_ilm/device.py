@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import TypeVar
 
 import torch
@@ -25,6 +26,11 @@ def resolve_device(name: str) -> torch.device:
         raise UsageError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N, auto)") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} requested but CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UsageError(
+            f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+        )
     return device
 
 
@@ -69,9 +75,20 @@ def with_device_defaults(config: Config, device: torch.device) -> Config:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` for ``--precision bf16``; nothing for fp32 (``auto`` must be resolved)."""
+    """bf16 autocast on ``device`` for ``--precision bf16``; for fp32 nothing, and on CUDA no TF32 either
+    (cuDNN's convolutions use it by default, so fp32 would not be strict). ``auto`` must be resolved."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if precision == "fp32":
-        return contextlib.nullcontext()
+        return _no_tf32() if device.type == "cuda" else contextlib.nullcontext()
     raise ValueError(f"precision {precision!r} is not resolved for a device (see with_device_defaults)")
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

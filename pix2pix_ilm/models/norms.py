@@ -154,15 +154,22 @@ class ILMNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_channels:
             raise ValueError(f"ILMNorm expects (N, {self.num_channels}, H, W) input, got {tuple(x.shape)}")
+        low = autocast_dtype(x.device.type)
+        if low is not None:
+            # Statistics, eps and the meta-network in fp32 (as InstanceNorm keeps them); only the output is
+            # rounded to the autocast dtype.
+            with torch.autocast(x.device.type, enabled=False):
+                return self._forward(x.float()).to(low)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fused(x):
             weights = (self.encoder.weight, self.mean_decoder.weight, self.var_decoder.weight)
             unbiased = self.variance == "unbiased"
             return ILMInstanceK1.apply(x, *weights, self.weight_bias, self.bias_bias, self.eps, unbiased)
         batch, channels, height, width = x.shape
         pixels = height * width
-        # Statistics in fp32 even under autocast: variances of bf16 activations are too coarse.
-        stats_input = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        channel_mean, channel_var = _channel_stats(stats_input)
+        channel_mean, channel_var = _channel_stats(x)
 
         key_mean, key_var = _group_stats(channel_mean, channel_var, self.key_group_size)  # μ, γ (biased)
         key_count = self.key_group_size * pixels

@@ -272,3 +272,20 @@ def test_unbiased_variance_is_the_authors_layer(channels, key_size, size):
 def test_variance_option_is_checked():
     with pytest.raises(ValueError, match="variance must be one of"):
         make_norm("ilm_in", 8, ilm=ILMOptions(variance="population"))
+
+
+@pytest.mark.parametrize("name", ["ilm_in", "ilm_gn", "ilm_ln"])
+@pytest.mark.parametrize("key_size", [1, 16])
+def test_under_bf16_autocast_only_the_output_is_rounded(name, key_size):
+    """Statistics, eps and the meta-network stay fp32 under autocast, as InstanceNorm's do: ILM's error
+    against fp32 is that of rounding its output to bf16, however the layer is set up."""
+    torch.manual_seed(0)
+    layer = make_norm(name, 64, num_groups=8, ilm=ILMOptions(group_size=key_size))
+    _randomize(layer)
+    x = (torch.randn(2, 64, 8, 8) * 3 + 1).bfloat16()  # what a bf16 convolution hands the layer
+    reference = layer(x.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    rounding = (reference.bfloat16().float() - reference).abs().max()
+    assert (out.float() - reference).abs().max() <= 1.2 * rounding
