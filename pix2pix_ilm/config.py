@@ -81,7 +81,11 @@ class DataOptions:
         False, "skip images that cannot be decoded (with a warning) instead of stopping"
     )
     validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)
-    num_workers: int = opt(0, "data-loading worker processes (0 = in the training process)")
+    num_workers: int | None = opt(
+        None,
+        "data-loading worker processes (0: in the training process); default: on CUDA up to 4 persistent "
+        "workers (cores - 1) with pinned memory, on the CPU 0",
+    )
 
 
 @dataclass

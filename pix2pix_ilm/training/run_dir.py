@@ -112,7 +112,7 @@ def _option_problems(config: TrainConfig) -> list[str]:
     problems = [] if config.dataroot else ["--dataroot is required (a folder with <phase>/ subfolders)"]
     for name, minimum in _MINIMUMS.items():
         value = getattr(config, name)
-        if value < minimum:
+        if value is not None and value < minimum:
             problems.append(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
     if config.n_epochs + config.n_epochs_decay < 1:
         problems.append(

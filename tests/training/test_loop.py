@@ -126,16 +126,21 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.parametrize("norms", [("ilm_in", "ilm_in"), ("batch", "instance")])
-def test_resume_is_exact(small_facades, tmp_path, norms):
+@pytest.mark.parametrize(
+    ("norms", "workers"),
+    [(("ilm_in", "ilm_in"), "0"), (("batch", "instance"), "0"), (("ilm_in", "ilm_in"), "2")],
+)
+def test_resume_is_exact(small_facades, tmp_path, norms, workers):
+    """Also with data-loading workers (kept across epochs) in the straight run and after the resume: the same
+    batches as decoded in the training process."""
     ckpt = tmp_path / "ckpt"
     common = ["--netG-norm", norms[0], "--netD-norm", norms[1], "--batch-size", "2", "--seed", "3"]
-    assert _train(small_facades, ckpt, "straight", "--n-epochs", "1", "--n-epochs-decay", "1", *common) == 0
+    straight = ["--n-epochs", "1", "--n-epochs-decay", "1", "--num-workers", workers, *common]
+    assert _train(small_facades, ckpt, "straight", *straight) == 0
     # 1 epoch, then --continue with the decay epoch added: no architecture flags needed to resume.
     assert _train(small_facades, ckpt, "resumed", "--n-epochs", "1", "--n-epochs-decay", "0", *common) == 0
-    assert (
-        _resume(small_facades, ckpt, "resumed", "--n-epochs-decay", "1", "--no-display", "--no-progress") == 0
-    )
+    typed = ["--n-epochs-decay", "1", "--num-workers", workers, "--no-display", "--no-progress"]
+    assert _resume(small_facades, ckpt, "resumed", *typed) == 0
     straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "resumed" / "latest.pt")
     assert straight.keys() == resumed.keys()
     for key in straight:
