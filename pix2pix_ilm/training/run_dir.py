@@ -40,8 +40,9 @@ def run_lock(config: TrainConfig) -> Iterator[None]:
         yield
         return
     path = Path(config.checkpoints_dir) / f".{config.name}.lock"
+    made = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    with open(path, "a+") as handle, _removed_on_error(path if made else None):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -55,6 +56,19 @@ def run_lock(config: TrainConfig) -> Iterator[None]:
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         yield
+
+
+@contextlib.contextmanager
+def _removed_on_error(lock: Path | None) -> Iterator[None]:
+    """A run that fails before writing anything (bad data, ...) leaves no checkpoints folder it made."""
+    try:
+        yield
+    except BaseException:
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+                lock.parent.rmdir()  # only if nothing else is in it
+        raise
 
 
 # -- checks before any work ----------------------------------------------------------------------------
