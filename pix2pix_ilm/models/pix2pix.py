@@ -191,9 +191,21 @@ class Pix2PixModel:
             if "discriminator" in state:
                 self.discriminator.load_state_dict(state["discriminator"])
             if with_optimizers:
-                self.opt_g.load_state_dict(state["opt_g"])
-                self.opt_d.load_state_dict(state["opt_d"])
+                for optimizer, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+                    optimizer.load_state_dict(state[key])
+                    _state_like_parameters(optimizer)
                 if "rng_gp" in state:
                     self.gp_generator.set_state(state["rng_gp"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise UsageError(f"checkpoint does not fit the configured networks: {first_line(err)}") from err
+
+
+def _state_like_parameters(optimizer: torch.optim.Optimizer) -> None:
+    """Give each moment its parameter's device and memory layout. A checkpoint saved in another layout
+    (channels_last vs contiguous) keeps its strides through ``load_state_dict``, and the fused Adam kernel
+    then pairs the wrong elements."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
