@@ -44,9 +44,9 @@ _PRECISION_HELP = (
     "config.json records the resolved value, which --continue and test reuse"
 )
 _CHANNELS_LAST_HELP = (
-    "the channels-last memory format for weights and activations (--no-channels-last: the contiguous one); "
-    "default auto: on with CUDA GPUs of compute capability 8.0+, off on older GPUs and on the CPU. "
-    "config.json records the resolved value"
+    "the channels-last memory format for weights and activations (--no-channels-last: the contiguous one, "
+    "the default: instance norms return contiguous tensors, so channels-last costs a copy after each; "
+    "docs/gpu.md). config.json records the resolved value"
 )
 _VALIDATE_HELP = (
     "check of every image before any work: header (fast: size, A|B shape, and the end marker of each JPEG/PNG, "

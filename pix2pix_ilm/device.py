@@ -60,17 +60,19 @@ def has_fast_bf16(device: torch.device) -> bool:
 
 
 def with_device_defaults(config: Config, device: torch.device) -> Config:
-    """``config`` (a dataclass with ``precision`` and ``channels_last``, e.g. a ``TrainConfig``) with its automatic speed settings made concrete for ``device``; explicit values are kept.
+    """``config`` (a dataclass with ``precision`` and ``channels_last``, e.g. a ``TrainConfig``) with its
+    automatic speed settings made concrete for ``device``; explicit values are kept.
 
-    ``precision="auto"`` → ``bf16`` and ``channels_last=None`` → ``True`` on a CUDA GPU with fast bf16
-    (:func:`has_fast_bf16`); ``fp32`` and ``False`` elsewhere, the CPU included (the eager baseline's
-    settings). A resolved config comes back unchanged.
+    ``precision="auto"`` → ``bf16`` on a CUDA GPU with fast bf16 (:func:`has_fast_bf16`), ``fp32`` elsewhere;
+    ``channels_last=None`` → ``False`` everywhere: the instance norms return contiguous tensors, so every
+    layer after one would convert back (docs/gpu.md counts the copies). A resolved config comes back unchanged.
     """
     if config.precision != "auto" and config.channels_last is not None:
         return config
-    fast = has_fast_bf16(device)
-    precision = ("bf16" if fast else "fp32") if config.precision == "auto" else config.precision
-    channels_last = fast if config.channels_last is None else config.channels_last
+    precision = (
+        ("bf16" if has_fast_bf16(device) else "fp32") if config.precision == "auto" else config.precision
+    )
+    channels_last = bool(config.channels_last)
     return dataclasses.replace(config, precision=precision, channels_last=channels_last)
 
 

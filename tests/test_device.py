@@ -42,8 +42,8 @@ def test_cpu_resolves_to_the_eager_settings():
 @pytest.mark.parametrize(
     ("capability", "expected"),
     [
-        ((9, 0), ("bf16", True)),
-        ((8, 0), ("bf16", True)),
+        ((9, 0), ("bf16", False)),
+        ((8, 0), ("bf16", False)),
         ((7, 5), ("fp32", False)),
         ((6, 1), ("fp32", False)),
     ],
@@ -59,8 +59,8 @@ def test_explicit_values_win(gpu_capability):
     gpu_capability(9)
     config = with_device_defaults(_config(precision="fp32", channels_last=False), CUDA)
     assert (config.precision, config.channels_last) == ("fp32", False)
-    config = with_device_defaults(_config(precision="fp32"), CUDA)  # the other one still follows the device
-    assert (config.precision, config.channels_last) == ("fp32", True)
+    config = with_device_defaults(_config(channels_last=True), CUDA)  # the other one still follows the device
+    assert (config.precision, config.channels_last) == ("bf16", True)
     config = with_device_defaults(_config(precision="bf16", channels_last=True), CPU)  # opt-in on CPU
     assert (config.precision, config.channels_last) == ("bf16", True)
 
