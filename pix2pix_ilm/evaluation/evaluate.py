@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pix2pix_ilm.config import EvalConfig
-from pix2pix_ilm.data.images import natural_key, read_rgb_array
+from pix2pix_ilm.data.images import load_rgb, natural_key
 from pix2pix_ilm.device import resolve_device
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.lpips_alexnet import ALEXNET_OWT_URL, resolve_lpips_backbone
@@ -171,7 +171,7 @@ def evaluate_results_dir(
             chunk = pairs[i : i + batch_size]
             fakes, reals = [], []
             for _, fake_path, real_path in chunk:
-                fake, real = read_rgb_array(fake_path), read_rgb_array(real_path)
+                fake, real = np.asarray(load_rgb(fake_path)), np.asarray(load_rgb(real_path))
                 if fake.shape != real.shape:
                     raise UsageError(
                         f"{fake_path} is {fake.shape[1]}x{fake.shape[0]} but {real_path} is "
