@@ -1,10 +1,6 @@
-"""What a training checkpoint holds, when it is written, and how a run resumes from it.
-
-Counters saved with every checkpoint: ``epoch`` (1-based, the epoch in progress), ``batches_done`` (batches of
-that epoch already trained) and ``iteration`` (steps since the start). With every process's global RNG (dropout)
-saved too (``rng_cpu_ranks``, by rank; ``rng_cpu`` is rank 0's, as older versions read it), ``--continue``
-reproduces an uninterrupted run exactly, also under torchrun.
-"""
+"""What a training checkpoint holds, when it is written, and how a run resumes from it: the counters and
+every process's RNG stream (``rng_cpu_ranks``; ``rng_cpu``, rank 0's, is what older versions read) make
+``--continue`` reproduce an uninterrupted run exactly, also under torchrun."""
 
 from __future__ import annotations
 
@@ -58,8 +54,8 @@ def rng_states(dist: Distributed) -> dict[str, list[torch.Tensor]]:
 
 
 def restore_rng_state(state: dict[str, Any], dist: Distributed) -> bool:
-    """Continue this process's saved RNG stream; False when the checkpoint lacks it (older checkpoints hold
-    rank 0's stream only; another number of processes wrote it)."""
+    """Continue this process's saved RNG stream; False when the checkpoint lacks it (an older checkpoint of
+    rank 0's only, or another number of processes)."""
     ranks = state.get("rng_cpu_ranks")
     if isinstance(ranks, list) and len(ranks) == dist.world:
         cpu, cuda = ranks[dist.rank], (state.get("rng_cuda_ranks") or [None] * dist.world)[dist.rank]
