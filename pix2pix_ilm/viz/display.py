@@ -4,11 +4,10 @@ retry every ``retry_interval`` seconds."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -19,8 +18,6 @@ from pix2pix_ilm.viz.plots import L1_GROUP, loss_groups
 from pix2pix_ilm.viz.server import is_loopback
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 class VisdomUnavailableWarning(RuntimeWarning):
@@ -43,8 +40,8 @@ def _make_client(server: str, port: int, env: str, timeout: float) -> Any:
                 self._session.trust_env = trust_env
             return self._session
 
-        # ``_handle_post`` is visdom's documented override point for how requests are sent. Its default has no
-        # timeout (a hung server would block training forever) and ignores HTTP error statuses.
+        # visdom's override point for sending: its own has no timeout (a hung server would block training
+        # forever) and ignores HTTP error statuses.
         def _handle_post(self, url: str, data: Any = None) -> str:
             response = self.session.post(url, data=data if data is not None else {}, timeout=timeout)
             response.raise_for_status()
@@ -52,9 +49,7 @@ def _make_client(server: str, port: int, env: str, timeout: float) -> Any:
 
     visdom_logger = logging.getLogger("visdom")
     level = visdom_logger.level
-    # The constructor logs "Setting up a new session..." and a note about the incoming socket at WARNING level
-    # on every connection; they say nothing useful to a training run.
-    visdom_logger.setLevel(logging.ERROR)
+    visdom_logger.setLevel(logging.ERROR)  # its WARNING notes on every connection say nothing to a run
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # visdom's own use of ``logger.warn``
@@ -87,14 +82,8 @@ def _failure_reason(err: BaseException) -> str:
 
 
 class VisdomDisplay:
-    """Live previews for the training loop: the current images in one window, the loss curves in one window
-    per scale (the GAN terms, the L1 term: see :func:`~pix2pix_ilm.viz.plots.loss_groups`).
-
-    Nothing here stops training: the client connects lazily, every request has a ``timeout``, and while the
-    server is unreachable calls return at once (one warning per outage, a new attempt at most every
-    ``retry_interval`` seconds). The whole loss history is kept here and re-sent on each
-    :meth:`plot_losses`, so a server that comes back (or restarts) shows the complete curves again.
-    """
+    """The current images in one window, the loss curves in one window per scale (GAN terms, L1 term). The
+    whole loss history is re-sent each time, so a server that comes back shows complete curves again."""
 
     IMAGE_WINDOW = "pix2pix_ilm_images"
     LOSS_WINDOW = "pix2pix_ilm_losses"  # the GAN terms
@@ -124,28 +113,19 @@ class VisdomDisplay:
         self._loss_values: dict[str, list[float]] = {}  # name -> one value per x (NaN where it was absent)
 
     @property
-    def address(self) -> str:
-        """The server address, e.g. ``http://127.0.0.1:8097``."""
-        return f"{self.server}:{self.port}"
-
-    @property
     def connected(self) -> bool:
         """Whether the last request reached the server."""
         return self._client is not None
 
     def show_images(self, images: Mapping[str, torch.Tensor | np.ndarray], epoch: int | None = None) -> None:
-        """Show images side by side in one window, updated in place (e.g. real_A, fake_B, real_B).
-
-        Tensors are in [-1, 1] (a batch shows its first image); arrays are uint8 images.
-        """
+        """Show images side by side in one window, updated in place: tensors in [-1, 1] (a batch shows its first
+        image) or uint8 arrays."""
         if not self.enabled or not images:
             return
-        pictures = []
-        for value in images.values():
-            if isinstance(value, torch.Tensor):
-                pictures.append(tensor_to_image(value[0] if value.dim() == 4 else value))
-            else:
-                pictures.append(as_rgb(value))
+        pictures = [
+            tensor_to_image(v[0] if v.dim() == 4 else v) if isinstance(v, torch.Tensor) else as_rgb(v)
+            for v in images.values()
+        ]
         names = " | ".join(images.keys())
         caption = names if epoch is None else f"{names} (epoch {epoch})"
         grid = image_grid([pictures], pad=2)
@@ -181,15 +161,11 @@ class VisdomDisplay:
     def _send(self, action: Any) -> bool:
         """Run ``action(client)`` if the server is (or may again be) reachable; False when it was skipped."""
         client = self._client
-        if client is None:
-            if time.monotonic() < self._next_attempt:
-                return False
-            try:
-                client = _make_client(self.server, self.port, self.env, self.timeout)
-            except ConnectionError as err:
-                self._mark_down(err)
-                return False
+        if client is None and time.monotonic() < self._next_attempt:
+            return False
         try:
+            if client is None:
+                client = _make_client(self.server, self.port, self.env, self.timeout)
             action(client)
         except ConnectionError as err:  # visdom turns every requests failure into ConnectionError
             self._mark_down(err)
@@ -198,7 +174,9 @@ class VisdomDisplay:
         self._ever_connected = True
         if self._down:
             self._down = False
-            logger.warning("visdom server at %s is reachable again; live previews resume", self.address)
+            logger.warning(
+                "visdom server at %s:%s is reachable again; live previews resume", self.server, self.port
+            )
         return True
 
     def _mark_down(self, err: BaseException) -> None:
@@ -209,8 +187,8 @@ class VisdomDisplay:
         self._down = True
         lost = "lost the connection to" if self._ever_connected else "cannot reach"
         warnings.warn(
-            f"{lost} visdom server at {self.address} ({_failure_reason(err)}); training goes on without live "
-            f"previews and retries every {self.retry_interval:g} s. Start a server with: "
+            f"{lost} visdom server at {self.server}:{self.port} ({_failure_reason(err)}); training goes on "
+            f"without live previews and retries every {self.retry_interval:g} s. Start a server with: "
             f"pix2pix-ilm visdom --port {self.port}",
             VisdomUnavailableWarning,
             stacklevel=4,
