@@ -14,11 +14,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Union
 
 from pix2pix_ilm.errors import UsageError
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def is_loopback(host: str) -> bool:
@@ -31,8 +28,7 @@ def is_loopback(host: str) -> bool:
 
 
 def static_handler(asset_dir: Path) -> type:
-    """The handler of visdom's ``/static/`` URLs: visdom's own files (its package's ``static/``), then the
-    browser files of :mod:`pix2pix_ilm.viz.assets` from ``asset_dir``."""
+    """The handler of visdom's ``/static/`` URLs: visdom's own files, then the browser files in ``asset_dir``."""
     from tornado.web import StaticFileHandler
 
     assets = str(Path(asset_dir).absolute())
@@ -47,13 +43,9 @@ def static_handler(asset_dir: Path) -> type:
             inside_assets = absolute_path.startswith(os.path.join(assets, ""))
             return super().validate_absolute_path(assets if inside_assets else root, absolute_path)
 
-        # Why visdom's page was refused (HTTP 403) with tornado >= 6.6, and why this fixes it without pinning
-        # tornado: visdom's index.html links its user stylesheet as static_url("../user/style.css"), i.e. the
-        # URL /static/../user/style.css, which browsers resolve to /user/style.css, served by visdom's
-        # UserSettingsHandler. static_url() looks the file up to add a ?v=<hash>, and tornado 6.6 made that
-        # look-up raise HTTP 403 for paths outside the static folder, so rendering the page failed. Such a
-        # path names no static file: it gets no hash here. Requests for files are still checked by tornado
-        # (no way out of the two folders), and pinning tornado < 6.6 would hold back its security fixes.
+        # visdom's page links static_url("../user/style.css") (served by its UserSettingsHandler); tornado 6.6
+        # refuses (HTTP 403) to hash a path outside the static folder, which failed the whole page. Such a
+        # path gets no hash; requests for files are still confined to the two folders by tornado.
         @classmethod
         def get_version(cls, settings: dict, path: str) -> str | None:
             if path.startswith("../"):
@@ -64,17 +56,14 @@ def static_handler(asset_dir: Path) -> type:
 
 
 def serve_visdom(
-    host: str = "127.0.0.1", port: int = 8097, env_path: str | None = None, asset_dir: PathLike | None = None
+    host: str = "127.0.0.1",
+    port: int = 8097,
+    env_path: str | None = None,
+    asset_dir: str | Path | None = None,
 ) -> None:
-    """Run a visdom server in the foreground until interrupted, without downloading anything.
-
-    ``python -m visdom.server`` first downloads the browser's JavaScript/CSS from CDNs and fails offline;
-    this builds visdom's own tornado application directly instead and serves those files from
-    ``asset_dir`` (default :func:`~pix2pix_ilm.viz.assets.asset_dir`, filled by ``pix2pix-ilm visdom
-    --fetch-assets``); files missing there are named at start. ``env_path`` defaults to ``~/.visdom``.
-    Raises :class:`UsageError` for a bad port, a port in use, an address that cannot be bound or an unusable
-    ``env_path``.
-    """
+    """Run visdom's tornado application in the foreground until interrupted, with the browser files from
+    ``asset_dir`` instead of CDNs (``python -m visdom.server`` downloads them at every start and fails
+    offline). :class:`UsageError` for a port or address that cannot be used, or an unusable ``env_path``."""
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
     from visdom.server import app as visdom_app
@@ -98,13 +87,6 @@ def serve_visdom(
         raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
 
     env_dir = Path(env_path).expanduser() if env_path else Path(DEFAULT_ENV_PATH)
-    try:
-        env_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        for sock in sockets:
-            sock.close()
-        raise UsageError(f"--env-path {env_dir}: cannot create the folder ({err.strerror or err})") from err
-
     # visdom's Application forces tornado's debug mode, which would restart the server whenever a Python file
     # it imported changes and would send tracebacks to browsers; keep the rest of its settings.
     assets_dir = Path(asset_dir) if asset_dir is not None else assets.asset_dir()
@@ -112,11 +94,12 @@ def serve_visdom(
         autoreload=False, serve_traceback=False, static_handler_class=static_handler(assets_dir)
     )
     try:
+        env_dir.mkdir(parents=True, exist_ok=True)
         application = visdom_app.Application(port=port, base_url="", env_path=str(env_dir) + os.sep)
     except OSError as err:
         for sock in sockets:
             sock.close()
-        raise UsageError(f"--env-path {env_dir}: {err.strerror or err}") from err
+        raise UsageError(f"--env-path {env_dir}: cannot use the folder ({err.strerror or err})") from err
 
     shown_host = f"[{host}]" if ":" in host else host
     if is_loopback(host):
@@ -161,14 +144,11 @@ def _visdom_answers(url: str, timeout: float) -> bool:
 
 
 def start_visdom_server(
-    port: int, host: str = "127.0.0.1", env_path: PathLike | None = None, timeout: float = 30
+    port: int, host: str = "127.0.0.1", env_path: str | Path | None = None, timeout: float = 30
 ) -> subprocess.Popen:
-    """Start ``python -m pix2pix_ilm visdom`` as a subprocess and wait until it answers HTTP on ``port``.
-
-    Stop it with :func:`stop_visdom_server`. Raises :class:`UsageError` when the server refuses its options
-    (e.g. the port is in use), ``RuntimeError`` when it exits otherwise and ``TimeoutError`` when it does not
-    answer within ``timeout`` seconds; its output is in the message.
-    """
+    """``python -m pix2pix_ilm visdom`` as a subprocess, once it answers on ``port``. :class:`UsageError` when
+    it refuses its options, ``RuntimeError`` when it exits otherwise, ``TimeoutError`` when it does not answer
+    within ``timeout`` seconds; its output is in the message."""
     command = [sys.executable, "-m", "pix2pix_ilm", "visdom", "--port", str(port), "--host", host]
     if env_path is not None:
         command += ["--env-path", os.fspath(env_path)]
@@ -181,25 +161,19 @@ def start_visdom_server(
     with tempfile.TemporaryFile() as log:  # the child keeps writing to it; it vanishes when both close it
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
         deadline = time.monotonic() + timeout
-        while True:
+        while (code := process.poll()) is None and time.monotonic() < deadline:
             if _visdom_answers(url, timeout=1.0):
                 return process
-            code = process.poll()
-            if code is not None or time.monotonic() > deadline:
-                if code is None:
-                    stop_visdom_server(process)
-                log.seek(0)
-                output = log.read().decode("utf-8", "replace").strip()
-                if code == 2:
-                    raise UsageError(
-                        output.splitlines()[-1] if output else f"visdom server refused {command}"
-                    )
-                if code is None:
-                    raise TimeoutError(
-                        f"visdom server did not answer at {url} within {timeout:g} s:\n{output}"
-                    )
-                raise RuntimeError(f"visdom server exited with code {code}:\n{output}")
             time.sleep(0.1)
+        if code is None:
+            stop_visdom_server(process)
+        log.seek(0)
+        output = log.read().decode("utf-8", "replace").strip()
+    if code == 2:
+        raise UsageError(output.splitlines()[-1] if output else f"visdom server refused {command}")
+    if code is None:
+        raise TimeoutError(f"visdom server did not answer at {url} within {timeout:g} s:\n{output}")
+    raise RuntimeError(f"visdom server exited with code {code}:\n{output}")
 
 
 def stop_visdom_server(process: subprocess.Popen, timeout: float = 10) -> None:
