@@ -29,21 +29,16 @@ def _make_client(server: str, port: int, env: str, timeout: float) -> Any:
     import requests
     import visdom
 
-    trust_env = not is_loopback(urlparse(server).hostname or "")
+    session = requests.Session()
+    session.trust_env = not is_loopback(
+        urlparse(server).hostname or ""
+    )  # this machine: never via $http_proxy
 
     class _TimeoutVisdom(visdom.Visdom):
-        @property
-        def session(self) -> requests.Session:
-            # A server on this machine is never reached through $http_proxy (requests would use it otherwise).
-            if self._session is None:
-                self._session = requests.Session()
-                self._session.trust_env = trust_env
-            return self._session
-
         # visdom's override point for sending: its own has no timeout (a hung server would block training
-        # forever) and ignores HTTP error statuses.
+        # forever) and ignores HTTP error statuses. visdom turns any requests error into ConnectionError.
         def _handle_post(self, url: str, data: Any = None) -> str:
-            response = self.session.post(url, data=data if data is not None else {}, timeout=timeout)
+            response = session.post(url, data=data if data is not None else {}, timeout=timeout)
             response.raise_for_status()
             return response.text
 
@@ -53,14 +48,11 @@ def _make_client(server: str, port: int, env: str, timeout: float) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # visdom's own use of ``logger.warn``
-            client = _TimeoutVisdom(
+            return _TimeoutVisdom(
                 server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False
             )
-    except requests.RequestException as err:  # raised outside visdom's own conversion, e.g. by the session
-        raise ConnectionError(str(err)) from err
     finally:
         visdom_logger.setLevel(level)
-    return client
 
 
 def _failure_reason(err: BaseException) -> str:

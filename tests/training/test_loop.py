@@ -204,7 +204,7 @@ def test_live_previews_reach_a_real_visdom_server(small_facades, tmp_path):
     import visdom
 
     from pix2pix_ilm.viz.display import VisdomDisplay
-    from pix2pix_ilm.viz.server import free_port, start_visdom_server, stop_visdom_server
+    from tests.helpers import free_port, start_visdom_server, stop_visdom_server
 
     port = free_port()
     server = start_visdom_server(port, env_path=str(tmp_path / "visdom"))
@@ -230,7 +230,7 @@ def test_live_previews_reach_a_real_visdom_server(small_facades, tmp_path):
 
 def test_training_continues_without_a_visdom_server(small_facades, tmp_path):
     from pix2pix_ilm.viz.display import VisdomUnavailableWarning
-    from pix2pix_ilm.viz.server import free_port
+    from tests.helpers import free_port
 
     with pytest.warns(VisdomUnavailableWarning, match="pix2pix-ilm visdom"):
         code = _train_with_display(

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from pix2pix_ilm.viz.display import VisdomDisplay, VisdomUnavailableWarning
-from pix2pix_ilm.viz.server import free_port, start_visdom_server, stop_visdom_server
+from tests.helpers import free_port, start_visdom_server, stop_visdom_server
 
 
 def _visdom_api(port: int, endpoint: str, payload: dict) -> object:
