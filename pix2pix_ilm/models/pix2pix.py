@@ -5,10 +5,6 @@ One training step (``Pix2PixModel.optimize_parameters``):
 1. ``fake_B = G(real_A)``
 2. D step: ``loss_D = ½·[GAN(D(A, fake_B.detach()), fake) + GAN(D(A, real_B), real)]`` (+ λ_gp·GP for wgangp)
 3. G step: ``loss_G = GAN(D(A, fake_B), real) + λ_L1·|fake_B − real_B|₁`` with D frozen
-
-When D's norm is per-instance (anything but batch norm), the fake and real pairs go through D as one batch
-of two: the same numbers as two calls, one launch sequence instead of two. With batch norm they go through
-separately, because batch statistics would mix the pairs.
 """
 
 from __future__ import annotations
@@ -53,8 +49,7 @@ class Pix2PixModel:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
         self.gan_loss = GANLoss(config.gan_mode)
-        # The fused Adam kernel updates all tensors in one pass (about 4x faster than the per-tensor loop on
-        # CPU, ~20 % of a 256² step); torch has it for CPU and CUDA since 2.4.
+        # The fused Adam kernel updates all tensors in one pass; torch has it for CPU and CUDA since 2.4.
         fused = self.device.type in ("cpu", "cuda") and torch_at_least(2, 4)
         adam = {"lr": config.lr, "betas": (config.beta1, 0.999), **({"fused": True} if fused else {})}
         self.opt_g = torch.optim.Adam(self.generator.parameters(), **adam)
@@ -114,7 +109,7 @@ class Pix2PixModel:
     def backward_D(self, real_pair: torch.Tensor, fake_pair: torch.Tensor) -> dict[str, torch.Tensor]:
         """D's loss ½·[GAN(D(A, fake_B), fake) + GAN(D(A, real_B), real)] (+ λ_gp·GP), back-propagated."""
         with self.autocast():
-            if self.d_has_batch_norm:
+            if self.d_has_batch_norm:  # batch statistics would mix the pairs; other norms: one batch of two
                 pred_fake = self.d_forward(fake_pair.detach())
                 pred_real = self.d_forward(real_pair)
             else:
