@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -107,15 +108,6 @@ def missing_assets_message(missing: list[Asset], directory: Path) -> str:
     )
 
 
-def cdn_reachable(host: str = "unpkg.com", timeout: float = 3.0) -> bool:
-    """Whether visdom's main CDN accepts a TCP connection (visdom's own download has no timeouts)."""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _from_visdom_download(directory: Path, wanted: list[Asset], log: Callable[[str], None]) -> None:
     """Run visdom's own download into a temporary folder and keep the wanted files it got."""
     from visdom.server.build import download_scripts
@@ -163,13 +155,14 @@ def fetch_assets(
     log: Callable[[str], None] = print,
 ) -> list[Asset]:
     """Put every missing asset into ``directory`` (default :func:`asset_dir`); returns those still missing.
-    ``use_cdn`` (default: whether :func:`cdn_reachable`) tries visdom's own download first, then ``npm``."""
+    ``use_cdn`` (default: whether visdom's main CDN answers) tries visdom's own download first, then ``npm``."""
     directory = asset_dir() if directory is None else Path(directory)
     missing = missing_assets(directory)
     if not missing:
         return []
-    if use_cdn is None:
-        use_cdn = cdn_reachable()
+    if use_cdn is None:  # visdom's own download has no timeouts: see first whether its main CDN answers
+        with contextlib.suppress(OSError), socket.create_connection(("unpkg.com", 443), timeout=3.0):
+            use_cdn = True
     if use_cdn:
         log(f"downloading {len(missing)} browser files with visdom's own download into {directory}")
         _from_visdom_download(directory, missing, log)

@@ -59,13 +59,9 @@ def _failure_reason(err: BaseException) -> str:
     """A short reason for a failed visdom request (visdom hides the requests exception in ``__context__``)."""
     import requests
 
-    cause: BaseException | None = err
-    while cause is not None and not isinstance(cause, requests.RequestException):
-        cause = cause.__cause__ or cause.__context__
+    cause = err.__context__  # visdom raises its ConnectionError while handling the requests error
     if isinstance(cause, requests.HTTPError) and cause.response is not None:
         return f"HTTP {cause.response.status_code}"
-    if isinstance(cause, requests.ConnectTimeout):
-        return "connection timed out"
     if isinstance(cause, requests.Timeout):
         return "no answer in time"
     if isinstance(cause, requests.ConnectionError):
@@ -87,14 +83,12 @@ class VisdomDisplay:
         server: str = "http://127.0.0.1",
         port: int = 8097,
         env: str = "main",
-        enabled: bool = True,
         retry_interval: float = 30.0,
         timeout: float = 5.0,
     ) -> None:
         self.server = server if "://" in server else f"http://{server}"
         self.port = int(port)
         self.env = env
-        self.enabled = enabled
         self.retry_interval = float(retry_interval)
         self.timeout = float(timeout)
         self._client: Any = None
@@ -112,7 +106,7 @@ class VisdomDisplay:
     def show_images(self, images: Mapping[str, torch.Tensor | np.ndarray], epoch: int | None = None) -> None:
         """Show images side by side in one window, updated in place: tensors in [-1, 1] (a batch shows its first
         image) or uint8 arrays."""
-        if not self.enabled or not images:
+        if not images:
             return
         pictures = [
             tensor_to_image(v[0] if v.dim() == 4 else v) if isinstance(v, torch.Tensor) else as_rgb(v)
@@ -124,14 +118,13 @@ class VisdomDisplay:
         # visdom sizes the pane to the image, so small previews (a tiny model's 32-pixel crops) would hide under
         # their caption: enlarge them by a whole factor, pixels kept sharp, to at least MIN_HEIGHT rows.
         scale = -(-self.MIN_HEIGHT // grid.shape[0])
-        if scale > 1:
-            grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
         opts = {"title": caption, "caption": caption}
         self._send(lambda vis: vis.image(grid.transpose(2, 0, 1), win=self.IMAGE_WINDOW, opts=opts))
 
     def plot_losses(self, x: float, losses: Mapping[str, float]) -> None:
         """Add one point per loss at ``x`` (e.g. a fractional epoch) and redraw the loss windows."""
-        if not self.enabled or not losses:
+        if not losses:
             return
         n_before = len(self._loss_x)
         self._loss_x.append(float(x))

@@ -92,15 +92,6 @@ def test_display_shows_images_and_loss_curves(visdom_port: int) -> None:
     assert l1["title"] == "run_a: L1 reconstruction"
 
 
-def test_disabled_display_sends_nothing(visdom_port: int) -> None:
-    display = VisdomDisplay(port=visdom_port, env="run_disabled", enabled=False)
-    display.show_images({"fake_B": _batch(3)})
-    display.plot_losses(0.0, {"G_GAN": 1.0})
-    assert not display.connected
-    envs = _visdom_api(visdom_port, "env_state", {})
-    assert isinstance(envs, list) and "main" in envs and "run_disabled" not in envs
-
-
 def test_no_server_is_fast_and_warns_once() -> None:
     port = free_port()  # nothing listens there
     display = VisdomDisplay(port=port, env="nobody", retry_interval=0.2)
