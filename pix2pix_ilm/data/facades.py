@@ -147,12 +147,11 @@ def download_file(url: str, dest: Path, timeout: float = CONNECT_TIMEOUT_S) -> N
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, dest)
-    except BaseException as err:
+    except OSError as err:  # URLError and socket timeouts included
+        raise UsageError(f"cannot download {url}: {getattr(err, 'reason', None) or err}") from err
+    finally:
         with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        if isinstance(err, OSError):  # URLError and socket timeouts included
-            raise UsageError(f"cannot download {url}: {getattr(err, 'reason', None) or err}") from err
-        raise
+            os.unlink(tmp_name)  # left only by a failed download
 
 
 def _verify_existing(

@@ -191,16 +191,14 @@ def load_checkpoint(
         if state is not None:
             return state
     data = path.read_bytes()
-    sidecar = _sidecar(path)
-    expected = _recorded_digests(sidecar)
-    if expected:
-        if hashlib.sha256(data).hexdigest() not in expected:
-            raise UsageError(
-                f"checkpoint {path} is corrupted: its SHA-256 does not match {sidecar.name} "
-                "(flipped or missing bytes; if only the .sha256 file is damaged, delete it)"
-            )
-    else:
+    expected = _recorded_digests(_sidecar(path))
+    if not expected:
         _check_zip_crcs(path, data)
+    elif hashlib.sha256(data).hexdigest() not in expected:
+        raise UsageError(
+            f"checkpoint {path} is corrupted: its SHA-256 does not match {path.name}.sha256 "
+            "(flipped or missing bytes; if only the .sha256 file is damaged, delete it)"
+        )
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

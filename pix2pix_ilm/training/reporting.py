@@ -116,15 +116,12 @@ LOG_FIELDS = ("iteration", "epoch", "epoch_progress", "lr", "time")
 
 def default_sinks(config: TrainConfig, total_iterations: int, counters: Counters) -> list[ReportSink]:
     """The outputs the options ask for (main process)."""
-    sinks: list[ReportSink] = []
-    if not config.no_progress:
-        sinks.append(ProgressLines(config, total_iterations, counters.iteration))
-    sinks.append(LossLog(config.run_dir / "loss_log.jsonl"))
-    if not config.no_display:
-        sinks.append(VisdomPreviews(config))
-    if not config.no_html:
-        sinks.append(WebPage(config, counters))
-    return sinks
+    return [
+        *([] if config.no_progress else [ProgressLines(config, total_iterations, counters.iteration)]),
+        LossLog(config.run_dir / "loss_log.jsonl"),
+        *([] if config.no_display else [VisdomPreviews(config)]),
+        *([] if config.no_html else [WebPage(config, counters)]),
+    ]
 
 
 class Reporter:

@@ -5,7 +5,6 @@ every process's RNG stream (``rng_cpu_ranks``; ``rng_cpu``, rank 0's, is what ol
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -69,25 +68,6 @@ def restore_rng_state(state: dict[str, Any], dist: Distributed) -> bool:
     return True
 
 
-def training_state(
-    model: Pix2PixModel, config: TrainConfig, counters: Counters, rng: dict[str, list[torch.Tensor]]
-) -> dict[str, Any]:
-    """Everything ``--continue`` needs: weights, optimizers, options, counters and the RNG streams."""
-    state = model.state_dict()
-    state.update(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "config": config_to_dict(config),
-            "counters": asdict(counters),
-            "rng_cpu": rng["rng_cpu_ranks"][0],
-            **rng,
-        }
-    )
-    if "rng_cuda_ranks" in rng:
-        state["rng_cuda"] = rng["rng_cuda_ranks"][0]
-    return state
-
-
 def restore_training_state(model: Pix2PixModel, state: dict[str, Any], config: TrainConfig) -> Counters:
     """Load ``state`` (from ``latest.pt``) into ``model`` after checking it belongs to this run."""
     path = config.run_dir / "latest.pt"
@@ -133,20 +113,25 @@ class CheckpointSaver:
         self.save_latest(counters, also=(f"epoch_{finished_epoch}.pt",) if keep else ())
 
     def save_latest(self, counters: Counters, also: tuple[str, ...] = ()) -> None:
-        """Write ``latest.pt`` (and ``also``) unless it already holds exactly this point of the run."""
-        if self.latest_at != counters or also:
-            self.save(counters, "latest.pt", also)
-            self.latest_at = Counters(**asdict(counters))
-
-    def save(self, counters: Counters, name: str, also: tuple[str, ...] = ()) -> None:
-        """Save a checkpoint, unless a weight of G or D is NaN or infinite (in any process): then stop."""
-        path: Path = self.config.run_dir / name
-        state = training_state(self.model, self.config, counters, rng_states(self.dist))
+        """Write ``latest.pt`` (and ``also``) with everything ``--continue`` needs, unless it already holds this
+        point of the run; a NaN or infinite weight of G or D (in any process) stops the run instead."""
+        if self.latest_at == counters and not also:
+            return
+        rng = rng_states(self.dist)
+        state = self.model.state_dict() | {
+            "format": CHECKPOINT_FORMAT,
+            "config": config_to_dict(self.config),
+            "counters": asdict(counters),
+            **rng,
+            **{key.removesuffix("_ranks"): ranks[0] for key, ranks in rng.items()},  # rng_cpu: rank 0's
+        }
+        path = self.config.run_dir / "latest.pt"
         if self.dist.agreed_max(int(not _weights_finite(state))):
             raise TrainingDiverged(
                 f"the weights became non-finite (NaN or inf) at iteration {counters.iteration} "
-                f"(epoch {counters.epoch}); {name} was not saved and the last good checkpoint "
-                f"{path.parent / 'latest.pt'} is kept — try a lower --lr or --precision fp32"
+                f"(epoch {counters.epoch}); it was not saved and the last good checkpoint {path} is kept — "
+                "try a lower --lr or --precision fp32"
             )
         if self.dist.is_main:
             save_checkpoint(state, path, also=[path.parent / other for other in also])
+        self.latest_at = Counters(**asdict(counters))
