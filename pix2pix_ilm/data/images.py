@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PIL.Image import DecompressionBombError
 
 from pix2pix_ilm.config import VALIDATION_MODES
 from pix2pix_ilm.data.transforms import TransformSpec
@@ -19,15 +20,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".
 
 # What PIL may raise on a damaged or hostile file (OSError: unidentified, truncated, broken data stream;
 # DecompressionBombError: a header claiming a gigantic size).
-_DECODE_ERRORS = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    IndexError,
-    struct.error,
-    Image.DecompressionBombError,
-)
+_UNDECODABLE = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, DecompressionBombError)
 
 
 def natural_key(name: str) -> list:
@@ -39,9 +32,7 @@ def phase_folder(dataroot: Path | str, phase: str) -> Path:
     """``<dataroot>/<phase>``, or a :class:`UsageError` saying what is wrong and which subfolders exist."""
     root = Path(dataroot)
     if root.is_file():
-        raise UsageError(
-            f"--dataroot {root} is a file; it must be a folder holding {phase}/ (and test/, ...)"
-        )
+        raise UsageError(f"--dataroot {root} is a file; it must be a folder holding {phase}/")
     if not root.is_dir():
         raise UsageError(f"--dataroot {root} is not a folder")
     folder = root / phase
@@ -60,11 +51,7 @@ def list_images(folder: Path | str) -> list[Path]:
         raise UsageError(f"{folder} is a file, not a folder of images")
     if not folder.is_dir():
         raise UsageError(f"image folder not found: {folder}")
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    ]
+    files = [p for p in folder.glob("[!.]*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
     return sorted(files, key=lambda path: natural_key(path.name))
 
 
@@ -82,7 +69,7 @@ def load_rgb(path: Path, channels: int = 3) -> Image.Image:
                 array = np.asarray(img, dtype=np.float32)
                 img = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
             return img.convert("L" if channels == 1 else "RGB")
-    except _DECODE_ERRORS as err:
+    except _UNDECODABLE as err:
         raise UsageError(f"cannot decode image {path}: {err}") from err
 
 
@@ -91,7 +78,7 @@ def image_header(path: Path) -> tuple[tuple[int, int], str]:
     try:
         with Image.open(path) as img:
             return img.size, img.format or ""
-    except _DECODE_ERRORS as err:
+    except _UNDECODABLE as err:
         raise UsageError(f"cannot decode image {path}: {err}") from err
 
 
