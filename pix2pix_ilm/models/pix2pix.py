@@ -70,7 +70,6 @@ class Pix2PixModel:
         """``module`` itself, or with ``--compile`` its ``torch.compile`` wrapper (which shares its weights)."""
         return torch.compile(module) if self.config.compile else module
 
-    # -- distributed ---------------------------------------------------------------------------------
     def wrap_distributed(self) -> None:
         """Wrap G and D in DistributedDataParallel (torchrun); gradients are averaged over processes."""
         import torch.distributed as dist
@@ -90,7 +89,6 @@ class Pix2PixModel:
         # In the G step D's weights are frozen: call the raw module so DDP expects no D gradients.
         self.d_frozen_forward = self._compiled(self.discriminator)
 
-    # -- one step ------------------------------------------------------------------------------------
     def _prepare(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
@@ -168,7 +166,6 @@ class Pix2PixModel:
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.config.precision)
 
-    # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = {
             "generator": self.generator.state_dict(),

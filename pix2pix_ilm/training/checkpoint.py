@@ -178,11 +178,9 @@ def _load_part_mapped(path: Path, part: str) -> dict[str, Any] | None:
     return state
 
 
-def load_checkpoint(
-    path: Path | str, map_location: str | torch.device = "cpu", *, only: str | None = None
-) -> dict[str, Any]:
-    """A verified checkpoint (:class:`UsageError` if missing, corrupted or holding pickled objects); with
-    ``only="generator"`` just that part is verified, the rest must not be used."""
+def load_checkpoint(path: Path | str, *, only: str | None = None) -> dict[str, Any]:
+    """A verified checkpoint on the CPU (:class:`UsageError` if missing, corrupted or holding pickled objects);
+    with ``only="generator"`` just that part is verified, the rest must not be used."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path}")
@@ -200,7 +198,7 @@ def load_checkpoint(
             "(flipped or missing bytes; if only the .sha256 file is damaged, delete it)"
         )
     try:
-        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f"a pickled Python object ({found.group(1)})" if found else "pickled Python objects"

@@ -48,15 +48,10 @@ def static_handler(asset_dir: Path) -> type:
     return VisdomStaticFiles
 
 
-def serve_visdom(
-    host: str = "127.0.0.1",
-    port: int = 8097,
-    env_path: str | None = None,
-    asset_dir: str | Path | None = None,
-) -> None:
-    """Run visdom's tornado application in the foreground until interrupted, with the browser files from
-    ``asset_dir`` instead of CDNs (``python -m visdom.server`` downloads them at every start and fails
-    offline). :class:`UsageError` for a port or address that cannot be used, or an unusable ``env_path``."""
+def serve_visdom(host: str = "127.0.0.1", port: int = 8097, env_path: str | None = None) -> None:
+    """Run visdom's tornado application in the foreground until interrupted, with the browser files from the
+    asset cache instead of CDNs (``python -m visdom.server`` downloads them at every start and fails offline).
+    :class:`UsageError` for a port or address that cannot be used, or an unusable ``env_path``."""
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
     from visdom.server import app as visdom_app
@@ -82,7 +77,7 @@ def serve_visdom(
     env_dir = Path(env_path).expanduser() if env_path else Path(DEFAULT_ENV_PATH)
     # visdom's Application forces tornado's debug mode, which would restart the server whenever a Python file
     # it imported changes and would send tracebacks to browsers; keep the rest of its settings.
-    assets_dir = Path(asset_dir) if asset_dir is not None else assets.asset_dir()
+    assets_dir = assets.asset_dir()
     visdom_app.tornado_settings.update(
         autoreload=False, serve_traceback=False, static_handler_class=static_handler(assets_dir)
     )
