@@ -1,14 +1,16 @@
 """``pix2pix-ilm`` command line: one subcommand per job.
 
-Each subcommand parses its flags into a config dataclass (or plain arguments) and calls one function of
-the module that owns the job. A :class:`~pix2pix_ilm.errors.UsageError` becomes one line on stderr and
-exit code 2; anything else is a bug and keeps its traceback.
+Each subcommand's flags are the fields of its options dataclass (:mod:`pix2pix_ilm.config`), parsed once here;
+the command calls one function of the module that owns the job with that dataclass. A
+:class:`~pix2pix_ilm.errors.UsageError` becomes one line on stderr and exit code 2; anything else is a bug and
+keeps its traceback. Building the parser imports no torch, so ``--help`` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
 import warnings
@@ -18,13 +20,15 @@ from typing import Any
 from pix2pix_ilm import __version__
 from pix2pix_ilm.config import (
     BenchConfig,
+    EvalConfig,
+    ModelsConfig,
+    Table6Config,
     TestConfig,
     TrainConfig,
-    add_dataclass_arguments,
-    dataclass_from_args,
+    VisdomConfig,
 )
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.models.norms import NORM_NAMES
+from pix2pix_ilm.flags import add_dataclass_arguments, dataclass_from_args
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,68 +57,55 @@ def _retain_heap_on_cpu(device: str) -> None:
         retain_freed_memory()
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+# Each command imports its job only when it runs: building the parser must not load torch.
+def _cmd_train(config: TrainConfig, explicit: set[str]) -> int:
     from pix2pix_ilm.training.loop import train
 
-    _retain_heap_on_cpu(args.device)
-    train(dataclass_from_args(TrainConfig, args), explicit=args.explicit_options)
+    _retain_heap_on_cpu(config.device)
+    train(config, explicit=explicit)
     return 0
 
 
-_UNTYPED = object()
-
-
-def _explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """Destinations of the options actually typed (``--continue`` keeps the saved values of the others).
-
-    Taken from a second parse into a namespace that already holds a marker for every option, so argparse
-    sets only the typed ones, however they were spelled (abbreviated, ``--opt=value``, an alias).
-    """
-    namespace = argparse.Namespace(**{a.dest: _UNTYPED for a in parser._actions})
-    parser.parse_args(argv, namespace=namespace)
-    return {dest for dest, value in vars(namespace).items() if value is not _UNTYPED}
-
-
-def _cmd_test(args: argparse.Namespace) -> int:
+def _cmd_test(config: TestConfig, explicit: set[str]) -> int:
     from pix2pix_ilm.training.inference import run_test
 
-    _retain_heap_on_cpu(args.device)
-    run_test(dataclass_from_args(TestConfig, args))
+    _retain_heap_on_cpu(config.device)
+    run_test(config)
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from pix2pix_ilm.evaluation.evaluate import run_eval_command
+def _cmd_eval(config: EvalConfig, explicit: set[str]) -> int:
+    from pix2pix_ilm.evaluation.evaluate import run_eval
 
-    run_eval_command(
-        results_dir=args.results_dir,
-        metrics=args.metrics,
-        lpips_backbone=args.lpips_backbone,
-        json_path=args.json,
-        device=args.device,
-        batch_size=args.batch_size,
-    )
+    run_eval(config)
     return 0
 
 
-def _cmd_table6(args: argparse.Namespace) -> int:
+def _cmd_table6(config: Table6Config, explicit: set[str]) -> int:
     from pix2pix_ilm.evaluation.table6 import run_table6
 
-    _retain_heap_on_cpu(args.device)
-    run_table6(args)
+    _retain_heap_on_cpu(config.device)
+    run_table6(config)
     return 0
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
+def _cmd_models(config: ModelsConfig, explicit: set[str]) -> int:
     from pix2pix_ilm.models.networks import parameter_table
 
     print(
-        parameter_table(args.netG, args.netD, ngf=args.ngf, ndf=args.ndf, ilm_group_size=args.ilm_group_size)
+        parameter_table(
+            config.netG, config.netD, ngf=config.ngf, ndf=config.ndf, ilm_group_size=config.ilm_group_size
+        )
     )
     return 0
 
 
-def _fetch_visdom_assets() -> int:
+def _cmd_visdom(config: VisdomConfig, explicit: set[str]) -> int:
+    if not config.fetch_assets:
+        from pix2pix_ilm.viz.server import serve_visdom
+
+        serve_visdom(host=config.host, port=config.port, env_path=config.env_path)
+        return 0
     from pix2pix_ilm.viz.assets import ASSETS, asset_dir, fetch_assets, missing_assets_message
 
     directory = asset_dir()
@@ -126,20 +117,69 @@ def _fetch_visdom_assets() -> int:
     return 0
 
 
-def _cmd_visdom(args: argparse.Namespace) -> int:
-    from pix2pix_ilm.viz.server import serve_visdom
-
-    if args.fetch_assets:
-        return _fetch_visdom_assets()
-    serve_visdom(host=args.host, port=args.port, env_path=args.env_path)
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _cmd_bench(config: BenchConfig, explicit: set[str]) -> int:
     from pix2pix_ilm.bench.run import run_bench
 
-    run_bench(dataclass_from_args(BenchConfig, args))
+    run_bench(config)
     return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    run: Callable[[Any, set[str]], int]
+    options: type
+    help: str
+    description: str = ""
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command(
+        _cmd_train,
+        TrainConfig,
+        "train a pix2pix model",
+        "Train pix2pix on aligned A|B images. Writes <checkpoints-dir>/<name>/: config.json, latest.pt, "
+        "epoch_<n>.pt, loss_log.jsonl, web/index.html.",
+    ),
+    "test": Command(
+        _cmd_test,
+        TestConfig,
+        "translate images with a trained run",
+        "Translate images with a trained run; the architecture is read from the run's config.json. "
+        "Writes <results-dir>/<name>/<phase>_<epoch>/images/ and index.html.",
+    ),
+    "eval": Command(
+        _cmd_eval,
+        EvalConfig,
+        "score test outputs: RMSE, PSNR, MAE, SSIM, LPIPS",
+        "Pair every <stem>_fake_B.png with <stem>_real_B.png under <results-dir>/images/, print "
+        "mean ± std per metric and write the scores as JSON (default: <results-dir>/metrics.json).",
+    ),
+    "table6": Command(
+        _cmd_table6,
+        Table6Config,
+        "reproduce the paper's Table 6 (train, test and eval three configurations)",
+        "The paper's Table 6 protocol: train, test and score each configuration for every seed (resumable). "
+        "Writes table6.md, table6.json, table6.png, sample grids, and the runs' folders and logs to --out.",
+    ),
+    "visdom": Command(
+        _cmd_visdom,
+        VisdomConfig,
+        "start a local visdom server that works offline",
+        "Start a visdom server for live previews. Unlike 'python -m visdom.server' it downloads nothing, so it "
+        "starts without internet: visdom's browser files (JavaScript, CSS, fonts) come from a local cache that "
+        "'pix2pix-ilm visdom --fetch-assets' fills once (scripts/setup.sh does it). It binds to 127.0.0.1 (this "
+        "machine only) unless --host says otherwise.",
+    ),
+    "bench": Command(
+        _cmd_bench,
+        BenchConfig,
+        "measure training and inference speed per speed setting and norm pair",
+        "Time the training step (warm-up excluded; median and IQR) and the inference forward for every speed "
+        "setting x norm pair, each in a fresh process: it/s, the ILM cost, the step's memory, the convolutions' "
+        "GFLOP/s and their share of the machine's fp32 peak. Prints a table, then one JSON line (docs/bench.md).",
+    ),
+    "models": Command(_cmd_models, ModelsConfig, "print parameter counts of G and D for every norm choice"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,111 +191,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pix2pix-ilm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
-    for add_command in (_add_train, _add_test, _add_eval, _add_table6, _add_models, _add_visdom, _add_bench):
-        add_command(sub)
-    parser.train_parser = sub.choices["train"]  # type: ignore[attr-defined]
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(
+            name, help=command.help, description=command.description, formatter_class=_Formatter
+        )
+        add_dataclass_arguments(p, command.options)
     return parser
 
 
-def _command(
-    sub: argparse._SubParsersAction, name: str, func: Callable, help: str, **kw: Any
-) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help, formatter_class=_Formatter, **kw)
-    parser.set_defaults(func=func)
-    return parser
+_UNTYPED = object()
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    description = (
-        "Train pix2pix on aligned A|B images. Writes <checkpoints-dir>/<name>/: config.json, latest.pt, "
-        "epoch_<n>.pt, loss_log.jsonl, web/index.html."
+def _explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """Destinations of the options actually typed (``--continue`` keeps the saved values of the others).
+
+    Taken from a second parse into a namespace that already holds a marker for every option, so argparse
+    sets only the typed ones, however they were spelled (abbreviated, ``--opt=value``, an alias).
+    """
+    appending = {a.dest for a in parser._actions if isinstance(a, argparse._AppendAction)}
+    namespace = argparse.Namespace(
+        **{a.dest: None if a.dest in appending else _UNTYPED for a in parser._actions}
     )
-    add_dataclass_arguments(
-        _command(sub, "train", _cmd_train, "train a pix2pix model", description=description), TrainConfig
-    )
-
-
-def _add_test(sub: argparse._SubParsersAction) -> None:
-    description = (
-        "Translate images with a trained run; the architecture is read from the run's config.json. "
-        "Writes <results-dir>/<name>/<phase>_<epoch>/images/ and index.html."
-    )
-    p = _command(sub, "test", _cmd_test, "translate images with a trained run", description=description)
-    add_dataclass_arguments(p, TestConfig)
-
-
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    description = (
-        "Pair every <stem>_fake_B.png with <stem>_real_B.png under <results-dir>/images/, print "
-        "mean ± std per metric and write the scores as JSON (default: <results-dir>/metrics.json)."
-    )
-    p = _command(
-        sub, "eval", _cmd_eval, "score test outputs: RMSE, PSNR, MAE, SSIM, LPIPS", description=description
-    )
-    p.add_argument("--results-dir", required=True, help="a test output folder, e.g. results/RUN/test_latest")
-    p.add_argument(
-        "--metrics",
-        default="rmse,rmse_rgb,ssim,lpips",
-        help="comma-separated metric names (default: rmse,rmse_rgb,ssim,lpips)",
-    )
-    p.add_argument(
-        "--lpips-backbone",
-        default=None,
-        help="local ImageNet AlexNet weights for LPIPS (torchvision's alexnet-owt-*.pth or a features-only file); "
-        "default: $PIX2PIX_ILM_LPIPS_BACKBONE, else lpips' own download",
-    )
-    p.add_argument(
-        "--json", default=None, help="where to write the scores (default: <results-dir>/metrics.json)"
-    )
-    p.add_argument("--device", default="auto", help="device for LPIPS: cpu, cuda or auto (default: auto)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per LPIPS batch (default: 16)")
-
-
-def _add_table6(sub: argparse._SubParsersAction) -> None:
-    from pix2pix_ilm.evaluation.table6 import add_table6_arguments
-
-    help = "reproduce the paper's Table 6 (train, test and eval three configurations)"
-    add_table6_arguments(_command(sub, "table6", _cmd_table6, help))
-
-
-def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = _command(sub, "models", _cmd_models, "print parameter counts of G and D for every norm choice")
-    p.add_argument("--netG", default="unet_256", help="generator (default: unet_256)")
-    p.add_argument("--netD", default="basic", help="discriminator (default: basic)")
-    p.add_argument("--ngf", type=int, default=64, help="generator width (default: 64)")
-    p.add_argument("--ndf", type=int, default=64, help="discriminator width (default: 64)")
-    p.add_argument("--ilm-group-size", type=int, default=1, help="ILM key-group size K (default: 1)")
-
-
-def _add_visdom(sub: argparse._SubParsersAction) -> None:
-    description = (
-        "Start a visdom server for live previews. Unlike 'python -m visdom.server' it downloads nothing, so it "
-        "starts without internet: visdom's browser files (JavaScript, CSS, fonts) come from a local cache that "
-        "'pix2pix-ilm visdom --fetch-assets' fills once (scripts/setup.sh does it). It binds to 127.0.0.1 (this "
-        "machine only) unless --host says otherwise; use --host 0.0.0.0 only on a network you trust."
-    )
-    help = "start a local visdom server that works offline"
-    p = _command(sub, "visdom", _cmd_visdom, help, description=description)
-    p.add_argument("--port", type=int, default=8097, help="port (default: 8097)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    p.add_argument("--env-path", default=None, help="where visdom stores environments (default: ~/.visdom)")
-    p.add_argument(
-        "--fetch-assets",
-        action="store_true",
-        help="put visdom's browser files into their cache and exit: visdom's own download where its CDNs "
-        "answer, else the npm registry (needs npm); the cache is $PIX2PIX_ILM_VISDOM_ASSETS, else "
-        "<venv>/share/pix2pix-ilm/visdom-<version> (outside a venv: ~/.cache/pix2pix-ilm/...)",
-    )
-
-
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    description = (
-        "Time the training step (warm-up excluded; median and IQR) and the inference forward for every speed "
-        "setting x norm pair, each in a fresh process: it/s, the ILM cost, the step's memory, the convolutions' "
-        "GFLOP/s and their share of the machine's fp32 peak. Prints a table, then one JSON line (docs/bench.md)."
-    )
-    help = "measure training and inference speed per speed setting and norm pair"
-    add_dataclass_arguments(_command(sub, "bench", _cmd_bench, help, description=description), BenchConfig)
+    parser.parse_args(argv, namespace=namespace)
+    return {dest for dest, value in vars(namespace).items() if value is not _UNTYPED and value is not None}
 
 
 @contextlib.contextmanager
@@ -292,14 +250,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    if getattr(args, "command", None) == "train":
-        args.explicit_options = _explicit_options(parser.train_parser, argv[argv.index("train") + 1 :])
-    if not getattr(args, "command", None):
+    if not args.command:
         parser.print_help()
         return 2
+    command = COMMANDS[args.command]
+    subparser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+    explicit = _explicit_options(subparser, argv[argv.index(args.command) + 1 :])
+    options = dataclass_from_args(command.options, args)
     try:
         with _one_line_warnings(args.command):
-            return int(args.func(args) or 0)
+            return command.run(options, explicit)
     except UsageError as err:
         print(f"pix2pix-ilm {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -317,4 +277,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["main", "build_parser", "NORM_NAMES"]
+__all__ = ["main", "build_parser"]

@@ -1,25 +1,24 @@
-"""Options as dataclasses: one field = one command-line flag = one key in ``config.json``.
+"""Every command's options as a dataclass: one field = one command-line flag = one key in ``config.json``.
 
-Each field's ``metadata`` holds its help text (and, where needed, its choices or a custom flag name);
-:func:`add_dataclass_arguments` turns the fields into ``argparse`` flags and :func:`dataclass_from_args`
-builds the dataclass back. A run's ``config.json`` stores every field, so ``test`` needs no architecture flags.
+A run's ``config.json`` stores every :class:`TrainConfig` field, so ``test`` needs no architecture flags.
+How fields become flags: :mod:`pix2pix_ilm.flags`. No torch here: ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
 import re
-import types
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from pix2pix_ilm import __version__
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.models.norms import NORM_NAMES
+from pix2pix_ilm.files import atomic_write_bytes
+from pix2pix_ilm.flags import config_from_dict, opt
+from pix2pix_ilm.models.norm_specs import ILM_ACTIVATIONS, ILM_INITS, ILM_VARIANCES, NORM_NAMES
 
 GAN_MODES = ("vanilla", "lsgan", "wgangp")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -29,6 +28,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 TEST_PRECISIONS = ("run", "fp32", "bf16")
 VALIDATION_MODES = ("header", "full")
 LOSS_PLOT_SCALES = ("linear", "log")
+TABLE6_PRESETS = ("quick", "paper")
+TABLE6_ROWS = ("in_in", "ilmin_in", "ilmin_ilmin", "ilmin_in_authors", "ilmin_ilmin_authors")
 _PROGRESS_HELP = (
     "when stderr is not a terminal (a log file, nohup, CI): seconds between progress lines (count, losses, "
     "it/s, ETA); on a terminal a progress bar is shown instead"
@@ -39,9 +40,9 @@ _PRECISION_HELP = (
     "config.json records the resolved value, which --continue and test reuse"
 )
 _CHANNELS_LAST_HELP = (
-    "the channels-last memory format for weights and activations (--no-channels-last: the contiguous one); "
-    "default auto: on with CUDA GPUs of compute capability 8.0+, off on older GPUs and on the CPU. "
-    "config.json records the resolved value"
+    "the channels-last memory format for weights and activations (--no-channels-last: the contiguous one, "
+    "the default: instance norms return contiguous tensors, so channels-last costs a copy after each; "
+    "docs/gpu.md). config.json records the resolved value"
 )
 _VALIDATE_HELP = (
     "check of every image before any work: header (fast: size, A|B shape, and the end marker of each JPEG/PNG, "
@@ -49,16 +50,13 @@ _VALIDATE_HELP = (
 )
 
 
-def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | None = None, **kw: Any) -> Any:
-    """A dataclass field carrying its command-line help (and choices / flag name)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, **kw})
-
-
 @dataclass
 class DataOptions:
     """Where the images come from and how they are prepared."""
 
-    dataroot: str = opt("", "folder with <phase>/ subfolders of aligned A|B images", required=True)
+    dataroot: str = opt(
+        "", "folder with <phase>/ subfolders of aligned A|B images (required; --continue: the run's own)"
+    )
     phase: str = opt("train", "subfolder of --dataroot to read (train, val, test, ...)")
     direction: str = opt(
         "AtoB", "AtoB: left half is the input; BtoA: right half is the input", choices=DIRECTIONS
@@ -79,7 +77,11 @@ class DataOptions:
         False, "skip images that cannot be decoded (with a warning) instead of stopping"
     )
     validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)
-    num_workers: int = opt(0, "data-loading worker processes (0 = in the training process)")
+    num_workers: int | None = opt(
+        None,
+        "data-loading worker processes (0: in the training process); default: on CUDA up to 4 persistent "
+        "workers (cores - 1) with pinned memory, on the CPU 0",
+    )
 
 
 @dataclass
@@ -99,22 +101,18 @@ class NetworkOptions:
     )
     ilm_group_size: int = opt(1, "ILM key-group size K (the paper uses 1 for pix2pix)")
     num_groups: int = opt(32, "groups of group / ilm_gn norms (one per channel in narrower layers)")
-    ilm_mean_activation: str = opt(
-        "tanh", "ILM decoder activation of D_mu", choices=("tanh", "sigmoid", "relu", "identity")
-    )
-    ilm_var_activation: str = opt(
-        "sigmoid", "ILM decoder activation of D_gamma", choices=("tanh", "sigmoid", "relu", "identity")
-    )
+    ilm_mean_activation: str = opt("tanh", "ILM decoder activation of D_mu", choices=ILM_ACTIVATIONS)
+    ilm_var_activation: str = opt("sigmoid", "ILM decoder activation of D_gamma", choices=ILM_ACTIVATIONS)
     ilm_init: str = opt(
         "pix2pix",
         "init of ILM's meta-network W1-W3: pix2pix (as every layer, --init-type) or pytorch (torch's default, "
         "as the authors' code)",
-        choices=("pix2pix", "pytorch"),
+        choices=ILM_INITS,
     )
     ilm_variance: str = opt(
         "biased",
         "variance of ILM's standardisation: biased (as InstanceNorm2d) or unbiased (as the authors' code)",
-        choices=("biased", "unbiased"),
+        choices=ILM_VARIANCES,
     )
     no_dropout: bool = opt(False, "no dropout in the generator")
     init_type: str = opt("normal", "weight initialization", choices=INIT_TYPES)
@@ -199,6 +197,7 @@ class TestConfig:
     seed: int = opt(0, "random seed (only matters with --train-mode-dropout)")
     skip_bad_images: bool = opt(False, "skip images that cannot be decoded instead of stopping")
     validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)
+    no_progress: bool = opt(False, "no progress bar or progress lines")
     progress_interval: float = opt(30.0, _PROGRESS_HELP)
 
 
@@ -230,68 +229,86 @@ class BenchConfig:
     )
 
 
-T = TypeVar("T")
+@dataclass
+class Table6Config:
+    """Options of ``pix2pix-ilm table6``; the protocol and its presets: docs/table6.md."""
+
+    dataroot: str | None = opt(
+        None, "facades folder (train/, test/); default: $PIX2PIX_ILM_FACADES, else datasets/facades, fetched"
+    )
+    out: str = opt("results/table6", "output folder")
+    preset: str = opt("quick", "training setting: quick (small, for a CPU) or paper", choices=TABLE6_PRESETS)
+    seeds: tuple[int, ...] = opt((0,), "training seeds", metavar="SEED")
+    configs: tuple[str, ...] = opt(
+        TABLE6_ROWS[:3],
+        "rows: " + ", ".join(TABLE6_ROWS) + " or all",
+        choices=(*TABLE6_ROWS, "all"),
+        metavar="ROW",
+    )
+    eval_split: str = opt(
+        "paper",
+        "paper: train/201-400; test: test/; both: each run on both",
+        choices=("paper", "test", "both"),
+    )
+    no_train: bool = opt(False, "only test and score the runs already trained; list the others as missing")
+    retrain: bool = opt(False, "train again the runs in --out that were trained with other options")
+    jobs: int = opt(1, "training runs at a time, child processes sharing the CPU threads or the GPU")
+    dry_run: bool = opt(False, "print the plan (runs, options, commands) and write nothing")
+    lpips_backbone: str | None = opt(None, "local AlexNet weights for LPIPS (see 'eval --help')")
+    test_dropout: str = opt("on", "dropout at test time, as in the pix2pix code", choices=("on", "off"))
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    overrides: tuple[str, ...] = opt(
+        (), "training option, e.g. n_epochs=2 (repeatable)", flag="--set", metavar="KEY=VALUE", append=True
+    )
+    eval_limit: int | None = opt(None, "evaluate only the first N images")
+    no_progress: bool = opt(False, "no progress bars or progress lines")
+    progress_interval: float = opt(30.0, _PROGRESS_HELP)
 
 
-def _field_type(tp: Any) -> tuple[type, bool]:
-    """(base type, optional) for a field annotation."""
-    if get_origin(tp) in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        return args[0], True
-    return tp, False
+@dataclass
+class EvalConfig:
+    """Options of ``pix2pix-ilm eval``."""
+
+    results_dir: str = opt("", "a test output folder, e.g. results/RUN/test_latest", required=True)
+    metrics: str = opt("rmse,rmse_rgb,ssim,lpips", "comma-separated metric names")
+    lpips_backbone: str | None = opt(
+        None,
+        "local ImageNet AlexNet weights for LPIPS (torchvision's alexnet-owt-*.pth or a features-only file); "
+        "default: $PIX2PIX_ILM_LPIPS_BACKBONE, else lpips' own download",
+    )
+    json: str | None = opt(None, "where to write the scores (default: <results-dir>/metrics.json)")
+    device: str = opt("auto", "device for LPIPS: cpu, cuda, cuda:N or auto")
+    batch_size: int = opt(16, "images per LPIPS batch")
 
 
-def flag_name(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+@dataclass
+class ModelsConfig:
+    """Options of ``pix2pix-ilm models``."""
+
+    netG: str = opt("unet_256", "generator")
+    netD: str = opt("basic", "discriminator")
+    ngf: int = opt(64, "generator width")
+    ndf: int = opt(64, "discriminator width")
+    ilm_group_size: int = opt(1, "ILM key-group size K")
 
 
-def add_dataclass_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, required: bool = True, skip: tuple[str, ...] = ()
-) -> None:
-    """Add one flag per field of ``cls``; fields marked ``required`` are required when ``required`` is set."""
-    hints = get_type_hints(cls)
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        base, optional = _field_type(hints[f.name])
-        kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", "")}
-        if base is bool:
-            # An optional bool is automatic until set: --flag / --no-flag.
-            kwargs["action"] = argparse.BooleanOptionalAction if optional else "store_true"
-            kwargs["default"] = f.default
-        else:
-            kwargs["type"] = base
-            kwargs["default"] = f.default
-            if f.metadata.get("choices"):
-                kwargs["choices"] = f.metadata["choices"]
-            if required and f.metadata.get("required"):
-                kwargs["required"] = True
-            elif f.default is not None and f.default != "":
-                kwargs["help"] += f" (default: {f.default})"
-            kwargs["metavar"] = None if kwargs.get("choices") else f.name.upper()
-        names = [flag_name(f)]
-        if "-" in names[0][2:]:
-            names.append("--" + f.name)  # also accept the junyanz spelling, e.g. --netG_norm
-        parser.add_argument(*names, **kwargs)
+@dataclass
+class VisdomConfig:
+    """Options of ``pix2pix-ilm visdom``."""
 
-
-def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    """Build ``cls`` from the parsed arguments (fields without a flag keep their defaults)."""
-    values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-    return cls(**values)
+    port: int = opt(8097, "port")
+    host: str = opt("127.0.0.1", "address to bind; 0.0.0.0 only on a network you trust")
+    env_path: str | None = opt(None, "where visdom stores environments (default: ~/.visdom)")
+    fetch_assets: bool = opt(
+        False,
+        "put visdom's browser files into their cache and exit: visdom's own download where its CDNs answer, "
+        "else the npm registry (needs npm); the cache is $PIX2PIX_ILM_VISDOM_ASSETS, else "
+        "<venv>/share/pix2pix-ilm/visdom-<version> (outside a venv: ~/.cache/pix2pix-ilm/...)",
+    )
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
-
-
-def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:
-    """Rebuild ``cls`` from a dict; unknown keys are an error, missing keys take their defaults."""
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UsageError(f"{source}: unknown option(s) {', '.join(unknown)} (written by a newer version?)")
-    return cls(**data)
 
 
 def environment_info() -> dict[str, str]:
@@ -308,8 +325,6 @@ def environment_info() -> dict[str, str]:
 
 def save_run_config(config: TrainConfig, path: Path) -> None:
     """Write ``config.json``: every option plus package and torch versions (atomically)."""
-    from pix2pix_ilm.files import atomic_write_bytes
-
     payload = {"config": config_to_dict(config), "environment": environment_info()}
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 

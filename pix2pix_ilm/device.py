@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 
 from pix2pix_ilm.errors import UsageError
 
-if TYPE_CHECKING:
-    from pix2pix_ilm.config import TrainConfig
+Config = TypeVar("Config")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,6 +26,11 @@ def resolve_device(name: str) -> torch.device:
         raise UsageError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N, auto)") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} requested but CUDA is not available on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UsageError(
+            f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+        )
     return device
 
 
@@ -54,25 +59,38 @@ def has_fast_bf16(device: torch.device) -> bool:
     return major >= 8
 
 
-def with_device_defaults(config: TrainConfig, device: torch.device) -> TrainConfig:
-    """``config`` with its automatic speed settings made concrete for ``device``; explicit values are kept.
+def with_device_defaults(config: Config, device: torch.device) -> Config:
+    """``config`` (a dataclass with ``precision`` and ``channels_last``, e.g. a ``TrainConfig``) with its
+    automatic speed settings made concrete for ``device``; explicit values are kept.
 
-    ``precision="auto"`` → ``bf16`` and ``channels_last=None`` → ``True`` on a CUDA GPU with fast bf16
-    (:func:`has_fast_bf16`); ``fp32`` and ``False`` elsewhere, the CPU included (the eager baseline's
-    settings). A resolved config comes back unchanged.
+    ``precision="auto"`` → ``bf16`` on a CUDA GPU with fast bf16 (:func:`has_fast_bf16`), ``fp32`` elsewhere;
+    ``channels_last=None`` → ``False`` everywhere: the instance norms return contiguous tensors, so every
+    layer after one would convert back (docs/gpu.md counts the copies). A resolved config comes back unchanged.
     """
     if config.precision != "auto" and config.channels_last is not None:
         return config
-    fast = has_fast_bf16(device)
-    precision = ("bf16" if fast else "fp32") if config.precision == "auto" else config.precision
-    channels_last = fast if config.channels_last is None else config.channels_last
+    precision = (
+        ("bf16" if has_fast_bf16(device) else "fp32") if config.precision == "auto" else config.precision
+    )
+    channels_last = bool(config.channels_last)
     return dataclasses.replace(config, precision=precision, channels_last=channels_last)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on ``device`` for ``--precision bf16``; nothing for fp32 (``auto`` must be resolved)."""
+    """bf16 autocast on ``device`` for ``--precision bf16``; for fp32 nothing, and on CUDA no TF32 either
+    (cuDNN's convolutions use it by default, so fp32 would not be strict). ``auto`` must be resolved."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if precision == "fp32":
-        return contextlib.nullcontext()
+        return _no_tf32() if device.type == "cuda" else contextlib.nullcontext()
     raise ValueError(f"precision {precision!r} is not resolved for a device (see with_device_defaults)")
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -1,8 +1,4 @@
-"""Crash-safe file writes: temp file → flush → fsync → rename, so readers see the old file or the new one.
-
-Temp files are created with mode 0o666 less the process umask, like any file ``open()`` creates:
-``tempfile.mkstemp`` would make every result 0o600, unreadable to other users and web servers.
-"""
+"""Crash-safe file writes: temp file → flush → fsync → rename, so readers see the old file or the new one."""
 
 from __future__ import annotations
 
@@ -13,37 +9,29 @@ from pathlib import Path
 
 
 def fsync_dir(directory: Path) -> None:
-    try:
+    """Flush a folder's entries (its renames) to disk, where the platform allows it."""
+    with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def create_temp_file(directory: Path, prefix: str, suffix: str) -> tuple[int, str]:
-    """Create a new, empty file in ``directory`` (like ``tempfile.mkstemp``, but with the umask's mode);
-    returns its open descriptor (write-only) and its path."""
+    """A new, empty file in ``directory``: its descriptor (write-only) and path. Unlike ``tempfile.mkstemp``
+    (always 0o600) it gets the mode ``open()`` gives, 0o666 less the umask, so results stay readable."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
         name = os.path.join(directory, f"{prefix}{secrets.token_hex(4)}{suffix}")
-        try:
+        with contextlib.suppress(FileExistsError):
             return os.open(name, flags, 0o666), name
-        except FileExistsError:
-            continue
     raise FileExistsError(f"no unused temporary file name in {directory}")
 
 
 def atomic_write_bytes(path: Path | str, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
-
-    ``fsync=False`` skips the per-file flush to disk, for many small files: call :func:`sync_to_disk` once
-    after the last one.
-    """
+    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one;
+    ``fsync=False`` (for many small files) leaves the flush to one :func:`sync_to_disk` after the last."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = create_temp_file(path.parent, f".{path.name}.", ".tmp")

@@ -27,9 +27,8 @@ def t_interval(values: list[float], confidence: float = CONFIDENCE) -> dict[str,
 
 
 def ratio_interval(numerators: list[float], denominators: list[float]) -> dict[str, Any]:
-    """Paired ratio numerator/denominator: geometric mean over pairs with a t interval on the log ratios.
-
-    Returns ``{"ratio", "low", "high", "n"}`` (``low``/``high`` None for one pair)."""
+    """Paired ratio numerator/denominator: ``{"ratio", "low", "high", "n"}``, the geometric mean over pairs with
+    a t interval on the log ratios (``low``/``high`` None for one pair)."""
     logs = [math.log(a / b) for a, b in zip(numerators, denominators, strict=True)]
     out = t_interval(logs)
     low, high = (None, None) if out["ci"] is None else (math.exp(out["ci"][0]), math.exp(out["ci"][1]))

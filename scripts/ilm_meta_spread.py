@@ -1,6 +1,6 @@
 """How much ILM's meta-network output depends on the input, in a trained generator.
 
-    .venv/bin/python scripts/ilm_meta_spread.py RUN_DIR [RUN_DIR ...] [--epoch N] [--images 40]
+    .venv/bin/python scripts/ilm_meta_spread.py RUN_DIR [RUN_DIR ...] [--epoch N] [--images 40] [--dataroot D]
 
 For each ILM layer of G, the decoders' outputs D_γ (→ ω = D_γ + B_ω) and D_μ (→ β = D_μ + B_β) are computed
 for the first ``--images`` evaluation inputs of the paper split (train/201.jpg ...); printed: their mean, and
@@ -65,7 +65,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--epoch", default="20")
     parser.add_argument("--images", type=int, default=40)
-    parser.add_argument("--dataroot", type=Path, default=Path("../shared/data/facades"))
+    parser.add_argument(
+        "--dataroot",
+        type=Path,
+        default=Path("datasets/facades"),
+        help="facades folder (default: datasets/facades)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for run in args.runs:

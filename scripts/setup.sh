@@ -54,10 +54,10 @@ pip_step() {  # pip_step DESCRIPTION ARGS...: run pip, keep its output in $log, 
 }
 pins=(-c scripts/constraints.txt)
 pip_step "pinning pip and the build tools" install --progress-bar off "${pins[@]}" pip setuptools wheel
-pip_step "installing the package, torch, lpips, visdom, scikit-image, pytest, ruff" \
+pip_step "installing the package, torch, lpips, visdom, scikit-image, matplotlib, pytest, ruff" \
     install --progress-bar off --no-build-isolation "${pins[@]}" -e ".[dev]"
 echo "[setup] pip: $(grep -c '^ *Downloading' "$log") downloads, $(grep -c 'Using cached' "$log") taken from the pip cache" >&2
-if ! err=$("$venv/bin/python" -c "import pix2pix_ilm, torch, torchvision, lpips, visdom, skimage" 2>&1); then
+if ! err=$("$venv/bin/python" -c "import pix2pix_ilm, torch, torchvision, lpips, visdom, skimage, matplotlib" 2>&1); then
     echo "[setup] installed, but the import check failed: $(printf '%s\n' "$err" | tail -n 1)" >&2
     exit 1
 fi

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pix2pix_ilm.config import TrainConfig
-from pix2pix_ilm.device import autocast, has_fast_bf16, with_device_defaults
+from pix2pix_ilm.device import autocast, has_fast_bf16, resolve_device, with_device_defaults
+from pix2pix_ilm.errors import UsageError
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
@@ -41,8 +42,8 @@ def test_cpu_resolves_to_the_eager_settings():
 @pytest.mark.parametrize(
     ("capability", "expected"),
     [
-        ((9, 0), ("bf16", True)),
-        ((8, 0), ("bf16", True)),
+        ((9, 0), ("bf16", False)),
+        ((8, 0), ("bf16", False)),
         ((7, 5), ("fp32", False)),
         ((6, 1), ("fp32", False)),
     ],
@@ -58,8 +59,8 @@ def test_explicit_values_win(gpu_capability):
     gpu_capability(9)
     config = with_device_defaults(_config(precision="fp32", channels_last=False), CUDA)
     assert (config.precision, config.channels_last) == ("fp32", False)
-    config = with_device_defaults(_config(precision="fp32"), CUDA)  # the other one still follows the device
-    assert (config.precision, config.channels_last) == ("fp32", True)
+    config = with_device_defaults(_config(channels_last=True), CUDA)  # the other one still follows the device
+    assert (config.precision, config.channels_last) == ("bf16", True)
     config = with_device_defaults(_config(precision="bf16", channels_last=True), CPU)  # opt-in on CPU
     assert (config.precision, config.channels_last) == ("bf16", True)
 
@@ -82,3 +83,20 @@ def test_autocast_refuses_an_unresolved_precision():
         assert not torch.is_autocast_enabled("cpu")
     with pytest.raises(ValueError, match="not resolved"):
         autocast(CPU, "auto")
+
+
+def test_fp32_on_cuda_is_strict_and_restores_the_tf32_settings():
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with autocast(torch.device("cuda"), "fp32"):
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+def test_a_cuda_index_beyond_the_machine_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(
+        UsageError, match=r"--device cuda:7: this machine has 1 CUDA device\(s\), cuda:0 to cuda:0"
+    ):
+        resolve_device("cuda:7")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")

@@ -20,7 +20,7 @@ from pix2pix_ilm.config import BenchConfig, TrainConfig, config_to_dict
 from pix2pix_ilm.device import resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.networks import unet_depth
-from pix2pix_ilm.models.norms import NORM_NAMES
+from pix2pix_ilm.models.norm_specs import NORM_NAMES, NORMS
 
 #: A setting other than ``default`` turns on exactly its features: fp32, contiguous and eager otherwise.
 FEATURES: dict[str, dict[str, Any]] = {
@@ -32,7 +32,6 @@ FEATURES: dict[str, dict[str, Any]] = {
 NORM_ALIASES = {"in": "instance", "bn": "batch", "gn": "group", "ln": "layer"}
 NORM_ALIASES |= {f"ilm+{k}": f"ilm_{k}" for k in ("in", "gn", "ln")}
 NORM_LABELS = {v: k.upper() for k, v in NORM_ALIASES.items()}
-ILM_BASE = {"ilm_in": "instance", "ilm_gn": "group", "ilm_ln": "layer"}
 
 
 def parse_setting(name: str) -> dict[str, Any]:
@@ -122,7 +121,7 @@ def _add_ilm_costs(rows: list[dict[str, Any]]) -> None:
     under the same setting; None for pairs without ILM, or when the plain pair was not measured."""
     times = {(r["setting"], r["norms"]): r["step_s"] for r in rows if "step_s" in r}
     for row in rows:
-        plain = "/".join(ILM_BASE.get(n, n) for n in row["norms"].split("/"))
+        plain = "/".join(NORMS[n].ilm_over or n for n in row["norms"].split("/"))
         known = plain != row["norms"] and "step_s" in row and (row["setting"], plain) in times
         row["ilm_cost"] = row["step_s"] / times[row["setting"], plain] if known else None
 

@@ -1,7 +1,5 @@
-"""Getting the data: the pix2pix facades set (download, local copy or archive), verified after extraction;
-the CMP converter is in :mod:`pix2pix_ilm.data.cmp`. Where the data come from and how they are checked:
-docs/data.md.
-"""
+"""The pix2pix facades set: a local folder, a local archive or a download, verified after extraction
+(docs/data.md)."""
 
 from __future__ import annotations
 
@@ -9,10 +7,8 @@ import contextlib
 import hashlib
 import os
 import shutil
-import socket
 import tarfile
 import tempfile
-import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,41 +18,29 @@ from pix2pix_ilm.files import create_temp_file
 
 FACADES_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/facades.tar.gz"
 FACADES_ENV = "PIX2PIX_ILM_FACADES"
-FACADES_COUNTS: Mapping[str, int] = {"train": 400, "test": 106, "val": 100}
-"""Images per split in the official archive. ``val`` is optional for a local folder."""
-FACADES_IMAGE_SIZE = (512, 256)
-"""(width, height) of every aligned A|B facades image."""
+FACADES_COUNTS: Mapping[str, int] = {"train": 400, "test": 106, "val": 100}  # val optional in a local folder
+FACADES_IMAGE_SIZE = (512, 256)  # (width, height) of every aligned A|B image
 CONNECT_TIMEOUT_S = 10.0
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-# ------------------------------------------------------------------------------------------ facades
+REQUIRED = ("train", "test")
 
 
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
 
 
 def verify_facades_dir(
     root: str | Path,
     expected_counts: Mapping[str, int] = FACADES_COUNTS,
-    required: Sequence[str] = ("train", "test"),
+    required: Sequence[str] = REQUIRED,
     image_size: tuple[int, int] | None = FACADES_IMAGE_SIZE,
 ) -> dict[str, int]:
-    """Check an aligned facades folder; returns ``{split: image count}``.
-
-    Every split in ``required`` must exist; every split that exists must hold ``expected_counts[split]``
-    images, each ``image_size`` (width, height) unless that is ``None``. :class:`UsageError` naming the
-    folder or file otherwise.
-    """
+    """``{split: image count}`` of a facades folder whose splits hold ``expected_counts`` images of
+    ``image_size`` (any size if None); :class:`UsageError` naming the folder or file otherwise."""
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"facades folder not found: {root}")
@@ -67,7 +51,7 @@ def verify_facades_dir(
             if split in required:
                 raise UsageError(f"facades folder {root} has no {split}/ subfolder")
             continue
-        images = _images_in(folder)
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if len(images) != expected:
             raise UsageError(f"{folder} holds {len(images)} images, expected {expected}")
         if image_size is not None:
@@ -77,8 +61,7 @@ def verify_facades_dir(
                 size, _ = image_header(path)
                 if size != tuple(image_size):
                     raise UsageError(
-                        f"{path} is {size[0]}x{size[1]}, expected {image_size[0]}x{image_size[1]} "
-                        "(aligned A|B)"
+                        f"{path} is {size[0]}x{size[1]}, expected {image_size[0]}x{image_size[1]} (aligned A|B)"
                     )
         counts[split] = len(images)
     return counts
@@ -86,9 +69,8 @@ def verify_facades_dir(
 
 def extract_tar_safely(archive: str | Path, dest: str | Path) -> None:
     """Extract a (gzipped) tar archive into ``dest``, refusing absolute paths, ``..``, links and devices."""
-    archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
+    root = Path(dest).resolve()
+    root.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
@@ -102,15 +84,16 @@ def extract_tar_safely(archive: str | Path, dest: str | Path) -> None:
                     raise UsageError(
                         f"refusing to extract {archive}: {member.name!r} is a link or special file"
                     )
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(dest, members=members, filter="data")
-            else:  # Python < 3.11.4; members were checked above
-                tar.extractall(dest, members=members)
+            # The "data" filter where Python has it (3.11.4+); the members were checked above either way.
+            tar.extractall(
+                root, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {})
+            )
     except (tarfile.TarError, EOFError, OSError) as err:
         raise UsageError(f"cannot extract {archive} (corrupted or not a tar archive?): {err}") from err
 
 
 def _find_dataset_root(folder: Path) -> Path:
+    """``folder`` if it holds ``train/``, else its only subfolder that does."""
     if (folder / "train").is_dir():
         return folder
     subfolders = [p for p in folder.iterdir() if p.is_dir()]
@@ -125,9 +108,9 @@ def _find_dataset_root(folder: Path) -> Path:
 def _install_archive(
     archive: Path,
     dest_root: Path,
-    expected_counts: Mapping[str, int],
+    counts: Mapping[str, int],
     required: Sequence[str],
-    image_size: tuple[int, int] | None,
+    size: tuple[int, int] | None,
 ) -> Path:
     """Extract ``archive`` next to ``dest_root/facades``, verify it, then move it into place."""
     target = dest_root / "facades"
@@ -137,55 +120,45 @@ def _install_archive(
         extract_tar_safely(archive, staging)
         try:
             extracted = _find_dataset_root(staging)
-            counts = verify_facades_dir(extracted, expected_counts, required, image_size)
+            found = verify_facades_dir(extracted, counts, required, size)
         except UsageError as err:
             detail = str(err).replace(str(staging), "<archive>")
             raise UsageError(f"archive {archive} is not a complete facades set: {detail}") from err
         os.replace(extracted, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    summary = ", ".join(f"{split} {n}" for split, n in counts.items())
+    summary = ", ".join(f"{split} {n}" for split, n in found.items())
     print(f"facades ready in {target} ({summary}); archive sha256 {sha256_file(archive)}")
     return target
 
 
-def download_file(url: str, dest: str | Path, timeout: float = CONNECT_TIMEOUT_S) -> str:
-    """Download ``url`` to ``dest`` (temp file, then rename) with a tqdm progress bar; returns its SHA-256.
-
-    ``timeout`` bounds the connection and every read. :class:`UsageError` when the download fails.
-    """
+def download_file(url: str, dest: Path, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Download ``url`` to ``dest`` (temp file, then rename) with a progress bar; ``timeout`` bounds the
+    connection and every read. :class:`UsageError` when the download fails."""
     from tqdm import tqdm
 
-    dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = create_temp_file(dest.parent, f".{dest.name}.", ".part")
-    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as handle, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as progress:
-                for chunk in iter(lambda: response.read(1 << 16), b""):
-                    handle.write(chunk)
-                    digest.update(chunk)
-                    progress.update(len(chunk))
+            with tqdm.wrapattr(handle, "write", total=total, desc=dest.name) as out:
+                shutil.copyfileobj(response, out)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, dest)
-    except BaseException as err:
+    except OSError as err:  # URLError and socket timeouts included
+        raise UsageError(f"cannot download {url}: {getattr(err, 'reason', None) or err}") from err
+    finally:
         with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        if isinstance(err, (urllib.error.URLError, socket.timeout, OSError)):
-            reason = getattr(err, "reason", None) or err
-            raise UsageError(f"cannot download {url}: {reason}") from err
-        raise
-    return digest.hexdigest()
+            os.unlink(tmp_name)  # left only by a failed download
 
 
 def _verify_existing(
-    target: Path, expected_counts: Mapping[str, int], image_size: tuple[int, int] | None, hint: str
+    target: Path, counts: Mapping[str, int], image_size: tuple[int, int] | None, hint: str
 ) -> None:
     try:
-        verify_facades_dir(target, expected_counts, ("train", "test"), image_size)
+        verify_facades_dir(target, counts, REQUIRED, image_size)
     except UsageError as err:
         raise UsageError(f"{err} ({target} is incomplete: remove it {hint})") from err
 
@@ -199,37 +172,32 @@ def ensure_facades(
     image_size: tuple[int, int] | None = FACADES_IMAGE_SIZE,
     timeout: float = CONNECT_TIMEOUT_S,
 ) -> Path:
-    """A verified facades folder with ``train/`` and ``test/`` (and ``val/`` when present); fetched if needed.
-
-    Sources, in order: ``local`` or ``$PIX2PIX_ILM_FACADES`` (a folder in facades layout, used in place, or
-    a ``facades.tar.gz``, extracted to ``dest_root/facades``); an existing complete ``dest_root/facades``;
-    a download of ``url`` to ``dest_root/facades.tar.gz``. ``expected_counts`` and ``image_size`` define
-    "complete" (defaults: the official 400/106/100 images of 512×256). :class:`UsageError` when no source
-    works, naming how to give a local copy.
-    """
+    """A verified facades folder, from the first source that exists: ``local`` or ``$PIX2PIX_ILM_FACADES``
+    (a folder used in place, or a ``facades.tar.gz`` extracted to ``dest_root/facades``), an existing
+    ``dest_root/facades``, or a download of ``url``. :class:`UsageError` when none works."""
     dest_root = Path(dest_root)
+    target = dest_root / "facades"
     if local is None or not str(local).strip():
         local = os.environ.get(FACADES_ENV) or None
     if local is not None:
         source = Path(local).expanduser()
         if source.is_dir():
-            root = _find_dataset_root(source) if not (source / "train").is_dir() else source
-            verify_facades_dir(root, expected_counts, ("train", "test"), image_size)
+            root = _find_dataset_root(source)
+            verify_facades_dir(root, expected_counts, REQUIRED, image_size)
             return root
-        if source.is_file():
-            target = dest_root / "facades"
-            if target.exists():
-                _verify_existing(target, expected_counts, image_size, f"to extract {source} again")
-                print(f"using the existing {target} (remove it to extract {source} again)")
-                return target
-            return _install_archive(source, dest_root, expected_counts, ("train", "test"), image_size)
-        raise UsageError(f"local facades copy not found: {source} (give a facades folder or facades.tar.gz)")
+        if not source.is_file():
+            raise UsageError(
+                f"local facades copy not found: {source} (give a facades folder or facades.tar.gz)"
+            )
+        if target.exists():
+            _verify_existing(target, expected_counts, image_size, f"to extract {source} again")
+            print(f"using the existing {target} (remove it to extract {source} again)")
+            return target
+        return _install_archive(source, dest_root, expected_counts, REQUIRED, image_size)
 
-    target = dest_root / "facades"
     if target.exists():
         _verify_existing(target, expected_counts, image_size, "to download it again")
         return target
-
     archive = dest_root / "facades.tar.gz"
     if not archive.is_file():
         print(f"downloading {url} to {archive}")
@@ -240,18 +208,5 @@ def ensure_facades(
                 f"{err}. Without internet, give a local copy of the facades folder or of facades.tar.gz: "
                 f"python datasets/download_facades.py --from PATH, or set {FACADES_ENV}=PATH"
             ) from err
-    required = tuple(split for split in expected_counts)  # a fresh official archive has every split
-    return _install_archive(archive, dest_root, expected_counts, required, image_size)
-
-
-__all__ = [
-    "FACADES_COUNTS",
-    "FACADES_ENV",
-    "FACADES_IMAGE_SIZE",
-    "FACADES_URL",
-    "download_file",
-    "ensure_facades",
-    "extract_tar_safely",
-    "sha256_file",
-    "verify_facades_dir",
-]
+    every = tuple(expected_counts)  # a fresh official archive has every split
+    return _install_archive(archive, dest_root, expected_counts, every, image_size)

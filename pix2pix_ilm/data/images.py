@@ -7,29 +7,20 @@ import struct
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+from PIL.Image import DecompressionBombError
 
 from pix2pix_ilm.config import VALIDATION_MODES
+from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.errors import UsageError
-
-if TYPE_CHECKING:
-    from pix2pix_ilm.data.aligned import TransformSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
-# What PIL may raise on a damaged or hostile file (DecompressionBombError: a header claiming a gigantic size).
-_DECODE_ERRORS = (
-    OSError,  # UnidentifiedImageError, "image file is truncated", "broken data stream"
-    SyntaxError,
-    ValueError,
-    EOFError,
-    IndexError,
-    struct.error,
-    Image.DecompressionBombError,
-)
+# What PIL may raise on a damaged or hostile file (OSError: unidentified, truncated, broken data stream;
+# DecompressionBombError: a header claiming a gigantic size).
+_UNDECODABLE = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, DecompressionBombError)
 
 
 def natural_key(name: str) -> list:
@@ -41,9 +32,7 @@ def phase_folder(dataroot: Path | str, phase: str) -> Path:
     """``<dataroot>/<phase>``, or a :class:`UsageError` saying what is wrong and which subfolders exist."""
     root = Path(dataroot)
     if root.is_file():
-        raise UsageError(
-            f"--dataroot {root} is a file; it must be a folder holding {phase}/ (and test/, ...)"
-        )
+        raise UsageError(f"--dataroot {root} is a file; it must be a folder holding {phase}/")
     if not root.is_dir():
         raise UsageError(f"--dataroot {root} is not a folder")
     folder = root / phase
@@ -62,20 +51,13 @@ def list_images(folder: Path | str) -> list[Path]:
         raise UsageError(f"{folder} is a file, not a folder of images")
     if not folder.is_dir():
         raise UsageError(f"image folder not found: {folder}")
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    ]
+    files = [p for p in folder.glob("[!.]*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
     return sorted(files, key=lambda path: natural_key(path.name))
 
 
 def load_rgb(path: Path, channels: int = 3) -> Image.Image:
-    """Decode an image fully and convert it to RGB (or L for 1 channel).
-
-    Conversions: palette and RGBA/LA images are converted by PIL (alpha dropped), grayscale is repeated to
-    RGB, 16-bit and 32-bit integer images are scaled to 8 bits (top 8 bits) rather than clipped.
-    """
+    """Decode an image fully as RGB (or L for 1 channel); alpha is dropped, 16- and 32-bit integer images
+    are scaled to 8 bits (their top 8 bits), not clipped."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -87,13 +69,8 @@ def load_rgb(path: Path, channels: int = 3) -> Image.Image:
                 array = np.asarray(img, dtype=np.float32)
                 img = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
             return img.convert("L" if channels == 1 else "RGB")
-    except _DECODE_ERRORS as err:
+    except _UNDECODABLE as err:
         raise UsageError(f"cannot decode image {path}: {err}") from err
-
-
-def read_rgb_array(path: Path) -> np.ndarray:
-    """An image file as an ``(H, W, 3)`` uint8 array (see :func:`load_rgb`)."""
-    return np.asarray(load_rgb(path))
 
 
 def image_header(path: Path) -> tuple[tuple[int, int], str]:
@@ -101,25 +78,19 @@ def image_header(path: Path) -> tuple[tuple[int, int], str]:
     try:
         with Image.open(path) as img:
             return img.size, img.format or ""
-    except _DECODE_ERRORS as err:
+    except _UNDECODABLE as err:
         raise UsageError(f"cannot decode image {path}: {err}") from err
 
 
 def _ends_with_trailer(path: Path, image_format: str) -> bool:
-    """Whether a JPEG ends with its EOI marker (FF D9) or a PNG with its IEND chunk.
-
-    Trailing zero bytes and whitespace are allowed. False for other formats, and for files with other data
-    after the trailer (which PIL may still decode): the caller then decodes the file to decide.
-    """
-    trailers = {"JPEG": b"\xff\xd9", "MPO": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
-    trailer = trailers.get(image_format)
+    """Whether a JPEG ends with its EOI marker or a PNG with its IEND chunk (then maybe zeros or whitespace);
+    False for other formats and other endings, which the caller then decodes to decide."""
+    trailer = {"JPEG": b"\xff\xd9", "MPO": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}.get(image_format)
     if trailer is None:
         return False
     with open(path, "rb") as handle:
-        handle.seek(0, 2)
-        handle.seek(max(0, handle.tell() - 1024))
-        tail = handle.read()
-    return tail.rstrip(b"\x00 \t\r\n").endswith(trailer)
+        handle.seek(max(0, handle.seek(0, 2) - 1024))
+        return handle.read().rstrip(b"\x00 \t\r\n").endswith(trailer)
 
 
 def select_files(files: list[Path], subset: slice | None, max_size: int | None) -> list[Path]:
@@ -141,7 +112,8 @@ def check_image(
     transform: TransformSpec | None = None,
     size_multiple: int = 1,
 ) -> None:
-    """Raise :class:`UsageError` naming ``path`` if it cannot be used; see :func:`validate_images`."""
+    """:class:`UsageError` naming ``path`` if it cannot be used: unreadable, not 2:1 when ``aligned``, too
+    small for ``transform``; ``mode="header"`` decodes only files that lack their end marker."""
     (width, height), image_format = image_header(path)
     if width < 1 or height < 1:
         raise UsageError(f"image {path} is empty ({width}x{height})")
@@ -168,16 +140,8 @@ def validate_images(
     transform: TransformSpec | None = None,
     size_multiple: int = 1,
 ) -> list[Path]:
-    """Check every file before any work, so a bad file cannot stop a run hours later; returns the usable paths.
-
-    ``mode="header"`` (fast) reads each header (format, size, A|B 2:1 shape) and the last bytes of JPEGs and
-    PNGs (their end marker: a truncated file lacks it); files without the expected ending, and formats other
-    than JPEG and PNG, are decoded in full. ``mode="full"`` decodes every file. With ``transform``, images too
-    small for ``--preprocess crop`` and (``size_multiple``) input sizes the generator cannot take are bad too.
-
-    Bad files are an error naming the first one and counting the others, or, with ``skip_bad``, skipped
-    with one warning giving the count and an example.
-    """
+    """The usable ``paths``, checked before any work as ``--validate-images`` asks; a bad file is an error
+    naming it, or with ``skip_bad`` skipped with one warning for all."""
     if mode not in VALIDATION_MODES:
         raise UsageError(f"--validate-images must be one of {', '.join(VALIDATION_MODES)}, got {mode!r}")
     good: list[Path] = []
@@ -185,10 +149,9 @@ def validate_images(
     for path in paths:
         try:
             check_image(path, aligned=aligned, mode=mode, transform=transform, size_multiple=size_multiple)
+            good.append(path)
         except UsageError as err:
             bad.append(str(err))
-            continue
-        good.append(path)
     if bad and not skip_bad:
         more = f"; {len(bad) - 1} more bad image(s) in the folder" if len(bad) > 1 else ""
         raise UsageError(f"{bad[0]}{more} (use --skip-bad-images to skip such files)")

@@ -11,12 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from pix2pix_ilm.data.images import natural_key, read_rgb_array
+from pix2pix_ilm.config import EvalConfig
+from pix2pix_ilm.data.images import load_rgb, natural_key
 from pix2pix_ilm.device import resolve_device
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.lpips_alexnet import ALEXNET_OWT_URL, resolve_lpips_backbone
 from pix2pix_ilm.evaluation.metrics import SSIM_SETTINGS, EvalOptions, get_metric, parse_metric_names
 from pix2pix_ilm.files import atomic_write_text
+from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
+from pix2pix_ilm.viz.plots import render_score_strips, save_png
 
 
 def _as_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
@@ -113,7 +116,8 @@ def evaluate_images(
 
 
 def find_image_pairs(results_dir: str | Path) -> list[tuple[str, Path, Path]]:
-    """``(stem, fake_path, real_path)`` for every ``images/<stem>_fake_B.png``, in natural order of stem."""
+    """``(stem, fake_path, real_path)`` for every ``images/<stem>_fake_B.png``: those a ``test`` folder's
+    ``test.json`` lists (refusing a folder whose images disagree with it), else all, in natural order."""
     images_dir = Path(results_dir) / "images"
     if not Path(results_dir).is_dir():
         raise UsageError(f"results folder not found: {results_dir}")
@@ -122,13 +126,23 @@ def find_image_pairs(results_dir: str | Path) -> list[tuple[str, Path, Path]]:
             f"no images/ folder in {results_dir} (expected {images_dir}; run 'pix2pix-ilm test')"
         )
     suffix = "_fake_B.png"
-    fakes = [path for path in images_dir.iterdir() if path.name.endswith(suffix) and path.is_file()]
-    if not fakes:
+    found = [p.name[: -len(suffix)] for p in images_dir.iterdir() if p.name.endswith(suffix) and p.is_file()]
+    if not found:
         raise UsageError(f"no *{suffix} images in {images_dir}")
+    stems = sorted(found, key=natural_key)
+    info = Path(results_dir) / TEST_INFO
+    if info.is_file():
+        listed = json.loads(info.read_text())["images"]
+        extra, missing = sorted(set(found) - set(listed)), sorted(set(listed) - set(found))
+        if extra or missing:
+            raise UsageError(
+                f"the images in {images_dir} disagree with {info}: {len(extra)} not listed there "
+                f"{extra[:3]}, {len(missing)} listed but missing {missing[:3]}; run 'pix2pix-ilm test' again"
+            )
+        stems = listed
     pairs = []
-    for fake in sorted(fakes, key=lambda p: natural_key(p.name[: -len(suffix)])):
-        stem = fake.name[: -len(suffix)]
-        real = images_dir / f"{stem}_real_B.png"
+    for stem in stems:
+        fake, real = images_dir / f"{stem}{suffix}", images_dir / f"{stem}_real_B.png"
         if not real.is_file():
             raise UsageError(f"{fake} has no ground truth: {real} is missing")
         pairs.append((stem, fake, real))
@@ -157,7 +171,7 @@ def evaluate_results_dir(
             chunk = pairs[i : i + batch_size]
             fakes, reals = [], []
             for _, fake_path, real_path in chunk:
-                fake, real = read_rgb_array(fake_path), read_rgb_array(real_path)
+                fake, real = np.asarray(load_rgb(fake_path)), np.asarray(load_rgb(real_path))
                 if fake.shape != real.shape:
                     raise UsageError(
                         f"{fake_path} is {fake.shape[1]}x{fake.shape[0]} but {real_path} is "
@@ -244,14 +258,22 @@ def score_to_json(
     return result, document, target
 
 
-def run_eval_command(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """The ``pix2pix-ilm eval`` command: :func:`score_to_json` (same arguments), then a table; returns the
-    result."""
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """The ``pix2pix-ilm eval`` command: :func:`score_to_json`, then a table; returns the result."""
     started = time.perf_counter()
-    result, _, target = score_to_json(*args, **kwargs)
+    result, _, target = score_to_json(
+        config.results_dir,
+        config.metrics,
+        config.lpips_backbone,
+        config.json,
+        config.device,
+        config.batch_size,
+    )
     print(format_table(result))
+    listed = " (those test.json lists)" if (Path(config.results_dir) / TEST_INFO).is_file() else ""
     print(
-        f"scored {result['n']} image pairs in {time.perf_counter() - started:.1f}s; wrote {target} and {target.with_suffix('.png')}"
+        f"scored {result['n']} image pairs{listed} in {time.perf_counter() - started:.1f}s; "
+        f"wrote {target} and {target.with_suffix('.png')}"
     )
     return result
 
@@ -259,9 +281,6 @@ def run_eval_command(*args: Any, **kwargs: Any) -> dict[str, Any]:
 def publish_scores(results_dir: str | Path, document: dict[str, Any], json_path: Path) -> list[Path]:
     """Show written scores: the per-image score plot beside the JSON (``metrics.png``) and, in a ``test``
     output folder, its ``index.html`` with the metrics table and each image's scores. Returns the files."""
-    from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
-    from pix2pix_ilm.viz.plots import render_score_strips, save_png
-
     names = list(document["metrics"])
     better = document.get("higher_is_better") or {n: get_metric(n).higher_is_better for n in names}
     plot = Path(json_path).with_suffix(".png")

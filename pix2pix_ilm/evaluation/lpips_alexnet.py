@@ -9,11 +9,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pix2pix_ilm.errors import UsageError, first_line
-from pix2pix_ilm.evaluation.metrics import Scorer
 
 LPIPS_BACKBONE_ENV = "PIX2PIX_ILM_LPIPS_BACKBONE"
 ALEXNET_OWT_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
@@ -28,16 +26,13 @@ _ALEXNET_CONVS: dict[int, tuple[int, tuple[int, ...]]] = {
     8: (4, (256, 384, 3, 3)),
     10: (5, (256, 256, 3, 3)),
 }
-_LPIPS_LIN_CHANNELS = (64, 192, 384, 256, 256)
 
 
 def _hub_cached_alexnet() -> Path | None:
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    exact = checkpoints / Path(ALEXNET_OWT_URL).name
-    if exact.is_file():
-        return exact
-    others = sorted(checkpoints.glob("alexnet-owt-*.pth")) if checkpoints.is_dir() else []
-    return others[0] if others else None
+    """torch hub's cached ``alexnet-owt-*.pth``, the one of :data:`ALEXNET_OWT_URL` first."""
+    cached = Path(torch.hub.get_dir()).joinpath("checkpoints").glob("alexnet-owt-*.pth")
+    found = sorted(cached, key=lambda p: (p.name != Path(ALEXNET_OWT_URL).name, p.name))
+    return found[0] if found else None
 
 
 def resolve_lpips_backbone(lpips_backbone: str | Path | None = None) -> Path | None:
@@ -60,14 +55,15 @@ def _looks_randomly_initialised(weight: torch.Tensor) -> bool:
 
 
 def check_alexnet_features(state: Any, source: str) -> dict[str, torch.Tensor]:
-    """Validate an AlexNet state dict (full torchvision format or ``features.*`` only) and return its ten
-    ``features.{0,3,6,8,10}.{weight,bias}`` tensors as float32. :class:`UsageError` naming ``source``."""
+    """The ten ``features.{0,3,6,8,10}.{weight,bias}`` tensors (float32) of an ImageNet AlexNet state dict
+    (torchvision's full one or ``features.*`` only); :class:`UsageError` naming ``source`` otherwise."""
     if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
         raise UsageError(f"LPIPS backbone {source} does not hold a state dictionary of named tensors")
-    expected: dict[str, tuple[int, ...]] = {}
-    for index, (_, shape) in _ALEXNET_CONVS.items():
-        expected[f"features.{index}.weight"] = shape
-        expected[f"features.{index}.bias"] = shape[:1]
+    expected = {
+        f"features.{i}.{kind}": shape if kind == "weight" else shape[:1]
+        for i, (_, shape) in _ALEXNET_CONVS.items()
+        for kind in ("weight", "bias")
+    }
     missing = [key for key in expected if key not in state]
     if missing:
         raise UsageError(
@@ -128,14 +124,15 @@ def _download_alexnet_features() -> dict[str, torch.Tensor]:
     return check_alexnet_features(state, ALEXNET_OWT_URL)
 
 
-def _lpips_linear_weights(version: str) -> dict[str, torch.Tensor]:
+def _lpips_linear_weights() -> dict[str, torch.Tensor]:
+    """LPIPS v0.1's calibration weights for AlexNet, shipped with the lpips package, checked."""
     import lpips
 
-    path = Path(lpips.__file__).resolve().parent / "weights" / f"v{version}" / "alex.pth"
+    path = Path(lpips.__file__).resolve().parent / "weights" / "v0.1" / "alex.pth"
     if not path.is_file():
         raise UsageError(f"the lpips package has no calibration weights at {path}; reinstall lpips")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    expected = {f"lin{i}.model.1.weight": (1, c, 1, 1) for i, c in enumerate(_LPIPS_LIN_CHANNELS)}
+    expected = {f"lin{i}.model.1.weight": (1, s[0], 1, 1) for i, (_, s) in enumerate(_ALEXNET_CONVS.values())}
     if not isinstance(state, dict) or set(state) != set(expected):
         found = sorted(state)[:5] if isinstance(state, dict) else type(state).__name__
         raise UsageError(f"unexpected LPIPS calibration file {path}: {found}")
@@ -148,12 +145,8 @@ def _lpips_linear_weights(version: str) -> dict[str, torch.Tensor]:
 def build_lpips(
     lpips_backbone: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> torch.nn.Module:
-    """LPIPS v0.1 (AlexNet) in eval mode on ``device`` with verified ImageNet and calibration weights.
-
-    The backbone comes from :func:`resolve_lpips_backbone`, or is downloaded (torch hub cache, timeout
-    ``DOWNLOAD_TIMEOUT_S``) when there is no local file; failing that, one :class:`UsageError` says how to
-    provide the file. Never returns a network with random weights.
-    """
+    """LPIPS v0.1 (AlexNet) in eval mode on ``device`` with checked ImageNet and calibration weights: the
+    backbone of :func:`resolve_lpips_backbone`, else downloaded; else one :class:`UsageError` saying how."""
     import lpips
 
     path = resolve_lpips_backbone(lpips_backbone)
@@ -167,28 +160,6 @@ def build_lpips(
         for kind in ("weight", "bias")
     }
     model.net.load_state_dict(trunk, strict=True)
-    linear = _lpips_linear_weights("0.1")
-    with torch.no_grad():
-        for i in range(len(_LPIPS_LIN_CHANNELS)):
-            getattr(model, f"lin{i}").model[1].weight.copy_(linear[f"lin{i}.model.1.weight"])
-    for name, param in model.net.named_parameters():
-        if name.endswith("weight") and _looks_randomly_initialised(param.detach()):
-            raise RuntimeError(f"LPIPS trunk layer {name} kept its random initialisation")  # a bug, not usage
+    model.load_state_dict(_lpips_linear_weights(), strict=False)  # the lin layers; the trunk is set above
     model.eval().requires_grad_(False)
     return model.to(device)
-
-
-def lpips_scorer(model: torch.nn.Module, device: str | torch.device = "cpu") -> Scorer:
-    """A batched LPIPS scorer around an already built model (see :func:`build_lpips`)."""
-    device = torch.device(device)
-
-    def score(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
-        def to_tensor(images: np.ndarray) -> torch.Tensor:
-            tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-            return tensor.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
-
-        with torch.inference_mode():
-            distance = model(to_tensor(fake), to_tensor(real))
-        return distance.reshape(-1).double().cpu().numpy()
-
-    return score

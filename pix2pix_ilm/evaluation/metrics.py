@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pix2pix_ilm.device import resolve_device
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.evaluation.lpips_alexnet import build_lpips
 
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """A batched metric: ``(fake[N,H,W,3] uint8, real[N,H,W,3] uint8) -> scores[N] float64``."""
@@ -163,7 +165,21 @@ for _name, _scorer, _higher, _description in _PLAIN_METRICS:
     "lpips", higher_is_better=False, description="LPIPS v0.1, AlexNet trunk (perceptual distance)"
 )
 def _make_lpips(options: EvalOptions) -> Scorer:
-    from pix2pix_ilm.evaluation.lpips_alexnet import build_lpips, lpips_scorer  # imports torch and lpips
-
     device = resolve_device(options.device)
     return lpips_scorer(build_lpips(options.lpips_backbone, device), device)
+
+
+def lpips_scorer(model: torch.nn.Module, device: str | torch.device = "cpu") -> Scorer:
+    """A batched LPIPS scorer around an already built model (see :func:`build_lpips`)."""
+    device = torch.device(device)
+
+    def score(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
+        def to_tensor(images: np.ndarray) -> torch.Tensor:
+            tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+            return tensor.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+
+        with torch.inference_mode():
+            distance = model(to_tensor(fake), to_tensor(real))
+        return distance.reshape(-1).double().cpu().numpy()
+
+    return score

@@ -1,16 +1,20 @@
 """Table 6 over seeds: mean ± std per row, paired differences to IN / IN with a t interval, the Markdown,
-the per-seed figure and sample grids (the method: docs/table6.md)."""
+the per-seed figure and sample grids (the method: docs/table6.md). It works on the runs' records only."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from matplotlib.figure import Figure
+
+from pix2pix_ilm.data.images import load_rgb, natural_key
+from pix2pix_ilm.evaluation.metrics import get_metric
 from pix2pix_ilm.files import atomic_write_text
 from pix2pix_ilm.stats import CONFIDENCE, mean_std, t_interval
+from pix2pix_ilm.viz.plots import save_png
 
 # metric -> (column title, digits, higher is better, key of the paper's value in the same convention)
 COLUMNS: dict[str, tuple[str, int, bool, str | None]] = {
@@ -33,61 +37,28 @@ def verdict(interval: dict[str, Any], higher_is_better: bool) -> str:
 
 
 def split_rows(runs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
-    """Per row: every metric's mean ± std over seeds, and its per-seed differences to IN / IN."""
-    from pix2pix_ilm.evaluation.metrics import get_metric
-    from pix2pix_ilm.evaluation.table6 import CONFIGURATIONS, PAPER_TABLE6
-
+    """Per row (in the runs' order): every metric's mean ± std over seeds, and its per-seed differences to
+    IN / IN on the same images."""
     base = {r["seed"]: r["splits"][split] for r in runs if r["config"] == BASELINE}
     rows = []
-    for config in CONFIGURATIONS:
-        mine = sorted((r for r in runs if r["config"] == config.slug), key=lambda r: r["seed"])
-        if not mine:
-            continue
-        row = {"config": config.slug, "label": config.label, "seeds": [r["seed"] for r in mine]}
-        row |= {"n_images": mine[0]["splits"][split]["n"], "paper": PAPER_TABLE6[config.paper_row]}
+    for slug in dict.fromkeys(r["config"] for r in runs):
+        mine = sorted((r for r in runs if r["config"] == slug), key=lambda r: r["seed"])
+        row = {"config": slug, "label": mine[0]["label"], "seeds": [r["seed"] for r in mine]}
+        row |= {"n_images": mine[0]["splits"][split]["n"], "paper": mine[0]["paper"]}
         row |= {"metrics": {}, "paired": {}}
+        for r in mine:  # paired on the same evaluation images, or not at all
+            if r["seed"] in base and r["splits"][split]["images_digest"] != base[r["seed"]]["images_digest"]:
+                raise ValueError(f"{r['name']} was scored on other images than {BASELINE}_seed{r['seed']}")
         for metric in mine[0]["splits"][split]["mean"]:
             per_seed = {r["seed"]: r["splits"][split]["mean"][metric] for r in mine}
             row["metrics"][metric] = mean_std(list(per_seed.values())) | {"per_seed": per_seed}
             paired = {s: v - base[s]["mean"][metric] for s, v in per_seed.items() if s in base}
-            if config.slug == BASELINE or not paired:
-                continue
-            for r in mine:  # paired on the same evaluation images, or not at all
-                if (
-                    r["seed"] in base
-                    and r["splits"][split]["images_digest"] != base[r["seed"]]["images_digest"]
-                ):
-                    raise ValueError(
-                        f"{r['name']} was scored on other images than {BASELINE}_seed{r['seed']}"
-                    )
-            interval = t_interval(list(paired.values()))
-            higher = get_metric(metric).higher_is_better
-            row["paired"][metric] = interval | {"per_seed": paired, "verdict": verdict(interval, higher)}
+            if slug != BASELINE and paired:
+                interval = t_interval(list(paired.values()))
+                verdict_text = verdict(interval, get_metric(metric).higher_is_better)
+                row["paired"][metric] = interval | {"per_seed": paired, "verdict": verdict_text}
         rows.append(row)
     return rows
-
-
-def summarize(
-    runs: list[dict[str, Any]], missing: list[str], args: argparse.Namespace, dataroot: Path, seconds: float
-) -> dict[str, Any]:
-    """The whole result: options, the runs, and per split the rows with their statistics."""
-    from pix2pix_ilm.evaluation.table6 import COMMON, PRESETS, parse_overrides
-
-    splits = list(runs[0]["splits"])
-    return {
-        "preset": args.preset,
-        "preset_options": {**PRESETS[args.preset], **COMMON, **parse_overrides(args.overrides)},
-        "seeds": list(args.seeds),
-        "eval_splits": splits,
-        "test_dropout": args.test_dropout,
-        "dataroot": str(dataroot),
-        "wall_seconds": round(seconds, 1),
-        "confidence": CONFIDENCE,
-        "tables": {split: split_rows(runs, split) for split in splits},
-        "runs": runs,
-        "missing": missing,
-        "command": " ".join(["pix2pix-ilm", *sys.argv[1:]]),
-    }
 
 
 def _cell(stats: dict[str, Any], digits: int) -> str:
@@ -111,12 +82,11 @@ def format_split(split: str, rows: list[dict[str, Any]]) -> list[str]:
     paired = [row for row in rows if row["paired"]]
     if not paired:
         return [*lines, ""]
-    lines += [
-        "",
-        f"Difference to IN / IN per seed (same images): mean [{CONFIDENCE:.0%} t interval over seeds]",
-        "",
-    ]
-    lines += ["| vs IN / IN | " + " | ".join(f"Δ {COLUMNS[m][0]}" for m in COLUMNS) + " |"]
+    title = (
+        f"Difference to IN / IN per seed (same images): mean [{CONFIDENCE:.0%} Student-t interval over n paired "
+        "seeds, n − 1 degrees of freedom]"
+    )
+    lines += ["", title, "", "| vs IN / IN | " + " | ".join(f"Δ {COLUMNS[m][0]}" for m in COLUMNS) + " |"]
     lines.append("|---|" + "---|" * len(COLUMNS))
     for row in paired:
         cells = [row["label"]]
@@ -133,50 +103,42 @@ def format_split(split: str, rows: list[dict[str, Any]]) -> list[str]:
             verdicts.setdefault(row["paired"][metric]["verdict"], []).append(title)
         parts = [f"{' and '.join(titles)}: {v}" for v, titles in verdicts.items()]
         n = row["paired"]["rmse"]["n"]
-        lines.append(
-            f"- {row['label']} vs IN / IN ({n} paired seed{'s' * (n != 1)}): " + "; ".join(parts) + "."
-        )
+        evidence = f"n = {n} paired seed{'s' * (n != 1)}, df = {n - 1}, {row['n_images']} images each"
+        lines.append(f"- {row['label']} vs IN / IN ({evidence}): " + "; ".join(parts) + ".")
     return [*lines, ""]
 
 
 def format_table(summary: dict[str, Any]) -> str:
     lines = [
-        f"# Table 6 — pix2pix on CMP Facades (preset `{summary['preset']}`, seeds {summary['seeds']}, "
-        f"test dropout {summary['test_dropout']})",
+        f"# Table 6 — pix2pix on CMP Facades (preset `{summary['preset']}`"
+        + "".join(f", {k}={v}" for k, v in summary["overrides"].items())
+        + f"; seeds {summary['seeds']}, test dropout {summary['test_dropout']})",
         "",
         "Mean ± std over seeds (std with n − 1). The paper's RMSE is the per-pixel Euclidean colour distance,",
         "our RMSE_rgb (= √3 × RMSE; docs/metrics.md). Split `paper`: train/201–400; `test`: the test/ images.",
         "",
     ]
+    seeds, images = len(summary["seeds"]), min(r["n_images"] for t in summary["tables"].values() for r in t)
+    if seeds < 3 or images < 100:
+        lines += [
+            f"**Little evidence: {seeds} seed(s) × {images} images.** Intervals over fewer than 3 seeds are "
+            "very wide or absent, and fewer than 100 images make each seed's score noisy: read the verdicts "
+            "as a smoke test, not as an answer.",
+            "",
+        ]
     for split, rows in summary["tables"].items():
         lines += format_split(split, rows)
     if summary["missing"]:
         lines += [f"Not trained, so not in the table: {', '.join(summary['missing'])}.", ""]
-    lines += [
-        f"Wall time: {summary['wall_seconds'] / 60:.1f} min. Options: `{json.dumps(summary['preset_options'])}`",
-        "",
-    ]
-    return "\n".join(lines)
+    wall = f"Wall time: {summary['wall_seconds'] / 60:.1f} min ({summary['jobs']} training runs at a time)."
+    return "\n".join([*lines, f"{wall} Options: `{json.dumps(summary['preset_options'])}`", ""])
 
 
-def write_figure(summary: dict[str, Any], path: Path) -> bool:
-    """Per-seed values (dots) and means (bars) of each metric per row, the paper's values as red crosses;
-    False, with a message, when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(
-            "[table6] matplotlib is not installed, no figure (pip install 'pix2pix-ilm[plot]')",
-            file=sys.stderr,
-        )
-        return False
+def write_figure(summary: dict[str, Any], path: Path) -> None:
+    """Per-seed values (dots) and means (bars) of each metric per row, the paper's values as red crosses."""
     tables = summary["tables"]
-    fig, axes = plt.subplots(
-        len(tables), len(COLUMNS), figsize=(2.6 * len(COLUMNS), 2.5 * len(tables)), squeeze=False
-    )
+    fig = Figure(figsize=(2.6 * len(COLUMNS), 2.5 * len(tables)), layout="tight")
+    axes = fig.subplots(len(tables), len(COLUMNS), squeeze=False)
     for i, (split, rows) in enumerate(tables.items()):
         for j, (metric, (title, _, higher, paper_key)) in enumerate(COLUMNS.items()):
             ax = axes[i][j]
@@ -190,49 +152,54 @@ def write_figure(summary: dict[str, Any], path: Path) -> bool:
             ax.set_title(f"{title} {'↑' if higher else '↓'} (split {split})", fontsize=8)
             ax.tick_params(axis="y", labelsize=7)
     fig.suptitle("dots: seeds, bar: mean, red x: paper", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-    return True
+    save_png(fig, path)
+
+
+def _labelled_grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: Path) -> None:
+    """Images in rows (labelled on the left) under the columns input / output / target."""
+    fig = Figure(figsize=(5.4, 1.8 * len(rows) + 0.5), layout="constrained")
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c, image in enumerate(images):
+            axes[r][c].imshow(image)
+            axes[r][c].set_xticks([])
+            axes[r][c].set_yticks([])
+            axes[0][c].set_title(("input", "output", "target")[c], fontsize=8)
+        axes[r][0].set_ylabel(label, fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    save_png(fig, path)
 
 
 def write_sample_grids(out: Path, runs: list[dict[str, Any]], count: int = 4) -> None:
-    """``samples_<config>.png`` (rows: input | output | target) and ``samples.png`` comparing the rows."""
-    import numpy as np
-
-    from pix2pix_ilm.data.images import load_rgb
-    from pix2pix_ilm.viz.images import image_grid, save_image
-
+    """``samples_<config>.png`` (one row per image) and ``samples.png`` (one row per configuration and image)
+    from each row's first seed."""
     first = {}
     for run in runs:
-        first.setdefault(run["config"], Path(next(iter(run["splits"].values()))["result_dir"]) / "images")
-    images = next(iter(first.values()))
-    stems = sorted(
-        {p.name[: -len("_fake_B.png")] for p in images.glob("*_fake_B.png")}, key=lambda s: (len(s), s)
-    )
-    stems = stems[:count]
+        split, scores = next(iter(run["splits"].items()))
+        first.setdefault(run["config"], (run, split, Path(scores["result_dir"]) / "images"))
+    _, split, images = next(iter(first.values()))
+    stems = sorted({p.name.removesuffix("_fake_B.png") for p in images.glob("*_fake_B.png")}, key=natural_key)
 
-    def load(folder: Path, stem: str, kind: str) -> np.ndarray:
-        return np.asarray(load_rgb(folder / f"{stem}_{kind}.png"))
+    def row(folder: Path, stem: str) -> list[np.ndarray]:
+        return [
+            np.asarray(load_rgb(folder / f"{stem}_{kind}.png")) for kind in ("real_A", "fake_B", "real_B")
+        ]
 
-    for slug, folder in first.items():
-        save_image(
-            image_grid([[load(folder, s, k) for k in ("real_A", "fake_B", "real_B")] for s in stems]),
-            out / f"samples_{slug}.png",
+    for slug, (run, split, folder) in first.items():
+        title = f"{run['label']}, seed {run['seed']}, split {split}"
+        _labelled_grid(
+            [(stem, row(folder, stem)) for stem in stems[:count]], title, out / f"samples_{slug}.png"
         )
     rows = [
-        [
-            load(images, s, "real_A"),
-            *(load(f, s, "fake_B") for f in first.values()),
-            load(images, s, "real_B"),
-        ]
-        for s in stems
+        (f"{run['label']} (seed {run['seed']})\nimage {stem}", row(folder, stem))
+        for stem in stems[:2]
+        for run, _, folder in first.values()
     ]
-    save_image(image_grid(rows), out / "samples.png")
+    _labelled_grid(rows, f"every configuration on the same images, split {split}", out / "samples.png")
 
 
 def write_outputs(summary: dict[str, Any], out: Path) -> None:
-    """table6.json, table6.md, table6.png (with matplotlib) and the sample grids; prints the table."""
+    """table6.json, table6.md, table6.png and the sample grids; prints the table."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "table6.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out / "table6.md", format_table(summary))

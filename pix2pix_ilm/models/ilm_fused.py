@@ -1,10 +1,5 @@
-"""ILM+IN with key groups of one channel (the paper's pix2pix setting) as one autograd function.
-
-Same numbers as ``ILMNorm``'s general forward (tested against it and by ``gradcheck``), but one graph node
-with a hand-written backward instead of ~40 small autograd nodes per layer: on a 128² U-Net most layers are
-≤ 8×8, where those nodes' overhead, not arithmetic, is ILM's cost. The derivation: docs/ilm.md ("Fused
-backward").
-"""
+"""ILM+IN with key groups of one channel (the paper's pix2pix setting) as one autograd function with a
+hand-written backward, instead of ~40 small autograd nodes per layer (docs/ilm.md, "Fused backward")."""
 
 from __future__ import annotations
 
@@ -71,13 +66,5 @@ class ILMInstanceK1(torch.autograd.Function):
         shift = (grad_mean - scale * grad_beta) / n
         grad_x = torch.addcmul(shift.unsqueeze(2), g, scale.unsqueeze(2))
         grad_x.addcmul_(centred, 2 * grad_squares.unsqueeze(2))
-        return (
-            grad_x.view_as(grad),
-            grad_w1,
-            grad_w2,
-            grad_w3,
-            grad_omega.sum(0),
-            grad_beta.sum(0),
-            None,
-            None,
-        )
+        grad_params = (grad_w1, grad_w2, grad_w3, grad_omega.sum(0), grad_beta.sum(0))
+        return grad_x.view_as(grad), *grad_params, None, None

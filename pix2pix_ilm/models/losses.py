@@ -10,12 +10,8 @@ from pix2pix_ilm.errors import UsageError
 
 
 class GANLoss(nn.Module):
-    """Adversarial loss on discriminator logits.
-
-    * ``vanilla``: binary cross-entropy with logits (the pix2pix paper's objective).
-    * ``lsgan``: mean squared error to 1 / 0.
-    * ``wgangp``: −mean(D) for real targets, mean(D) for fake ones (add :func:`gradient_penalty` for D).
-    """
+    """Adversarial loss on discriminator logits: ``vanilla`` (BCE with logits, the pix2pix paper's), ``lsgan``
+    (MSE to 1 / 0) or ``wgangp`` (−mean(D) for real, mean(D) for fake; add :func:`gradient_penalty` for D)."""
 
     def __init__(self, mode: str = "vanilla") -> None:
         super().__init__()
@@ -40,10 +36,8 @@ def gradient_penalty(
     generator: torch.Generator | None = None,
     alpha: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """WGAN-GP penalty ``E[(‖∇D(x̂)‖₂ − 1)²]`` on the interpolations ``x̂ = α·real + (1 − α)·fake``.
-
-    ``alpha`` holds one weight per sample; by default they are drawn uniformly (from ``generator``).
-    """
+    """WGAN-GP penalty ``E[(‖∇D(x̂)‖₂ − 1)²]`` on ``x̂ = α·real + (1 − α)·fake``, one ``alpha`` per sample
+    (default: uniform draws from ``generator``)."""
     if alpha is None:
         alpha = torch.rand(real.shape[0], generator=generator, device=real.device)
     # non_blocking: a blocking copy from the host would wait for the device at every step.

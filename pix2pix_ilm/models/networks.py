@@ -1,38 +1,24 @@
 """Generators (U-Net, ResNet) and discriminators (PatchGAN, pixel), weight init, and builders.
 
-Every norm layer comes from :func:`pix2pix_ilm.models.norms.make_norm`; a network receives a ``norm`` callable
-``channels -> nn.Module`` so it never needs to know which norm it is given. Layers whose norm has its own
-affine shift (batch, group, layer, ILM) use convolutions without bias, as pix2pix does for batch norm.
+A network receives a :class:`~pix2pix_ilm.models.norms.NormFactory` (``channels -> norm layer``), so it never
+needs to know which norm it is given. Layers whose norm has its own affine shift (batch, group, layer, ILM)
+use convolutions without bias, as pix2pix does for batch norm.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import re
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.models.norms import NORM_NAMES, ILMNorm, make_norm
+from pix2pix_ilm.models.norm_specs import NORM_NAMES, NORMS, ILMOptions
+from pix2pix_ilm.models.norms import ILMNorm, NormFactory
 
-NormFactory = Callable[[int], nn.Module]
 GENERATOR_HELP = "unet_<2^k> (unet_256, unet_128, ...), resnet_6blocks, resnet_9blocks"
 DISCRIMINATOR_HELP = "basic, n_layers, pixel"
-
-
-def norm_factory(name: str, **options) -> NormFactory:
-    """``channels -> norm layer`` for norm ``name`` with the factory ``options`` (e.g. ilm_group_size)."""
-    if name not in NORM_NAMES:
-        raise UsageError(f"unknown norm {name!r}; valid names: {', '.join(NORM_NAMES)}")
-    return functools.partial(make_norm, name, **options)
-
-
-def _uses_bias(norm: NormFactory) -> bool:
-    """Convolutions before a norm with its own shift need no bias (it would be cancelled or duplicated)."""
-    name = norm.args[0] if isinstance(norm, functools.partial) else None
-    return name in (None, "none", "instance")
 
 
 class UnetBlock(nn.Module):
@@ -53,7 +39,7 @@ class UnetBlock(nn.Module):
         super().__init__()
         self.outermost = outermost
         input_nc = outer_nc if input_nc is None else input_nc
-        bias = _uses_bias(norm)
+        bias = not norm.has_shift
         down_conv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
         if outermost:
             up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
@@ -119,7 +105,7 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, dim: int, norm: NormFactory, dropout: bool) -> None:
         super().__init__()
-        bias = _uses_bias(norm)
+        bias = not norm.has_shift
         layers = _padded_conv_norm_relu(dim, dim, 3, norm, bias)
         if dropout:
             layers.append(nn.Dropout(0.5))
@@ -137,7 +123,7 @@ class ResnetGenerator(nn.Module):
         self, input_nc: int, output_nc: int, ngf: int, norm: NormFactory, n_blocks: int, dropout: bool = False
     ) -> None:
         super().__init__()
-        bias = _uses_bias(norm)
+        bias = not norm.has_shift
         layers = _padded_conv_norm_relu(input_nc, ngf, 7, norm, bias)
         for i in range(2):
             mult = 2**i
@@ -174,7 +160,7 @@ class NLayerDiscriminator(nn.Module):
 
     def __init__(self, input_nc: int, ndf: int, norm: NormFactory, n_layers: int = 3) -> None:
         super().__init__()
-        bias = _uses_bias(norm)
+        bias = not norm.has_shift
         layers: list[nn.Module] = [
             nn.Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=1),
             nn.LeakyReLU(0.2, True),
@@ -203,7 +189,7 @@ class PixelDiscriminator(nn.Module):
         self.model = nn.Sequential(
             nn.Conv2d(input_nc, ndf, kernel_size=1),
             nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf, ndf * 2, kernel_size=1, bias=_uses_bias(norm)),
+            nn.Conv2d(ndf, ndf * 2, kernel_size=1, bias=not norm.has_shift),
             norm(ndf * 2),
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(ndf * 2, 1, kernel_size=1),
@@ -288,15 +274,19 @@ def init_weights(
     return net
 
 
-def norm_options(config) -> dict:
-    """The norm-factory options stored in a config (shared by G and D)."""
-    return {
-        "ilm_group_size": config.ilm_group_size,
-        "num_groups": config.num_groups,
-        "ilm_mean_activation": config.ilm_mean_activation,
-        "ilm_var_activation": config.ilm_var_activation,
-        "ilm_variance": config.ilm_variance,
-    }
+def norms_from_config(config) -> tuple[NormFactory, NormFactory]:
+    """G's and D's norm factories from a :class:`~pix2pix_ilm.config.TrainConfig`."""
+    ilm = ILMOptions(
+        group_size=config.ilm_group_size,
+        mean_activation=config.ilm_mean_activation,
+        var_activation=config.ilm_var_activation,
+        variance=config.ilm_variance,
+    )
+    # wgangp's penalty differentiates D twice, which the fused ILM function refuses: D keeps the general graph.
+    ilm_d = dataclasses.replace(ilm, fused=config.gan_mode != "wgangp")
+    return NormFactory(config.netG_norm, config.num_groups, ilm), NormFactory(
+        config.netD_norm, config.num_groups, ilm_d
+    )
 
 
 def generator_from_config(config) -> nn.Module:
@@ -308,29 +298,31 @@ def generator_from_config(config) -> nn.Module:
             config.input_nc,
             config.output_nc,
             config.ngf,
-            norm_factory(config.netG_norm, **norm_options(config)),
+            norms_from_config(config)[0],
             dropout=not config.no_dropout,
         )
     except ValueError as err:  # channel counts a norm cannot divide, e.g. ILM K that does not divide ngf
         raise UsageError(str(err)) from err
 
 
-def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
-    """Build and initialize (G, D) from a :class:`~pix2pix_ilm.config.TrainConfig`.
-
-    D sees the input and output images concatenated, so it has ``input_nc + output_nc`` input channels.
-    """
-    generator = generator_from_config(config)
+def discriminator_from_config(config) -> nn.Module:
+    """The discriminator of a :class:`~pix2pix_ilm.config.TrainConfig`, not initialized. It sees the input and
+    output images concatenated, so it has ``input_nc + output_nc`` input channels."""
     try:
-        discriminator = build_discriminator(
+        return build_discriminator(
             config.netD,
             config.input_nc + config.output_nc,
             config.ndf,
-            norm_factory(config.netD_norm, **norm_options(config)),
+            norms_from_config(config)[1],
             n_layers=config.n_layers_D,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
+
+
+def networks_from_config(config) -> tuple[nn.Module, nn.Module]:
+    """Build and initialize (G, D) from a :class:`~pix2pix_ilm.config.TrainConfig`."""
+    generator, discriminator = generator_from_config(config), discriminator_from_config(config)
     init_weights(generator, config.init_type, config.init_gain, config.ilm_init)
     init_weights(discriminator, config.init_type, config.init_gain, config.ilm_init)
     return generator, discriminator
@@ -349,10 +341,9 @@ def parameter_table(
     net_g: str = "unet_256", net_d: str = "basic", *, ngf: int = 64, ndf: int = 64, ilm_group_size: int = 1
 ) -> str:
     """Markdown table of G and D parameter counts for every norm, with the ILM increment over its base."""
-    base_of = {"ilm_in": "instance", "ilm_gn": "group", "ilm_ln": "layer"}
     counts: dict[str, tuple[int, int]] = {}
     for name in NORM_NAMES:
-        norm = norm_factory(name, ilm_group_size=ilm_group_size)
+        norm = NormFactory(name, ilm=ILMOptions(group_size=ilm_group_size))
         g = build_generator(net_g, 3, 3, ngf, norm)
         d = build_discriminator(net_d, 6, ndf, norm)
         counts[name] = (count_parameters(g), count_parameters(d))
@@ -363,8 +354,9 @@ def parameter_table(
         "|---|---:|---:|---:|---:|",
     ]
     for name, (g, d) in counts.items():
-        if name in base_of:
-            bg, bd = counts[base_of[name]]
+        base = NORMS[name].ilm_over
+        if base is not None:
+            bg, bd = counts[base]
             inc = f"+{g - bg:,} (+{100 * (g - bg) / bg:.2f}%) | +{d - bd:,} (+{100 * (d - bd) / bd:.2f}%)"
         else:
             inc = "– | –"

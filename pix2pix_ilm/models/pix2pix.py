@@ -5,10 +5,6 @@ One training step (``Pix2PixModel.optimize_parameters``):
 1. ``fake_B = G(real_A)``
 2. D step: ``loss_D = ½·[GAN(D(A, fake_B.detach()), fake) + GAN(D(A, real_B), real)]`` (+ λ_gp·GP for wgangp)
 3. G step: ``loss_G = GAN(D(A, fake_B), real) + λ_L1·|fake_B − real_B|₁`` with D frozen
-
-When D's norm is per-instance (anything but batch norm), the fake and real pairs go through D as one batch
-of two: the same numbers as two calls, one launch sequence instead of two. With batch norm they go through
-separately, because batch statistics would mix the pairs.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ from pix2pix_ilm.device import autocast, resolve_device, torch_at_least, with_de
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.losses import GANLoss, gradient_penalty
 from pix2pix_ilm.models.networks import networks_from_config
-from pix2pix_ilm.models.norms import ILMNorm
 
 # The wgangp interpolation weights come from their own random stream, the same in every torchrun process
 # (each takes its slice of the global batch's weights), so N processes match one process on the whole batch.
@@ -44,10 +39,6 @@ class Pix2PixModel:
         # train() resolves (and saves) these already; a config built in code may still say auto.
         self.config = config = with_device_defaults(config, self.device)
         self.generator, self.discriminator = networks_from_config(config)
-        if config.gan_mode == "wgangp":  # the gradient penalty differentiates D twice: ILM's general graph
-            for module in self.discriminator.modules():
-                if isinstance(module, ILMNorm):
-                    module.fused = False
         self.generator.to(self.device)
         self.discriminator.to(self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -55,8 +46,7 @@ class Pix2PixModel:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
         self.gan_loss = GANLoss(config.gan_mode)
-        # The fused Adam kernel updates all tensors in one pass (about 4x faster than the per-tensor loop on
-        # CPU, ~20 % of a 256² step); torch has it for CPU and CUDA since 2.4.
+        # The fused Adam kernel updates all tensors in one pass; torch has it for CPU and CUDA since 2.4.
         fused = self.device.type in ("cpu", "cuda") and torch_at_least(2, 4)
         adam = {"lr": config.lr, "betas": (config.beta1, 0.999), **({"fused": True} if fused else {})}
         self.opt_g = torch.optim.Adam(self.generator.parameters(), **adam)
@@ -77,7 +67,6 @@ class Pix2PixModel:
         """``module`` itself, or with ``--compile`` its ``torch.compile`` wrapper (which shares its weights)."""
         return torch.compile(module) if self.config.compile else module
 
-    # -- distributed ---------------------------------------------------------------------------------
     def wrap_distributed(self) -> None:
         """Wrap G and D in DistributedDataParallel (torchrun); gradients are averaged over processes."""
         import torch.distributed as dist
@@ -97,7 +86,6 @@ class Pix2PixModel:
         # In the G step D's weights are frozen: call the raw module so DDP expects no D gradients.
         self.d_frozen_forward = self._compiled(self.discriminator)
 
-    # -- one step ------------------------------------------------------------------------------------
     def _prepare(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
@@ -116,7 +104,7 @@ class Pix2PixModel:
     def backward_D(self, real_pair: torch.Tensor, fake_pair: torch.Tensor) -> dict[str, torch.Tensor]:
         """D's loss ½·[GAN(D(A, fake_B), fake) + GAN(D(A, real_B), real)] (+ λ_gp·GP), back-propagated."""
         with self.autocast():
-            if self.d_has_batch_norm:
+            if self.d_has_batch_norm:  # batch statistics would mix the pairs; other norms: one batch of two
                 pred_fake = self.d_forward(fake_pair.detach())
                 pred_real = self.d_forward(real_pair)
             else:
@@ -175,7 +163,6 @@ class Pix2PixModel:
     def autocast(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, self.config.precision)
 
-    # -- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = {
             "generator": self.generator.state_dict(),
@@ -193,9 +180,21 @@ class Pix2PixModel:
             if "discriminator" in state:
                 self.discriminator.load_state_dict(state["discriminator"])
             if with_optimizers:
-                self.opt_g.load_state_dict(state["opt_g"])
-                self.opt_d.load_state_dict(state["opt_d"])
+                for optimizer, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
+                    optimizer.load_state_dict(state[key])
+                    _state_like_parameters(optimizer)
                 if "rng_gp" in state:
                     self.gp_generator.set_state(state["rng_gp"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise UsageError(f"checkpoint does not fit the configured networks: {first_line(err)}") from err
+
+
+def _state_like_parameters(optimizer: torch.optim.Optimizer) -> None:
+    """Give each moment its parameter's device and memory layout. A checkpoint saved in another layout
+    (channels_last vs contiguous) keeps its strides through ``load_state_dict``, and the fused Adam kernel
+    then pairs the wrong elements."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)

@@ -1,16 +1,6 @@
-"""Crash-safe files: atomic writes, checkpoints loaded with ``weights_only=True`` and verified by checksum.
-
-A checkpoint file ``X.pt`` is streamed to a temp file (hashed as it is written) → fsync → rename, so a kill or
-a full disk at any moment leaves the previous ``X.pt`` intact; a second name for the same state (``epoch_<n>.pt``
-next to ``latest.pt``) is a hard link of that file. Its SHA-256 is recorded in ``X.pt.sha256`` and checked on load.
-Replacing ``X.pt`` takes three atomic steps, so that the pair agrees at every moment: the sidecar first lists
-the new digest *and* the current one(s), then ``X.pt`` is replaced, then the sidecar keeps the new digest only.
-A checkpoint without a sidecar (copied alone) is checked against the CRC-32 of every record of its zip
-archive, which ``torch.save`` writes but ``torch.load`` does not verify.
-
-Each flat dictionary of tensors in a checkpoint (``generator``, ``discriminator``) also gets its own SHA-256,
-stored inside the file under ``part_sha256``. Inference memory-maps the file and verifies only the generator
-with it, instead of reading and hashing the whole file with D's weights and Adam's moments (3x bigger).
+"""Checkpoints written atomically with a SHA-256 sidecar (``X.pt.sha256``), loaded with ``weights_only=True``
+after checking it, or without one the zip records' CRC-32s, which ``torch.load`` does not verify. Each flat
+dict of tensors also carries its own digest (``part_sha256``), so inference can check G's weights alone.
 """
 
 from __future__ import annotations
@@ -21,6 +11,7 @@ import io
 import os
 import pickle
 import re
+import secrets
 import shutil
 import zipfile
 import zlib
@@ -32,10 +23,6 @@ import torch
 
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.files import atomic_write_text, create_temp_file, fsync_dir
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _sidecar(path: Path) -> Path:
@@ -51,9 +38,10 @@ def _recorded_digests(sidecar: Path) -> list[str]:
     return [line.split()[0].lower() for line in lines if line.strip()]
 
 
-def _sidecar_text(digests: list[str], name: str) -> str:
-    unique = list(dict.fromkeys(digests))
-    return "".join(f"{digest}  {name}\n" for digest in unique)
+def _write_sidecar(path: Path, digests: list[str]) -> None:
+    atomic_write_text(
+        _sidecar(path), "".join(f"{digest}  {path.name}\n" for digest in dict.fromkeys(digests))
+    )
 
 
 PART_DIGESTS = "part_sha256"
@@ -68,14 +56,6 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
         if tensor.numel():
             digest.update(tensor.view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def _tensor_parts(state: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
-    return {
-        name: value
-        for name, value in state.items()
-        if isinstance(value, dict) and value and all(isinstance(t, torch.Tensor) for t in value.values())
-    }
 
 
 class _HashingFile:
@@ -98,53 +78,46 @@ class _HashingFile:
 
 
 def _place(source: Path, path: Path, digest: str, *, keep_source: bool) -> None:
-    """Put the complete file ``source`` at ``path`` with its sidecar, so that the pair agrees at every moment.
-
-    ``keep_source``: hard-link it (a copy where links are not possible) instead of renaming it.
-    """
-    sidecar = _sidecar(path)
-    previous = _recorded_digests(sidecar) if path.exists() else []
-    if previous:  # valid for the old and the new file while it is being replaced
-        atomic_write_text(sidecar, _sidecar_text([digest, *previous], path.name))
+    """Rename ``source`` to ``path`` (``keep_source``: a hard link or copy of it) in three atomic steps, so
+    that ``path`` and its sidecar agree at every moment: the sidecar lists the new and the old digests while
+    ``path`` is replaced, then the new one only."""
+    previous = _recorded_digests(_sidecar(path)) if path.exists() else []
+    if previous:
+        _write_sidecar(path, [digest, *previous])
     try:
         if keep_source:
-            fd, tmp_name = create_temp_file(path.parent, f".{path.name}.", ".tmp")
-            os.close(fd)
-            os.unlink(tmp_name)
+            link = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
             try:
-                os.link(source, tmp_name)
-            except OSError:
-                shutil.copyfile(source, tmp_name)
-                with open(tmp_name, "rb+") as handle:
-                    os.fsync(handle.fileno())
-            try:
-                os.replace(tmp_name, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp_name)
-                raise
+                try:
+                    os.link(source, link)
+                except OSError:  # no hard links on this file system
+                    shutil.copyfile(source, link)
+                    with open(link, "rb+") as handle:
+                        os.fsync(handle.fileno())
+                os.replace(link, path)
+            finally:
+                link.unlink(missing_ok=True)
         else:
             os.replace(source, path)
     except OSError:
         if previous:
             with contextlib.suppress(OSError):
-                atomic_write_text(sidecar, _sidecar_text(previous, path.name))
+                _write_sidecar(path, previous)
         raise
-    atomic_write_text(sidecar, _sidecar_text([digest], path.name))
+    _write_sidecar(path, [digest])
 
 
 def save_checkpoint(state: dict[str, Any], path: Path | str, *, also: Sequence[Path | str] = ()) -> str:
-    """Serialize ``state`` (tensors and plain Python values only) atomically; returns its SHA-256.
-
-    The state is streamed to a temp file, hashed as it is written, fsynced and renamed into place; each path
-    in ``also`` gets the same file (a hard link, else a copy) without serialising again. Every flat dict of
-    tensors in ``state`` gets its digest recorded under ``part_sha256``. A failed write (disk full,
-    file-size limit) is a :class:`UsageError`; the previous files are unchanged.
-    """
+    """Stream ``state`` (tensors and plain values) to ``path`` and the same file to each of ``also``, hashed as
+    it is written; returns its SHA-256. A failed write is a :class:`UsageError`; the previous files stay."""
     path = Path(path)
-    parts = _tensor_parts(state)
+    parts = {
+        name: tensors_digest(part)
+        for name, part in state.items()
+        if isinstance(part, dict) and part and all(isinstance(t, torch.Tensor) for t in part.values())
+    }
     if parts:
-        state = {**state, PART_DIGESTS: {name: tensors_digest(part) for name, part in parts.items()}}
+        state = {**state, PART_DIGESTS: parts}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = create_temp_file(path.parent, f".{path.name}.", ".tmp")
     tmp = Path(tmp_name)
@@ -190,8 +163,7 @@ def _check_zip_crcs(path: Path, data: bytes) -> None:
 
 
 def _load_part_mapped(path: Path, part: str) -> dict[str, Any] | None:
-    """The checkpoint memory-mapped, with ``part`` verified against its recorded digest; None when the file
-    cannot be read this way or records no digest for ``part`` (the caller then does the full check)."""
+    """The checkpoint memory-mapped, ``part`` checked against its digest; None when that is not possible."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # any problem: the full load below reports it properly
@@ -206,15 +178,9 @@ def _load_part_mapped(path: Path, part: str) -> dict[str, Any] | None:
     return state
 
 
-def load_checkpoint(
-    path: Path | str, map_location: str | torch.device = "cpu", *, only: str | None = None
-) -> dict[str, Any]:
-    """Load a checkpoint safely: checksum verified, ``torch.load(..., weights_only=True)``.
-
-    With ``only="generator"`` (inference) the file is memory-mapped and just that part is verified, by the
-    digest stored with it; the rest is not checked and should not be used. Raises :class:`UsageError` for a
-    missing, corrupted or unsafe (pickled-object) checkpoint.
-    """
+def load_checkpoint(path: Path | str, *, only: str | None = None) -> dict[str, Any]:
+    """A verified checkpoint on the CPU (:class:`UsageError` if missing, corrupted or holding pickled objects);
+    with ``only="generator"`` just that part is verified, the rest must not be used."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path}")
@@ -223,18 +189,16 @@ def load_checkpoint(
         if state is not None:
             return state
     data = path.read_bytes()
-    sidecar = _sidecar(path)
-    expected = _recorded_digests(sidecar)
-    if expected:
-        if sha256_bytes(data) not in expected:
-            raise UsageError(
-                f"checkpoint {path} is corrupted: its SHA-256 does not match {sidecar.name} "
-                "(flipped or missing bytes; if only the .sha256 file is damaged, delete it)"
-            )
-    else:
+    expected = _recorded_digests(_sidecar(path))
+    if not expected:
         _check_zip_crcs(path, data)
+    elif hashlib.sha256(data).hexdigest() not in expected:
+        raise UsageError(
+            f"checkpoint {path} is corrupted: its SHA-256 does not match {path.name}.sha256 "
+            "(flipped or missing bytes; if only the .sha256 file is damaged, delete it)"
+        )
     try:
-        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f"a pickled Python object ({found.group(1)})" if found else "pickled Python objects"

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist  # already loaded by torch itself
 
 
 @dataclass
 class Distributed:
-    """This process's rank among ``world`` processes and its device; (0, 1) when run directly."""
+    """This process's rank among ``world`` processes and its device; (0, 1) when run directly. The collective
+    calls must be made by every process at the same point."""
 
     rank: int
     world: int
@@ -24,8 +26,6 @@ class Distributed:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         if world > 1:
-            import torch.distributed as dist
-
             if device.type == "cuda":
                 device = torch.device("cuda", local_rank)
                 torch.cuda.set_device(device)
@@ -40,26 +40,19 @@ class Distributed:
 
     def barrier(self) -> None:
         if self.world > 1:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def gather(self, value: Any) -> list[Any]:
-        """``value`` of every process, by rank (every process must call it at the same point)."""
-        if self.world == 1:
-            return [value]
-        import torch.distributed as dist
-
-        values: list[Any] = [None] * self.world
-        dist.all_gather_object(values, value)
+        """``value`` of every process, by rank (collective)."""
+        values: list[Any] = [value] * self.world
+        if self.world > 1:
+            dist.all_gather_object(values, value)
         return values
 
     def agreed_max(self, value: int) -> int:
-        """The largest ``value`` over all processes (every process must call it at the same point)."""
+        """The largest ``value`` over all processes (collective)."""
         if self.world == 1:
             return value
-        import torch.distributed as dist
-
         tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return int(tensor.item())

@@ -8,15 +8,21 @@ and nothing is flipped.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import secrets
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from pix2pix_ilm.config import (
     ARCHITECTURE_KEYS,
@@ -28,13 +34,17 @@ from pix2pix_ilm.config import (
     parse_subset,
     plain_name_problem,
 )
-from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, TransformSpec, collate_skipping_none
+from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, collate_skipping_none
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
+from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import autocast, resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.files import atomic_write_text, sync_to_disk
 from pix2pix_ilm.models.networks import generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
+from pix2pix_ilm.viz.images import save_image, tensor_to_image
+from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
+from pix2pix_ilm.viz.progress import Progress
 
 
 def checkpoint_path(run_dir: Path, epoch: str) -> Path:
@@ -125,28 +135,54 @@ def translate(
 
 
 def run_test(options: TestConfig) -> Path:
-    """Translate the images of ``<dataroot>/<phase>``; returns the output folder."""
-    from pix2pix_ilm.viz.images import save_image, tensor_to_image
-    from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
-    from pix2pix_ilm.viz.progress import Progress
+    """Translate the images of ``<dataroot>/<phase>``; returns the output folder.
 
-    # --name and --phase name the output folder: they must not lead out of --results-dir.
-    problems = [
-        p
-        for p in (plain_name_problem("--name", options.name), plain_name_problem("--phase", options.phase))
-        if p
-    ]
-    if problems:
-        raise UsageError("; ".join(problems))
-    if options.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {options.batch_size}")
-    if not options.progress_interval > 0:
-        raise UsageError(f"--progress-interval must be > 0 seconds, got {options.progress_interval}")
+    The folder holds exactly this test's results: they are written beside it and replace the previous ones
+    (scores included) only once complete, so ``eval`` can never mix images of two tests.
+    """
+    _check_test_options(options)
     run_dir = Path(options.checkpoints_dir) / options.name
     generator, config, counters = load_generator_for_inference(run_dir, options.epoch, options.device)
     if options.precision != "run":
         config = dataclasses.replace(config, precision=options.precision)
     folder = phase_folder(options.dataroot, options.phase)
+    loader = _test_loader(options, config, folder)
+    suffix = "_single" if options.single else ""
+    out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}{suffix}"
+    labels = ("fake_B",) if options.single else ("real_A", "fake_B", "real_B")
+    start = time.time()
+    with _replacing(out_dir) as staging:
+        stems = _translate_all(generator, loader, config, options, labels, staging / "images")
+        checkpoint = checkpoint_path(run_dir, options.epoch).name
+        short, full = describe_checkpoint(checkpoint, counters, config.total_epochs)
+        mode = "train-mode dropout" if options.train_mode_dropout else "eval mode"
+        info: dict[str, Any] = {
+            "title": f"{options.name}: {options.phase}, {short}",
+            "description": f"{len(stems)} images of {folder}, translated with {full}; {mode}.",
+            "checkpoint": checkpoint,
+            "trained": trained_counters(counters, config.total_epochs),
+            "labels": list(labels),
+            "images": stems,
+        }
+        atomic_write_text(staging / TEST_INFO, json.dumps(info, indent=2) + "\n", fsync=False)
+        write_test_page(staging, fsync=False, final_dir=out_dir)
+    print(f"translated {len(stems)} images in {time.time() - start:.1f} s -> {out_dir}")
+    return out_dir
+
+
+def _check_test_options(options: TestConfig) -> None:
+    # --name and --phase name the output folder: they must not lead out of --results-dir.
+    problems = [plain_name_problem("--name", options.name), plain_name_problem("--phase", options.phase)]
+    if options.batch_size < 1:
+        problems.append(f"--batch-size must be >= 1, got {options.batch_size}")
+    if not options.progress_interval > 0:
+        problems.append(f"--progress-interval must be > 0 seconds, got {options.progress_interval}")
+    if any(problems):
+        raise UsageError("; ".join(p for p in problems if p))
+
+
+def _test_loader(options: TestConfig, config: TrainConfig, folder: Path) -> DataLoader:
+    """The checked images of ``folder`` as batches, preprocessed as in training but without randomness."""
     files = select_files(list_images(folder), parse_subset(options.subset), options.num_test)
     if not files:
         raise UsageError(f"no images in {folder}")
@@ -162,47 +198,75 @@ def run_test(options: TestConfig) -> Path:
     )
     bad_image = "drop" if options.skip_bad_images else "error"
     if options.single:
-        dataset = SingleDataset(files, transform, config.input_nc, bad_image=bad_image)
+        dataset: Dataset = SingleDataset(files, transform, config.input_nc, bad_image=bad_image)
     else:
         dataset = AlignedDataset(
             files, transform, config.direction, config.input_nc, config.output_nc, bad_image=bad_image
         )
-    loader = DataLoader(
-        dataset, batch_size=options.batch_size, shuffle=False, collate_fn=collate_skipping_none
-    )
-    out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}"
-    image_dir = out_dir / "images"
+    return DataLoader(dataset, batch_size=options.batch_size, shuffle=False, collate_fn=collate_skipping_none)
+
+
+def _translate_all(
+    generator: nn.Module,
+    loader: DataLoader,
+    config: TrainConfig,
+    options: TestConfig,
+    labels: tuple[str, ...],
+    image_dir: Path,
+) -> list[str]:
+    """Write ``<stem>_<label>.png`` for every image; single inputs get their output at their own size."""
     torch.manual_seed(options.seed)
-    labels = ("real_A", "fake_B") if options.single else ("real_A", "fake_B", "real_B")
     stems: list[str] = []
-    start = time.time()
-    progress = Progress(len(loader), f"test {options.name}", unit="batch", interval=options.progress_interval)
+    progress = Progress(
+        len(loader),
+        f"test {options.name}",
+        unit="batch",
+        interval=options.progress_interval,
+        enabled=not options.no_progress,
+    )
     for batch in progress.iterate(loader):
         if batch is None:  # every image of the batch failed to decode (--skip-bad-images)
             continue
         fake_b = translate(generator, batch["A"], config, options.train_mode_dropout).cpu()
-        visuals = {"real_A": batch["A"], "fake_B": fake_b}
-        if not options.single:
-            visuals["real_B"] = batch["B"]
+        visuals = {"real_A": batch["A"], "fake_B": fake_b, "real_B": batch.get("B")}
         for i, path in enumerate(batch["path"]):
             stem = Path(path).stem
             for label in labels:
-                save_image(tensor_to_image(visuals[label][i]), image_dir / f"{stem}_{label}.png", fsync=False)
+                image = tensor_to_image(visuals[label][i])
+                if options.single:  # back to the input's own size and aspect ratio
+                    size = (int(batch["size"][0][i]), int(batch["size"][1][i]))
+                    image = np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+                save_image(image, image_dir / f"{stem}_{label}.png", fsync=False)
             stems.append(stem)
     progress.close()
-    checkpoint = checkpoint_path(run_dir, options.epoch).name
-    short, full = describe_checkpoint(checkpoint, counters, config.total_epochs)
-    mode = "train-mode dropout" if options.train_mode_dropout else "eval mode"
-    info: dict[str, Any] = {
-        "title": f"{options.name}: {options.phase}, {short}",
-        "description": f"{len(stems)} images of {folder}, translated with {full}; {mode}.",
-        "checkpoint": checkpoint,
-        "counters": counters,
-        "labels": list(labels),
-        "images": stems,
+    return stems
+
+
+def trained_counters(counters: dict[str, int], total_epochs: int) -> dict[str, int]:
+    """How far a checkpoint's run had trained, counted as everywhere a user reads it: epochs completed."""
+    if "epoch" not in counters:
+        return {}
+    return {
+        "epochs_done": counters["epoch"] - 1,
+        "total_epochs": total_epochs,
+        "batches_into_next_epoch": counters.get("batches_done", 0),
+        "iteration": counters.get("iteration", 0),
     }
-    atomic_write_text(out_dir / TEST_INFO, json.dumps(info, indent=2) + "\n", fsync=False)
-    write_test_page(out_dir, fsync=False)
-    sync_to_disk()  # one flush for every image instead of one per file
-    print(f"translated {len(stems)} images in {time.time() - start:.1f} s -> {out_dir}")
-    return out_dir
+
+
+@contextlib.contextmanager
+def _replacing(out_dir: Path) -> Iterator[Path]:
+    """A new folder beside ``out_dir`` that replaces it when the block succeeds; on failure the old one stays."""
+    staging = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.tmp")
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        sync_to_disk()  # one flush for every image instead of one per file
+        old = staging.with_suffix(".old")
+        if out_dir.exists():
+            out_dir.rename(old)
+        staging.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -7,6 +7,7 @@ dropout RNG is saved with every checkpoint, so ``--continue`` reproduces an unin
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -21,17 +22,16 @@ from pix2pix_ilm.data.aligned import (
     EPOCH_SEED_STRIDE,
     AlignedDataset,
     EpochBatchSampler,
-    TransformSpec,
-    epoch_seed,
 )
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
+from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.pix2pix import Pix2PixModel
 from pix2pix_ilm.training.distributed import Distributed
 from pix2pix_ilm.training.reporting import Reporter
-from pix2pix_ilm.training.run_dir import checked_run_config, prepare_run_dir, start_run_folder
+from pix2pix_ilm.training.run_dir import checked_run_config, prepare_run_dir, run_lock, start_run_folder
 from pix2pix_ilm.training.state import CheckpointSaver, Counters, restore_rng_state, restore_training_state
 from pix2pix_ilm.training.stopping import StopRequest, TrainingStopped
 
@@ -42,10 +42,16 @@ MID_EPOCH_STRIDE = 100_003
 
 
 def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
-    """Train a pix2pix model as ``config`` says; returns the run folder.
+    """Train a pix2pix model as ``config`` says; returns the run folder. One process at a time per run.
 
     ``explicit``: the option names typed on the command line (``--continue`` keeps the saved values of the others).
     """
+    checked_run_config(config, explicit)  # a bad option is reported before the lock's file is made
+    with run_lock(config):
+        return _train(config, explicit)  # checks the folder again, now that no other process can change it
+
+
+def _train(config: TrainConfig, explicit: set[str] | None) -> Path:
     # -- set-up: options, processes, data, run folder
     config = checked_run_config(config, explicit)
     dist = Distributed.set_up(resolve_device(config.device))
@@ -62,6 +68,11 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
         model.wrap_distributed()
     if dist.is_main:
         start_run_folder(config, resumed_at=counters.iteration if resume_state else None)
+        if resume_state:
+            _say_where_it_resumes(config, counters)
+    if counters.epoch > config.total_epochs:
+        return config.run_dir  # a finished run: nothing left to train
+    batches = TrainingBatches(dataset, config, dist)
     report = Reporter(config, dist, batches_per_epoch(len(dataset), config, dist.world), counters)
     saver = CheckpointSaver(model, config, dist)
 
@@ -71,7 +82,7 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> Path:
             lr = model.set_learning_rate(counters.epoch)
             seed_dropout(config, counters, dist, resume_state)
             resume_state = None
-            for batch in epoch_batches(dataset, config, counters, dist):
+            for batch in batches.epoch(counters):
                 losses = model.optimize_parameters(batch["A"], batch["B"])
                 counters.step()
                 report.step(counters, lr, losses, model.last_visuals)
@@ -142,40 +153,62 @@ def _seed(config: TrainConfig, epoch: int, rank: int) -> None:
     torch.manual_seed(config.seed * EPOCH_SEED_STRIDE + epoch * DROPOUT_EPOCH_STRIDE + rank)
 
 
-def epoch_batches(
-    dataset: AlignedDataset, config: TrainConfig, counters: Counters, dist: Distributed
-) -> Iterator[dict[str, Any]]:
-    """This process's batches of the epoch in progress, from the first one not trained yet."""
-    sampler = EpochBatchSampler(
-        len(dataset),
-        config.batch_size,
-        config.seed,
-        counters.epoch,
-        start_batch=counters.batches_done,
-        rank=dist.rank,
-        num_replicas=dist.world,
+class TrainingBatches:
+    """This process's batches, epoch after epoch, from one DataLoader, so its workers (persistent where there
+    are any) outlive epochs. Batches do not depend on the workers: each item carries its own seed."""
+
+    def __init__(self, dataset: AlignedDataset, config: TrainConfig, dist: Distributed) -> None:
+        self.sampler = EpochBatchSampler(
+            len(dataset), config.batch_size, config.seed, 1, rank=dist.rank, num_replicas=dist.world
+        )
+        workers = data_workers(config.num_workers, dist.device)
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=dist.device.type == "cuda",
+            persistent_workers=workers > 0,
+            # Its own generator: otherwise starting an epoch would draw from the global RNG (dropout's), and a
+            # mid-epoch resume would shift the dropout stream.
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+
+    def epoch(self, counters: Counters) -> Iterator[dict[str, Any]]:
+        """The batches of the epoch in progress, from the first one not trained yet."""
+        self.sampler.epoch, self.sampler.start_batch = counters.epoch, counters.batches_done
+        iterator = iter(self.loader)
+        while True:
+            try:
+                yield next(iterator)
+            except StopIteration:
+                return
+            except UsageError as err:  # raised in a worker process: keep its one-line message
+                lines = str(err).strip().splitlines()
+                if len(lines) > 1 and lines[0].startswith("Caught "):  # "Caught ... in DataLoader worker"
+                    raise UsageError(lines[-1].split("UsageError: ", 1)[-1]) from None
+                raise
+
+
+def data_workers(num_workers: int | None, device: torch.device) -> int:
+    """``--num-workers``, or by default: on CUDA, worker processes to decode in front of the GPU (one core
+    left to the training process); on the CPU none, since the training process uses every core."""
+    if num_workers is not None:
+        return num_workers
+    return min(4, max(0, (os.cpu_count() or 1) - 1)) if device.type == "cuda" else 0
+
+
+def _say_where_it_resumes(config: TrainConfig, counters: Counters) -> None:
+    latest = config.run_dir / "latest.pt"
+    if counters.epoch > config.total_epochs:
+        print(
+            f"nothing left to train: {latest} finished all {config.total_epochs} epochs (iteration "
+            f"{counters.iteration}); to train longer, --continue with a larger --n-epochs or --n-epochs-decay"
+        )
+        return
+    print(
+        f"resuming {latest} at epoch {counters.epoch}/{config.total_epochs}, batch {counters.batches_done + 1} "
+        f"(iteration {counters.iteration})"
     )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=config.num_workers,
-        pin_memory=dist.device.type == "cuda",
-        persistent_workers=False,
-        # Its own generator: otherwise starting the iterator draws from the global RNG (dropout's), and a
-        # mid-epoch resume would shift the dropout stream.
-        generator=torch.Generator().manual_seed(epoch_seed(config.seed, counters.epoch)),
-    )
-    iterator = iter(loader)
-    while True:
-        try:
-            yield next(iterator)
-        except StopIteration:
-            return
-        except UsageError as err:  # raised in a worker process: keep its one-line message
-            lines = str(err).strip().splitlines()
-            if len(lines) > 1 and lines[0].startswith("Caught "):  # torch's "Caught ... in DataLoader worker"
-                raise UsageError(lines[-1].split("UsageError: ", 1)[-1]) from None
-            raise
 
 
 def _say_how_it_ended(

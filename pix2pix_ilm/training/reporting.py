@@ -1,11 +1,5 @@
-"""What a run shows while it trains: progress (a bar on a terminal, plain lines in a log), ``loss_log.jsonl``,
-visdom previews, the run's web page with its loss plot.
-
-:class:`Reporter` decides *when* (a log entry every ``--print-freq`` steps and at each epoch's end, previews
-every ``--display-freq`` steps) and is the only place that reads the losses back from the device, so a step
-costs no host/device synchronisation otherwise. Each output is a :class:`ReportSink`; a new output is one more
-sink in :func:`default_sinks`.
-"""
+"""What a run shows while it trains: progress, ``loss_log.jsonl``, visdom previews, the run's web page. Each is
+a :class:`ReportSink`; :class:`Reporter` decides when, and is the only reader of the losses on the device."""
 
 from __future__ import annotations
 
@@ -45,12 +39,10 @@ class ReportSink:
 
 
 class ProgressLines(ReportSink):
-    """A bar on a terminal; otherwise one line every ``--progress-interval`` seconds (see :class:`Progress`)."""
-
     def __init__(self, config: TrainConfig, total: int, initial: int) -> None:
         from pix2pix_ilm.viz.progress import Progress
 
-        self.config = config
+        self.total_epochs = config.total_epochs
         self.progress = Progress(
             total, f"train {config.name}", initial=initial, interval=config.progress_interval
         )
@@ -60,7 +52,7 @@ class ProgressLines(ReportSink):
 
     def log(self, entry: dict[str, Any]) -> None:
         losses = " ".join(f"{k} {v:.3f}" for k, v in entry.items() if k not in LOG_FIELDS)
-        self.progress.set_status(f"epoch {entry['epoch']}/{self.config.total_epochs} {losses}")
+        self.progress.set_status(f"epoch {entry['epoch']}/{self.total_epochs} {losses}")
 
     def close(self) -> None:
         self.progress.close()
@@ -115,9 +107,8 @@ class WebPage(ReportSink):
             self.pages.update(epoch, visuals, iteration=self.counters.iteration)
 
     def close(self) -> None:
-        done = self.counters.epoch - 1
-        stopped = done < self.pages.total_epochs if self.pages.total_epochs else False
-        self.pages.finish(done, self.counters.iteration, stopped=stopped)
+        done, total = self.counters.epoch - 1, self.pages.total_epochs
+        self.pages.finish(done, self.counters.iteration, stopped=bool(total) and done < total)
 
 
 LOG_FIELDS = ("iteration", "epoch", "epoch_progress", "lr", "time")
@@ -125,15 +116,12 @@ LOG_FIELDS = ("iteration", "epoch", "epoch_progress", "lr", "time")
 
 def default_sinks(config: TrainConfig, total_iterations: int, counters: Counters) -> list[ReportSink]:
     """The outputs the options ask for (main process)."""
-    sinks: list[ReportSink] = []
-    if not config.no_progress:
-        sinks.append(ProgressLines(config, total_iterations, counters.iteration))
-    sinks.append(LossLog(config.run_dir / "loss_log.jsonl"))
-    if not config.no_display:
-        sinks.append(VisdomPreviews(config))
-    if not config.no_html:
-        sinks.append(WebPage(config, counters))
-    return sinks
+    return [
+        *([] if config.no_progress else [ProgressLines(config, total_iterations, counters.iteration)]),
+        LossLog(config.run_dir / "loss_log.jsonl"),
+        *([] if config.no_display else [VisdomPreviews(config)]),
+        *([] if config.no_html else [WebPage(config, counters)]),
+    ]
 
 
 class Reporter:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +25,50 @@ from pix2pix_ilm.config import (
     save_run_config,
 )
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.models.networks import unet_depth
+from pix2pix_ilm.models.networks import discriminator_from_config, generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
+
+
+@contextlib.contextmanager
+def run_lock(config: TrainConfig) -> Iterator[None]:
+    """Hold the run folder for this process's life: a second ``train`` of the same run stops with one line.
+
+    The lock is a ``flock`` on ``<checkpoints-dir>/.<name>.lock`` (beside the folder, which ``--overwrite``
+    deletes), so the kernel releases it however the process ends. Under torchrun the main process holds it.
+    """
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    path = Path(config.checkpoints_dir) / f".{config.name}.lock"
+    made = not path.parent.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle, _removed_on_error(path if made else None):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            raise UsageError(
+                f"run folder {config.run_dir} is in use by another training process (pid {owner}); "
+                "wait for it to end, or use another --name"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+@contextlib.contextmanager
+def _removed_on_error(lock: Path | None) -> Iterator[None]:
+    """A run that fails before writing anything (bad data, ...) leaves no checkpoints folder it made."""
+    try:
+        yield
+    except BaseException:
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+                lock.parent.rmdir()  # only if nothing else is in it
+        raise
 
 
 # -- checks before any work ----------------------------------------------------------------------------
@@ -78,10 +123,10 @@ _MINIMUMS = (
 
 
 def _option_problems(config: TrainConfig) -> list[str]:
-    problems = []
+    problems = [] if config.dataroot else ["--dataroot is required (a folder with <phase>/ subfolders)"]
     for name, minimum in _MINIMUMS.items():
         value = getattr(config, name)
-        if value < minimum:
+        if value is not None and value < minimum:
             problems.append(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
     if config.n_epochs + config.n_epochs_decay < 1:
         problems.append(
@@ -114,6 +159,12 @@ def _option_problems(config: TrainConfig) -> list[str]:
             f"--netG {config.netG} downsamples {depth} times, so --crop-size must be a multiple of {2**depth}; "
             f"got {config.crop_size} (use unet_{config.crop_size} if it is a power of two)"
         )
+    if not problems:  # the layers themselves refuse what they cannot divide (e.g. ILM's K); no memory used
+        try:
+            with torch.device("meta"):
+                generator_from_config(config), discriminator_from_config(config)
+        except UsageError as err:
+            problems.append(str(err))
     parse_subset(config.subset)
     return problems
 

@@ -1,15 +1,10 @@
-"""What a training checkpoint holds, when it is written, and how a run resumes from it.
-
-Counters saved with every checkpoint: ``epoch`` (1-based, the epoch in progress), ``batches_done`` (batches of
-that epoch already trained) and ``iteration`` (steps since the start). With every process's global RNG (dropout)
-saved too (``rng_cpu_ranks``, by rank; ``rng_cpu`` is rank 0's, as older versions read it), ``--continue``
-reproduces an uninterrupted run exactly, also under torchrun.
-"""
+"""What a training checkpoint holds, when it is written, and how a run resumes from it: the counters and
+every process's RNG stream (``rng_cpu_ranks``; ``rng_cpu``, rank 0's, is what older versions read) make
+``--continue`` reproduce an uninterrupted run exactly, also under torchrun."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,8 +53,8 @@ def rng_states(dist: Distributed) -> dict[str, list[torch.Tensor]]:
 
 
 def restore_rng_state(state: dict[str, Any], dist: Distributed) -> bool:
-    """Continue this process's saved RNG stream; False when the checkpoint lacks it (older checkpoints hold
-    rank 0's stream only; another number of processes wrote it)."""
+    """Continue this process's saved RNG stream; False when the checkpoint lacks it (an older checkpoint of
+    rank 0's only, or another number of processes)."""
     ranks = state.get("rng_cpu_ranks")
     if isinstance(ranks, list) and len(ranks) == dist.world:
         cpu, cuda = ranks[dist.rank], (state.get("rng_cuda_ranks") or [None] * dist.world)[dist.rank]
@@ -71,25 +66,6 @@ def restore_rng_state(state: dict[str, Any], dist: Distributed) -> bool:
     if cuda is not None and dist.device.type == "cuda":
         torch.cuda.set_rng_state(cuda, dist.device)
     return True
-
-
-def training_state(
-    model: Pix2PixModel, config: TrainConfig, counters: Counters, rng: dict[str, list[torch.Tensor]]
-) -> dict[str, Any]:
-    """Everything ``--continue`` needs: weights, optimizers, options, counters and the RNG streams."""
-    state = model.state_dict()
-    state.update(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "config": config_to_dict(config),
-            "counters": asdict(counters),
-            "rng_cpu": rng["rng_cpu_ranks"][0],
-            **rng,
-        }
-    )
-    if "rng_cuda_ranks" in rng:
-        state["rng_cuda"] = rng["rng_cuda_ranks"][0]
-    return state
 
 
 def restore_training_state(model: Pix2PixModel, state: dict[str, Any], config: TrainConfig) -> Counters:
@@ -137,20 +113,25 @@ class CheckpointSaver:
         self.save_latest(counters, also=(f"epoch_{finished_epoch}.pt",) if keep else ())
 
     def save_latest(self, counters: Counters, also: tuple[str, ...] = ()) -> None:
-        """Write ``latest.pt`` (and ``also``) unless it already holds exactly this point of the run."""
-        if self.latest_at != counters or also:
-            self.save(counters, "latest.pt", also)
-            self.latest_at = Counters(**asdict(counters))
-
-    def save(self, counters: Counters, name: str, also: tuple[str, ...] = ()) -> None:
-        """Save a checkpoint, unless a weight of G or D is NaN or infinite (in any process): then stop."""
-        path: Path = self.config.run_dir / name
-        state = training_state(self.model, self.config, counters, rng_states(self.dist))
+        """Write ``latest.pt`` (and ``also``) with everything ``--continue`` needs, unless it already holds this
+        point of the run; a NaN or infinite weight of G or D (in any process) stops the run instead."""
+        if self.latest_at == counters and not also:
+            return
+        rng = rng_states(self.dist)
+        state = self.model.state_dict() | {
+            "format": CHECKPOINT_FORMAT,
+            "config": config_to_dict(self.config),
+            "counters": asdict(counters),
+            **rng,
+            **{key.removesuffix("_ranks"): ranks[0] for key, ranks in rng.items()},  # rng_cpu: rank 0's
+        }
+        path = self.config.run_dir / "latest.pt"
         if self.dist.agreed_max(int(not _weights_finite(state))):
             raise TrainingDiverged(
                 f"the weights became non-finite (NaN or inf) at iteration {counters.iteration} "
-                f"(epoch {counters.epoch}); {name} was not saved and the last good checkpoint "
-                f"{path.parent / 'latest.pt'} is kept — try a lower --lr or --precision fp32"
+                f"(epoch {counters.epoch}); it was not saved and the last good checkpoint {path} is kept — "
+                "try a lower --lr or --precision fp32"
             )
         if self.dist.is_main:
             save_checkpoint(state, path, also=[path.parent / other for other in also])
+        self.latest_at = Counters(**asdict(counters))

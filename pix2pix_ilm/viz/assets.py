@@ -1,13 +1,9 @@
-"""visdom's browser files (JavaScript, CSS, fonts) from a local cache instead of CDNs.
-
-visdom's page loads jQuery, Bootstrap, React, Plotly, d3, MathJax and a few more files that
-``python -m visdom.server`` downloads from CDNs into the visdom package. Here they live in a cache folder
-(:func:`asset_dir`) that :func:`fetch_assets` fills once: with visdom's own download where its CDNs answer,
-from the npm registry (``npm pack``) otherwise. Every file is one file of an npm package (:data:`ASSETS`).
-"""
+"""visdom's browser files (JavaScript, CSS, fonts), each one file of an npm package, in a local cache that
+:func:`fetch_assets` fills once, instead of the CDNs ``python -m visdom.server`` downloads them from."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,15 +36,6 @@ class Asset:
         return f"{self.package}@{self.version}"
 
 
-def _bootstrap_font(ext: str) -> Asset:
-    name = f"glyphicons-halflings-regular.{ext}"
-    return Asset(f"fonts/{name}", "bootstrap", "3.3.7", f"dist/fonts/{name}")
-
-
-def _mathjax(member: str) -> Asset:
-    return Asset(f"js/mathjax/2.7.5/{member}", "mathjax", "2.7.5", member)
-
-
 # visdom 0.2.4: the files of visdom.server.build.download_scripts, under the names its index.html and
 # login.html request (the Glyphicons SVG without the "#glyphicons_halflingsregular" fragment visdom keeps
 # in its file name, since a browser never sends a fragment).
@@ -56,7 +43,10 @@ ASSETS: tuple[Asset, ...] = (
     Asset("js/jquery.min.js", "jquery", "3.1.1", "dist/jquery.min.js"),
     Asset("js/bootstrap.min.js", "bootstrap", "3.3.7", "dist/js/bootstrap.min.js"),
     Asset("css/bootstrap.min.css", "bootstrap", "3.3.7", "dist/css/bootstrap.min.css"),
-    *(_bootstrap_font(ext) for ext in ("eot", "woff2", "woff", "ttf", "svg")),
+    *(
+        Asset(f"fonts/{name}", "bootstrap", "3.3.7", f"dist/fonts/{name}")
+        for name in (f"glyphicons-halflings-regular.{ext}" for ext in ("eot", "woff2", "woff", "ttf", "svg"))
+    ),
     Asset("js/react-react.min.js", "react", "16.2.0", "umd/react.production.min.js"),
     Asset("js/react-dom.min.js", "react-dom", "16.2.0", "umd/react-dom.production.min.js"),
     Asset("js/react-modal.min.js", "react-modal", "3.1.10", "dist/react-modal.min.js"),
@@ -71,7 +61,7 @@ ASSETS: tuple[Asset, ...] = (
     Asset("css/react-grid-layout-styles.css", "react-grid-layout", "0.16.3", "css/styles.css"),
     Asset("fonts/classnames", "classnames", "2.2.5", "index.js"),
     *(
-        _mathjax(member)
+        Asset(f"js/mathjax/2.7.5/{member}", "mathjax", "2.7.5", member)
         for member in (
             "MathJax.js",
             "config/TeX-AMS-MML_HTMLorMML.js",
@@ -104,30 +94,18 @@ def asset_dir() -> Path:
 def missing_assets(directory: Path | None = None) -> list[Asset]:
     """The assets not (or only as empty files) in ``directory`` (default :func:`asset_dir`)."""
     directory = asset_dir() if directory is None else Path(directory)
-    return [
-        a for a in ASSETS if not (directory / a.path).is_file() or (directory / a.path).stat().st_size == 0
-    ]
+    paths = {a: directory / a.path for a in ASSETS}
+    return [a for a, path in paths.items() if not path.is_file() or path.stat().st_size == 0]
 
 
 def missing_assets_message(missing: list[Asset], directory: Path) -> str:
     """One line: which files are missing, what that means and how to get them."""
-    shown = ", ".join(a.path for a in missing[:4]) + (
-        f" and {len(missing) - 4} more" if len(missing) > 4 else ""
-    )
+    shown = ", ".join(a.path for a in missing[:4]) + (f" and {len(missing) - 4} more" if missing[4:] else "")
     return (
         f"{len(missing)} of visdom's {len(ASSETS)} browser files are missing from {directory} ({shown}), so its "
         f"page cannot render (previews are still received). Get them once with '{FETCH_HINT}' (needs the npm "
         "registry or visdom's CDNs)"
     )
-
-
-def cdn_reachable(host: str = "unpkg.com", timeout: float = 3.0) -> bool:
-    """Whether visdom's main CDN accepts a TCP connection (visdom's own download has no timeouts)."""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _from_visdom_download(directory: Path, wanted: list[Asset], log: Callable[[str], None]) -> None:
@@ -177,17 +155,14 @@ def fetch_assets(
     log: Callable[[str], None] = print,
 ) -> list[Asset]:
     """Put every missing asset into ``directory`` (default :func:`asset_dir`); returns those still missing.
-
-    Files already there are kept. ``use_cdn`` (default: whether :func:`cdn_reachable`) runs visdom's own
-    download first; whatever is still missing then comes from the npm registry through ``npm`` (default:
-    the ``npm`` on ``PATH``).
-    """
+    ``use_cdn`` (default: whether visdom's main CDN answers) tries visdom's own download first, then ``npm``."""
     directory = asset_dir() if directory is None else Path(directory)
     missing = missing_assets(directory)
     if not missing:
         return []
-    if use_cdn is None:
-        use_cdn = cdn_reachable()
+    if use_cdn is None:  # visdom's own download has no timeouts: see first whether its main CDN answers
+        with contextlib.suppress(OSError), socket.create_connection(("unpkg.com", 443), timeout=3.0):
+            use_cdn = True
     if use_cdn:
         log(f"downloading {len(missing)} browser files with visdom's own download into {directory}")
         _from_visdom_download(directory, missing, log)

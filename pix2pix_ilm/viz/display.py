@@ -4,11 +4,10 @@ retry every ``retry_interval`` seconds."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -20,8 +19,6 @@ from pix2pix_ilm.viz.server import is_loopback
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
-
 
 class VisdomUnavailableWarning(RuntimeWarning):
     """The visdom server could not be reached; training goes on without live previews."""
@@ -32,53 +29,39 @@ def _make_client(server: str, port: int, env: str, timeout: float) -> Any:
     import requests
     import visdom
 
-    trust_env = not is_loopback(urlparse(server).hostname or "")
+    session = requests.Session()
+    session.trust_env = not is_loopback(
+        urlparse(server).hostname or ""
+    )  # this machine: never via $http_proxy
 
     class _TimeoutVisdom(visdom.Visdom):
-        @property
-        def session(self) -> requests.Session:
-            # A server on this machine is never reached through $http_proxy (requests would use it otherwise).
-            if self._session is None:
-                self._session = requests.Session()
-                self._session.trust_env = trust_env
-            return self._session
-
-        # ``_handle_post`` is visdom's documented override point for how requests are sent. Its default has no
-        # timeout (a hung server would block training forever) and ignores HTTP error statuses.
+        # visdom's override point for sending: its own has no timeout (a hung server would block training
+        # forever) and ignores HTTP error statuses. visdom turns any requests error into ConnectionError.
         def _handle_post(self, url: str, data: Any = None) -> str:
-            response = self.session.post(url, data=data if data is not None else {}, timeout=timeout)
+            response = session.post(url, data=data if data is not None else {}, timeout=timeout)
             response.raise_for_status()
             return response.text
 
     visdom_logger = logging.getLogger("visdom")
     level = visdom_logger.level
-    # The constructor logs "Setting up a new session..." and a note about the incoming socket at WARNING level
-    # on every connection; they say nothing useful to a training run.
-    visdom_logger.setLevel(logging.ERROR)
+    visdom_logger.setLevel(logging.ERROR)  # its WARNING notes on every connection say nothing to a run
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # visdom's own use of ``logger.warn``
-            client = _TimeoutVisdom(
+            return _TimeoutVisdom(
                 server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False
             )
-    except requests.RequestException as err:  # raised outside visdom's own conversion, e.g. by the session
-        raise ConnectionError(str(err)) from err
     finally:
         visdom_logger.setLevel(level)
-    return client
 
 
 def _failure_reason(err: BaseException) -> str:
     """A short reason for a failed visdom request (visdom hides the requests exception in ``__context__``)."""
     import requests
 
-    cause: BaseException | None = err
-    while cause is not None and not isinstance(cause, requests.RequestException):
-        cause = cause.__cause__ or cause.__context__
+    cause = err.__context__  # visdom raises its ConnectionError while handling the requests error
     if isinstance(cause, requests.HTTPError) and cause.response is not None:
         return f"HTTP {cause.response.status_code}"
-    if isinstance(cause, requests.ConnectTimeout):
-        return "connection timed out"
     if isinstance(cause, requests.Timeout):
         return "no answer in time"
     if isinstance(cause, requests.ConnectionError):
@@ -87,14 +70,8 @@ def _failure_reason(err: BaseException) -> str:
 
 
 class VisdomDisplay:
-    """Live previews for the training loop: the current images in one window, the loss curves in one window
-    per scale (the GAN terms, the L1 term: see :func:`~pix2pix_ilm.viz.plots.loss_groups`).
-
-    Nothing here stops training: the client connects lazily, every request has a ``timeout``, and while the
-    server is unreachable calls return at once (one warning per outage, a new attempt at most every
-    ``retry_interval`` seconds). The whole loss history is kept here and re-sent on each
-    :meth:`plot_losses`, so a server that comes back (or restarts) shows the complete curves again.
-    """
+    """The current images in one window, the loss curves in one window per scale (GAN terms, L1 term). The
+    whole loss history is re-sent each time, so a server that comes back shows complete curves again."""
 
     IMAGE_WINDOW = "pix2pix_ilm_images"
     LOSS_WINDOW = "pix2pix_ilm_losses"  # the GAN terms
@@ -106,14 +83,12 @@ class VisdomDisplay:
         server: str = "http://127.0.0.1",
         port: int = 8097,
         env: str = "main",
-        enabled: bool = True,
         retry_interval: float = 30.0,
         timeout: float = 5.0,
     ) -> None:
         self.server = server if "://" in server else f"http://{server}"
         self.port = int(port)
         self.env = env
-        self.enabled = enabled
         self.retry_interval = float(retry_interval)
         self.timeout = float(timeout)
         self._client: Any = None
@@ -124,42 +99,32 @@ class VisdomDisplay:
         self._loss_values: dict[str, list[float]] = {}  # name -> one value per x (NaN where it was absent)
 
     @property
-    def address(self) -> str:
-        """The server address, e.g. ``http://127.0.0.1:8097``."""
-        return f"{self.server}:{self.port}"
-
-    @property
     def connected(self) -> bool:
         """Whether the last request reached the server."""
         return self._client is not None
 
     def show_images(self, images: Mapping[str, torch.Tensor | np.ndarray], epoch: int | None = None) -> None:
-        """Show images side by side in one window, updated in place (e.g. real_A, fake_B, real_B).
-
-        Tensors are in [-1, 1] (a batch shows its first image); arrays are uint8 images.
-        """
-        if not self.enabled or not images:
+        """Show images side by side in one window, updated in place: tensors in [-1, 1] (a batch shows its first
+        image) or uint8 arrays."""
+        if not images:
             return
-        pictures = []
-        for value in images.values():
-            if isinstance(value, torch.Tensor):
-                pictures.append(tensor_to_image(value[0] if value.dim() == 4 else value))
-            else:
-                pictures.append(as_rgb(value))
+        pictures = [
+            tensor_to_image(v[0] if v.dim() == 4 else v) if isinstance(v, torch.Tensor) else as_rgb(v)
+            for v in images.values()
+        ]
         names = " | ".join(images.keys())
         caption = names if epoch is None else f"{names} (epoch {epoch})"
         grid = image_grid([pictures], pad=2)
         # visdom sizes the pane to the image, so small previews (a tiny model's 32-pixel crops) would hide under
         # their caption: enlarge them by a whole factor, pixels kept sharp, to at least MIN_HEIGHT rows.
         scale = -(-self.MIN_HEIGHT // grid.shape[0])
-        if scale > 1:
-            grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
         opts = {"title": caption, "caption": caption}
         self._send(lambda vis: vis.image(grid.transpose(2, 0, 1), win=self.IMAGE_WINDOW, opts=opts))
 
     def plot_losses(self, x: float, losses: Mapping[str, float]) -> None:
         """Add one point per loss at ``x`` (e.g. a fractional epoch) and redraw the loss windows."""
-        if not self.enabled or not losses:
+        if not losses:
             return
         n_before = len(self._loss_x)
         self._loss_x.append(float(x))
@@ -181,15 +146,11 @@ class VisdomDisplay:
     def _send(self, action: Any) -> bool:
         """Run ``action(client)`` if the server is (or may again be) reachable; False when it was skipped."""
         client = self._client
-        if client is None:
-            if time.monotonic() < self._next_attempt:
-                return False
-            try:
-                client = _make_client(self.server, self.port, self.env, self.timeout)
-            except ConnectionError as err:
-                self._mark_down(err)
-                return False
+        if client is None and time.monotonic() < self._next_attempt:
+            return False
         try:
+            if client is None:
+                client = _make_client(self.server, self.port, self.env, self.timeout)
             action(client)
         except ConnectionError as err:  # visdom turns every requests failure into ConnectionError
             self._mark_down(err)
@@ -198,7 +159,9 @@ class VisdomDisplay:
         self._ever_connected = True
         if self._down:
             self._down = False
-            logger.warning("visdom server at %s is reachable again; live previews resume", self.address)
+            logger.warning(
+                "visdom server at %s:%s is reachable again; live previews resume", self.server, self.port
+            )
         return True
 
     def _mark_down(self, err: BaseException) -> None:
@@ -209,8 +172,8 @@ class VisdomDisplay:
         self._down = True
         lost = "lost the connection to" if self._ever_connected else "cannot reach"
         warnings.warn(
-            f"{lost} visdom server at {self.address} ({_failure_reason(err)}); training goes on without live "
-            f"previews and retries every {self.retry_interval:g} s. Start a server with: "
+            f"{lost} visdom server at {self.server}:{self.port} ({_failure_reason(err)}); training goes on "
+            f"without live previews and retries every {self.retry_interval:g} s. Start a server with: "
             f"pix2pix-ilm visdom --port {self.port}",
             VisdomUnavailableWarning,
             stacklevel=4,

@@ -185,14 +185,12 @@ class TrainingPages:
 
     def _write_loss_plot(self) -> bool:
         """Draw ``loss.png`` from the loss log; False when the log has no entries yet."""
-        from pix2pix_ilm.viz.plots import loss_panels, render_panels, save_png
+        from pix2pix_ilm.viz.plots import render_losses, save_png
 
         entries = read_loss_log(self.loss_log) if self.loss_log is not None else []
         if not entries:
             return False
-        save_png(
-            render_panels(loss_panels(entries, log_y=self.log_scale)), self.web_dir / "loss.png", fsync=False
-        )
+        save_png(render_losses(entries, log_y=self.log_scale), self.web_dir / "loss.png", fsync=False)
         return True
 
 
@@ -243,10 +241,13 @@ def _metrics_intro(document: Mapping[str, Any], json_href: str, plot_href: str |
     return parts
 
 
-def write_test_page(out_dir: Path, metrics_json: Path | None = None, *, fsync: bool = True) -> None:
+def write_test_page(
+    out_dir: Path, metrics_json: Path | None = None, *, fsync: bool = True, final_dir: Path | None = None
+) -> None:
     """Write ``index.html`` of a ``test`` output folder from its ``test.json``, with the scores of
     ``metrics_json`` (default ``metrics.json`` beside it) once ``eval`` has written them for these images:
-    the metrics table, a link to the JSON, the score plot (``metrics.png``) and each image's scores."""
+    the metrics table, a link to the JSON, the score plot (``metrics.png``) and each image's scores.
+    ``final_dir``: where the folder will be, when it is written elsewhere first."""
     out_dir = Path(out_dir)
     info = json.loads((out_dir / TEST_INFO).read_text())
     metrics_json = out_dir / "metrics.json" if metrics_json is None else Path(metrics_json)
@@ -259,9 +260,12 @@ def write_test_page(out_dir: Path, metrics_json: Path | None = None, *, fsync: b
         else:
             document = json.loads(metrics_json.read_text())
     if document is None:
-        intro.append(
-            _paragraph(f"Not scored yet: pix2pix-ilm eval --results-dir {out_dir} adds the scores here.")
-        )
+        if "real_B" in info["labels"]:  # single inputs have no ground truth to score
+            intro.append(
+                _paragraph(
+                    f"Not scored yet: pix2pix-ilm eval --results-dir {final_dir or out_dir} adds the scores here."
+                )
+            )
     else:
         plot = metrics_json.with_suffix(".png")
         json_href = Path(os.path.relpath(metrics_json, out_dir)).as_posix()

@@ -1,4 +1,4 @@
-"""A visdom server that works offline (``pix2pix-ilm visdom``), and starting / stopping one as a subprocess."""
+"""A visdom server that works offline (``pix2pix-ilm visdom``): visdom's application, local browser files."""
 
 from __future__ import annotations
 
@@ -7,32 +7,21 @@ import errno
 import ipaddress
 import os
 import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Union
 
 from pix2pix_ilm.errors import UsageError
 
-PathLike = Union[str, "os.PathLike[str]"]
-
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
 
 def static_handler(asset_dir: Path) -> type:
-    """The handler of visdom's ``/static/`` URLs: visdom's own files (its package's ``static/``), then the
-    browser files of :mod:`pix2pix_ilm.viz.assets` from ``asset_dir``."""
+    """The handler of visdom's ``/static/`` URLs: visdom's own files, then the browser files in ``asset_dir``."""
     from tornado.web import StaticFileHandler
 
     assets = str(Path(asset_dir).absolute())
@@ -47,13 +36,9 @@ def static_handler(asset_dir: Path) -> type:
             inside_assets = absolute_path.startswith(os.path.join(assets, ""))
             return super().validate_absolute_path(assets if inside_assets else root, absolute_path)
 
-        # Why visdom's page was refused (HTTP 403) with tornado >= 6.6, and why this fixes it without pinning
-        # tornado: visdom's index.html links its user stylesheet as static_url("../user/style.css"), i.e. the
-        # URL /static/../user/style.css, which browsers resolve to /user/style.css, served by visdom's
-        # UserSettingsHandler. static_url() looks the file up to add a ?v=<hash>, and tornado 6.6 made that
-        # look-up raise HTTP 403 for paths outside the static folder, so rendering the page failed. Such a
-        # path names no static file: it gets no hash here. Requests for files are still checked by tornado
-        # (no way out of the two folders), and pinning tornado < 6.6 would hold back its security fixes.
+        # visdom's page links static_url("../user/style.css") (served by its UserSettingsHandler); tornado 6.6
+        # refuses (HTTP 403) to hash a path outside the static folder, which failed the whole page. Such a
+        # path gets no hash; requests for files are still confined to the two folders by tornado.
         @classmethod
         def get_version(cls, settings: dict, path: str) -> str | None:
             if path.startswith("../"):
@@ -63,18 +48,10 @@ def static_handler(asset_dir: Path) -> type:
     return VisdomStaticFiles
 
 
-def serve_visdom(
-    host: str = "127.0.0.1", port: int = 8097, env_path: str | None = None, asset_dir: PathLike | None = None
-) -> None:
-    """Run a visdom server in the foreground until interrupted, without downloading anything.
-
-    ``python -m visdom.server`` first downloads the browser's JavaScript/CSS from CDNs and fails offline;
-    this builds visdom's own tornado application directly instead and serves those files from
-    ``asset_dir`` (default :func:`~pix2pix_ilm.viz.assets.asset_dir`, filled by ``pix2pix-ilm visdom
-    --fetch-assets``); files missing there are named at start. ``env_path`` defaults to ``~/.visdom``.
-    Raises :class:`UsageError` for a bad port, a port in use, an address that cannot be bound or an unusable
-    ``env_path``.
-    """
+def serve_visdom(host: str = "127.0.0.1", port: int = 8097, env_path: str | None = None) -> None:
+    """Run visdom's tornado application in the foreground until interrupted, with the browser files from the
+    asset cache instead of CDNs (``python -m visdom.server`` downloads them at every start and fails offline).
+    :class:`UsageError` for a port or address that cannot be used, or an unusable ``env_path``."""
     from tornado.httpserver import HTTPServer
     from tornado.netutil import bind_sockets
     from visdom.server import app as visdom_app
@@ -98,25 +75,19 @@ def serve_visdom(
         raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
 
     env_dir = Path(env_path).expanduser() if env_path else Path(DEFAULT_ENV_PATH)
-    try:
-        env_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        for sock in sockets:
-            sock.close()
-        raise UsageError(f"--env-path {env_dir}: cannot create the folder ({err.strerror or err})") from err
-
     # visdom's Application forces tornado's debug mode, which would restart the server whenever a Python file
     # it imported changes and would send tracebacks to browsers; keep the rest of its settings.
-    assets_dir = Path(asset_dir) if asset_dir is not None else assets.asset_dir()
+    assets_dir = assets.asset_dir()
     visdom_app.tornado_settings.update(
         autoreload=False, serve_traceback=False, static_handler_class=static_handler(assets_dir)
     )
     try:
+        env_dir.mkdir(parents=True, exist_ok=True)
         application = visdom_app.Application(port=port, base_url="", env_path=str(env_dir) + os.sep)
     except OSError as err:
         for sock in sockets:
             sock.close()
-        raise UsageError(f"--env-path {env_dir}: {err.strerror or err}") from err
+        raise UsageError(f"--env-path {env_dir}: cannot use the folder ({err.strerror or err})") from err
 
     shown_host = f"[{host}]" if ":" in host else host
     if is_loopback(host):
@@ -140,74 +111,3 @@ def serve_visdom(
             server.stop()
 
     asyncio.run(_run())
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (another process may still take it before you do)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _visdom_answers(url: str, timeout: float) -> bool:
-    """Whether a visdom server answers at ``url`` (its ``env_state`` endpoint returns the list of envs)."""
-    request = urllib.request.Request(f"{url}/env_state", data=b"{}", method="POST")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an HTTP proxy
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return response.status == 200 and response.read(1) == b"["
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def start_visdom_server(
-    port: int, host: str = "127.0.0.1", env_path: PathLike | None = None, timeout: float = 30
-) -> subprocess.Popen:
-    """Start ``python -m pix2pix_ilm visdom`` as a subprocess and wait until it answers HTTP on ``port``.
-
-    Stop it with :func:`stop_visdom_server`. Raises :class:`UsageError` when the server refuses its options
-    (e.g. the port is in use), ``RuntimeError`` when it exits otherwise and ``TimeoutError`` when it does not
-    answer within ``timeout`` seconds; its output is in the message.
-    """
-    command = [sys.executable, "-m", "pix2pix_ilm", "visdom", "--port", str(port), "--host", host]
-    if env_path is not None:
-        command += ["--env-path", os.fspath(env_path)]
-    environment = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very package
-    environment["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, environment.get("PYTHONPATH")) if p)
-    connect_host = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
-    url = f"http://[{connect_host}]:{port}" if ":" in connect_host else f"http://{connect_host}:{port}"
-
-    with tempfile.TemporaryFile() as log:  # the child keeps writing to it; it vanishes when both close it
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-        deadline = time.monotonic() + timeout
-        while True:
-            if _visdom_answers(url, timeout=1.0):
-                return process
-            code = process.poll()
-            if code is not None or time.monotonic() > deadline:
-                if code is None:
-                    stop_visdom_server(process)
-                log.seek(0)
-                output = log.read().decode("utf-8", "replace").strip()
-                if code == 2:
-                    raise UsageError(
-                        output.splitlines()[-1] if output else f"visdom server refused {command}"
-                    )
-                if code is None:
-                    raise TimeoutError(
-                        f"visdom server did not answer at {url} within {timeout:g} s:\n{output}"
-                    )
-                raise RuntimeError(f"visdom server exited with code {code}:\n{output}")
-            time.sleep(0.1)
-
-
-def stop_visdom_server(process: subprocess.Popen, timeout: float = 10) -> None:
-    """Terminate a server from :func:`start_visdom_server` and wait for it (killed if it does not stop)."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

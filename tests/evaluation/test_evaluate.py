@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pix2pix_ilm.config import EvalConfig
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation import evaluate
 
@@ -79,7 +80,7 @@ def test_eval_errors_name_the_file(tmp_path: Path) -> None:
         evaluate.evaluate_results_dir(results, "rmse")
 
 
-def test_run_eval_command_writes_json(
+def test_run_eval_writes_json(
     tmp_path: Path, lpips_backbone: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = tmp_path / "results" / "run" / "test_latest"
@@ -89,7 +90,9 @@ def test_run_eval_command_writes_json(
         real = rng.integers(20, 230, size=(64, 64, 3), dtype=np.uint8)
         _write_pair(results / "images", stem, (real + offset).astype(np.uint8), real)
 
-    returned = evaluate.run_eval_command(results, "rmse,psnr,mae,ssim,lpips", lpips_backbone, None, "auto", 2)
+    returned = evaluate.run_eval(
+        EvalConfig(str(results), "rmse,psnr,mae,ssim,lpips", str(lpips_backbone), None, "auto", 2)
+    )
     document = json.loads((results / "metrics.json").read_text())
     assert document["n"] == 3
     assert document["metrics"] == ["rmse", "psnr", "mae", "ssim", "lpips"]
@@ -121,8 +124,8 @@ def test_run_eval_command_writes_json(
     assert "rmse" in table and "2.6667 ± 2.4944" in table and "lower" in table and "higher" in table
 
     custom = tmp_path / "elsewhere" / "scores.json"
-    evaluate.run_eval_command(results, "mae", None, custom, "cpu", 16)
+    evaluate.run_eval(EvalConfig(str(results), "mae", None, str(custom), "cpu", 16))
     assert json.loads(custom.read_text())["mean"] == {"mae": pytest.approx(8 / 3)}
 
     with pytest.raises(UsageError, match="unknown metric 'fid'"):
-        evaluate.run_eval_command(results, "fid", None, None, "cpu", 16)
+        evaluate.run_eval(EvalConfig(str(results), "fid", None, None, "cpu", 16))

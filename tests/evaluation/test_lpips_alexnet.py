@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation import evaluate, lpips_alexnet
+from pix2pix_ilm.evaluation import evaluate, lpips_alexnet, metrics
 from tests.helpers import closed_port_url
 
 # LPIPS(alex, v0.1) between the photo halves of facades train/1.jpg and train/2.jpg with the shared
@@ -35,7 +35,7 @@ def lpips_model(lpips_backbone: Path) -> torch.nn.Module:
 def test_lpips_zero_for_identical_symmetric_and_monotonic(
     lpips_model: torch.nn.Module, facades_dir: Path
 ) -> None:
-    score = lpips_alexnet.lpips_scorer(lpips_model)
+    score = metrics.lpips_scorer(lpips_model)
     photo = _photo(facades_dir, "3.jpg")
     rng = np.random.default_rng(3)
     noise = rng.normal(size=photo.shape)
@@ -55,7 +55,7 @@ def test_lpips_regression_anchor_on_two_facades(lpips_backbone: Path, facades_di
 
 
 def test_lpips_batched_equals_single(lpips_model: torch.nn.Module, facades_dir: Path) -> None:
-    score = lpips_alexnet.lpips_scorer(lpips_model)
+    score = metrics.lpips_scorer(lpips_model)
     photos = np.stack([_photo(facades_dir, f"{i}.jpg") for i in (1, 2, 3, 4)])
     batched = score(photos, photos[::-1].copy())
     single = np.array([score(photos[i : i + 1], photos[3 - i : 4 - i])[0] for i in range(4)])
@@ -79,9 +79,7 @@ def test_full_torchvision_format_backbone_loads(
     assert set(loaded) == set(features)
     model = lpips_alexnet.build_lpips(full_path, "cpu")
     one, two = _photo(facades_dir, "1.jpg"), _photo(facades_dir, "2.jpg")
-    assert lpips_alexnet.lpips_scorer(model)(one[None], two[None])[0] == pytest.approx(
-        LPIPS_FACADES_1_2, abs=1e-4
-    )
+    assert metrics.lpips_scorer(model)(one[None], two[None])[0] == pytest.approx(LPIPS_FACADES_1_2, abs=1e-4)
 
 
 def test_backbone_sources_in_order(

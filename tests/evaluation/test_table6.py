@@ -1,36 +1,30 @@
-"""A tiny Table 6 run end to end: two rows x two seeds, both splits, paired statistics, eval's format; resumed."""
+"""Table 6 end to end on tiny runs: two rows x two seeds trained two at a time, both splits, paired
+statistics, eval's format, resumed; the paper's plan as a dry run; a failed run and Ctrl+C stop the others."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
+import os
+import shlex
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from pix2pix_ilm.cli import main
+from pix2pix_ilm.cli import build_parser, main
+from pix2pix_ilm.config import TABLE6_PRESETS, TABLE6_ROWS, TrainConfig
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation.table6 import PAPER_TABLE6, parse_overrides
+from pix2pix_ilm.evaluation import table6, table6_jobs
+from pix2pix_ilm.evaluation.table6 import CONFIGURATIONS, PAPER_TABLE6, PRESETS, parse_overrides
+from pix2pix_ilm.evaluation.table6_report import t_interval, verdict
+from pix2pix_ilm.flags import dataclass_from_args
 
-TINY = [
-    "--set",
-    "netG=unet_32",
-    "--set",
-    "ngf=4",
-    "--set",
-    "ndf=4",
-    "--set",
-    "load_size=36",
-    "--set",
-    "crop_size=32",
-    "--set",
-    "n_epochs=1",
-    "--set",
-    "n_epochs_decay=0",
-    "--set",
-    "subset=0:3",
-]
+TINY = [f"--set={option}" for option in ("netG=unet_32", "ngf=4", "ndf=4", "load_size=36", "crop_size=32")]
+TINY += ["--set", "n_epochs=1", "--set", "n_epochs_decay=0", "--set", "subset=0:3", "--no-progress"]
+LONG = [*TINY, "--set", "n_epochs=2000"]  # runs that are still training when the test stops them
 
 
 def tiny_facades(facades_dir: Path, root: Path) -> Path:
@@ -42,8 +36,22 @@ def tiny_facades(facades_dir: Path, root: Path) -> Path:
     return root
 
 
-def test_tiny_table6_seeds_both_splits_paired_statistics_and_resume(
-    facades_dir: Path, lpips_backbone: Path, tmp_path: Path, capsys, monkeypatch
+@pytest.fixture
+def children(monkeypatch) -> list:
+    """The training processes table6 starts, in order."""
+    started, real_start = [], table6_jobs._start
+
+    def start(*args):
+        child = real_start(*args)
+        started.append(child[0])
+        return child
+
+    monkeypatch.setattr(table6_jobs, "_start", start)
+    return started
+
+
+def test_tiny_table6_two_jobs_seeds_both_splits_paired_statistics_and_resume(
+    facades_dir: Path, lpips_backbone: Path, tmp_path: Path, capsys, monkeypatch, children
 ):
     from pix2pix_ilm.evaluation import evaluate
 
@@ -53,25 +61,25 @@ def test_tiny_table6_seeds_both_splits_paired_statistics_and_resume(
     data = tiny_facades(facades_dir, tmp_path / "facades")
     out = tmp_path / "table6"
     args = ["table6", "--dataroot", str(data), "--out", str(out), "--eval-split", "both", "--eval-limit", "2"]
-    args += [
-        "--configs",
-        "in_in",
-        "ilmin_in_authors",
-        "--lpips-backbone",
-        str(lpips_backbone),
-        "--no-progress",
-    ]
+    args += ["--configs", "in_in", "ilmin_in_authors", "--lpips-backbone", str(lpips_backbone), "--jobs", "2"]
     assert main([*args, "--seeds", "0", "1", *TINY]) == 0
+    err = capsys.readouterr().err
+    assert len(children) == 4 and all(child.returncode == 0 for child in children)
+    assert err.count(": training (log: ") == 4 and err.count(": trained in ") == 4
+    assert all(child.args[1:4] == ["-m", "pix2pix_ilm", "train"] for child in children)
+    assert "finished 3 iterations" in (out / "logs" / "ilmin_in_authors_seed1.log").read_text()
     summary = json.loads((out / "table6.json").read_text())
     assert (
         list(summary["tables"]) == ["paper", "test"] and len(summary["runs"]) == 4 and not summary["missing"]
     )
+    assert summary["jobs"] == 2 and all(run["train_seconds"] > 0 for run in summary["runs"])
     saved = json.loads((out / "checkpoints" / "ilmin_in_authors_seed1" / "config.json").read_text())["config"]
     assert (saved["ilm_init"], saved["ilm_variance"], saved["netD_norm"]) == (
         "pytorch",
         "unbiased",
         "instance",
     )
+    assert (saved["netG"], saved["seed"], saved["subset"]) == ("unet_32", 1, "0:3")
     for rows in summary["tables"].values():
         base, authors = rows
         assert (base["config"], authors["config"]) == ("in_in", "ilmin_in_authors")
@@ -97,35 +105,20 @@ def test_tiny_table6_seeds_both_splits_paired_statistics_and_resume(
         assert rmse_rgb == pytest.approx(math.sqrt(3) * base["metrics"]["rmse"]["per_seed"]["0"], rel=1e-9)
     table = (out / "table6.md").read_text()
     assert "### Split `paper`" in table and "### Split `test`" in table and "108.17" in table
-    assert "ILM+IN / IN, authors' ILM code vs IN / IN (2 paired seeds)" in table
-    assert {p.name for p in out.glob("samples*.png")} == {
-        "samples.png",
-        "samples_in_in.png",
-        "samples_ilmin_in_authors.png",
-    }
-
-    assert (out / "table6.png").is_file() == (importlib.util.find_spec("matplotlib") is not None)
+    assert "ILM+IN / IN, authors' ILM code vs IN / IN (n = 2 paired seeds, df = 1, 2 images each)" in table
+    assert "preset `quick`, netG=unet_32, ngf=4, ndf=4," in table.splitlines()[0]  # every override named
+    assert "**Little evidence: 2 seed(s) × 2 images.**" in table
+    assert "(2 training runs at a time)" in table
+    samples = {p.name for p in out.glob("samples*.png")}
+    assert samples == {"samples.png", "samples_in_in.png", "samples_ilmin_in_authors.png"}
+    assert (out / "table6.png").is_file()
 
     # One format, one code path: table6's metrics.json is the one `eval` writes, LPIPS on --device.
     result_dir = out / "results" / "in_in_seed0" / "train_latest"
     mine = json.loads((result_dir / "metrics.json").read_text())
     assert "auto" in devices and mine["settings"]["lpips"]["device"] == str(real_resolve("auto"))
-    metrics = ",".join(mine["metrics"])
-    assert (
-        main(
-            [
-                "eval",
-                "--results-dir",
-                str(result_dir),
-                "--metrics",
-                metrics,
-                "--json",
-                str(tmp_path / "e.json"),
-            ]
-            + ["--lpips-backbone", str(lpips_backbone)]
-        )
-        == 0
-    )
+    scores = ["eval", "--results-dir", str(result_dir), "--metrics", ",".join(mine["metrics"])]
+    assert main([*scores, "--json", str(tmp_path / "e.json"), "--lpips-backbone", str(lpips_backbone)]) == 0
     assert json.loads((tmp_path / "e.json").read_text()) == mine
     capsys.readouterr()
 
@@ -137,47 +130,129 @@ def test_tiny_table6_seeds_both_splits_paired_statistics_and_resume(
     assert main([*args, "--seeds", "0", "1", *TINY]) == 0
     err = capsys.readouterr().err
     assert err.count("trained already, skipping training") == 3 and "ilmin_in_authors_seed1: resuming" in err
+    assert "--continue" in children[-1].args and len(children) == 5
     assert main([*args, "--seeds", "0", "1", "2", "--no-train", *TINY]) == 0
     again = json.loads((out / "table6.json").read_text())
     assert again["missing"] == ["in_in_seed2", "ilmin_in_authors_seed2"]
     assert again["tables"]["paper"][0]["metrics"] == summary["tables"]["paper"][0]["metrics"]
-    assert not (out / "checkpoints" / "in_in_seed2").exists()
+    assert not (out / "checkpoints" / "in_in_seed2").exists() and len(children) == 5
+
+    # A finished run is reused only under the options it was trained with.
+    wider = [*args, "--seeds", "0", *TINY, "--set", "ngf=8"]
+    assert main(wider) == 2
+    assert "ngf: requested 8, trained 4; use --retrain" in capsys.readouterr().err and len(children) == 5
+    assert main([*wider, "--retrain"]) == 0
+    assert (
+        len(children) == 7
+        and capsys.readouterr().err.count("trained with other options, training again") == 2
+    )
+    saved = json.loads((out / "checkpoints" / "in_in_seed0" / "config.json").read_text())["config"]
+    assert saved["ngf"] == 8
 
 
-def test_report_without_matplotlib(monkeypatch, tmp_path, capsys):
-    import builtins
+def test_dry_run_prints_the_paper_plan_and_writes_nothing(tmp_path: Path, capsys):
+    out, data = tmp_path / "table6_paper", tmp_path / "facades"
+    command = ["table6", "--preset", "paper", "--device", "cuda", "--jobs", "9", "--seeds", "0", "1", "2"]
+    command += ["--eval-split", "both", "--out", str(out), "--dataroot", str(data), "--dry-run"]
+    assert main(command) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "table6 plan: preset paper, 9 runs, 9 at a time"
+    assert lines[1].startswith("device cuda, ") and lines[1].endswith("on paper and test, test dropout on")
+    options = json.loads(lines[2].split("options of every run: ")[1])
+    assert options == {**PRESETS["paper"], **table6.COMMON} and options["netG"] == "unet_256"
+    runs = [line for line in lines if line.startswith("- ")]
+    assert [line.split(":")[0] for line in runs] == [
+        f"- {row}_seed{seed}" for row in ("in_in", "ilmin_in", "ilmin_ilmin") for seed in (0, 1, 2)
+    ]
+    assert all(line.endswith(": to train") for line in runs)
+    commands = [shlex.split(line) for line in lines if line.startswith("  ")]
+    parser = build_parser()
+    rows = [row for row in ("in_in", "ilmin_in", "ilmin_ilmin") for _ in range(3)]
+    for argv, row, seed in zip(commands, rows, [0, 1, 2] * 3, strict=True):
+        assert argv[1:4] == ["-m", "pix2pix_ilm", "train"]
+        config = dataclass_from_args(TrainConfig, parser.parse_args(argv[3:]))
+        assert (config.name, config.seed, config.device) == (f"{row}_seed{seed}", seed, "cuda")
+        assert (config.dataroot, config.checkpoints_dir) == (str(data), str(out / "checkpoints"))
+        assert {key: getattr(config, key) for key in options} == options
+        assert config.netG_norm == ("instance" if row == "in_in" else "ilm_in")
+        assert not config.continue_train and not config.overwrite
+    assert not out.exists() and not data.exists()
 
-    from pix2pix_ilm.evaluation.table6_report import t_interval, verdict, write_figure
 
-    real_import = builtins.__import__
+def test_a_failed_run_ends_the_command_and_stops_the_others(
+    facades_dir: Path, lpips_backbone: Path, tmp_path: Path, capsys, children
+):
+    data = tiny_facades(facades_dir, tmp_path / "facades")
+    out = tmp_path / "table6"
+    broken = out / "checkpoints" / "ilmin_in_seed0"
+    broken.mkdir(parents=True)
+    (broken / "latest.pt").write_bytes(b"not a checkpoint")  # resumed, and its config.json is missing
+    args = ["table6", "--dataroot", str(data), "--out", str(out), "--configs", "in_in", "ilmin_in"]
+    started = time.time()
+    assert main([*args, "--lpips-backbone", str(lpips_backbone), "--jobs", "2", *LONG]) == 2
+    err = capsys.readouterr().err
+    assert "pix2pix-ilm table6: error: ilmin_in_seed0: training failed with exit code 2" in err
+    assert "pix2pix-ilm train: error: no trained run at" in err  # the end of the run's log
+    assert len(children) == 2 and all(child.poll() is not None for child in children)
+    assert children[0].returncode in (-signal.SIGTERM, 128 + signal.SIGTERM)  # stopped, not finished
+    assert time.time() - started < 120 and not (out / "table6.json").exists()
 
-    def no_matplotlib(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    assert write_figure({"tables": {}}, tmp_path / "f.png") is False
-    assert "matplotlib is not installed" in capsys.readouterr().err and not (tmp_path / "f.png").exists()
+def test_ctrl_c_stops_every_run_which_saves_its_checkpoint(
+    facades_dir: Path, lpips_backbone: Path, tmp_path: Path, capsys, children
+):
+    data = tiny_facades(facades_dir, tmp_path / "facades")
+    out = tmp_path / "table6"
+    logs = [out / "checkpoints" / f"{row}_seed0" / "loss_log.jsonl" for row in ("in_in", "ilmin_in")]
+
+    returned = threading.Event()
+
+    def interrupt_once_both_train() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not returned.is_set():
+            if all(log.is_file() and log.read_text() for log in logs):
+                os.kill(os.getpid(), signal.SIGINT)  # as Ctrl+C in a terminal: this process only
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=interrupt_once_both_train, daemon=True).start()
+    args = ["table6", "--dataroot", str(data), "--out", str(out), "--configs", "in_in", "ilmin_in"]
+    code = main([*args, "--lpips-backbone", str(lpips_backbone), "--jobs", "2", *LONG])
+    returned.set()
+    assert code == 130
+    assert "pix2pix-ilm table6: interrupted" in capsys.readouterr().err
+    assert [child.returncode for child in children] == [128 + signal.SIGTERM] * 2
+    for log in logs:
+        assert (log.parent / "latest.pt").is_file()
+        assert "SIGTERM: stopped after iteration" in (out / "logs" / f"{log.parent.name}.log").read_text()
+
+
+def test_verdicts():
     assert verdict(t_interval([1.0, 1.2, 0.9]), higher_is_better=True) == "gain"
     assert verdict(t_interval([1.0, 1.2, 0.9]), higher_is_better=False) == "loss"
     assert verdict(t_interval([1.0, -1.2, 0.9]), higher_is_better=False) == "within seed noise"
-    assert t_interval([0.5])["ci"] is None
+    assert verdict(t_interval([0.5]), higher_is_better=True) == "one seed, no interval"
+
+
+def test_rows_and_presets_are_the_options_choices():
+    assert tuple(row.slug for row in CONFIGURATIONS) == TABLE6_ROWS and set(PRESETS) == set(TABLE6_PRESETS)
 
 
 def test_overrides_are_typed_and_checked():
-    assert parse_overrides(["n_epochs=3", "precision=bf16", "no_flip=true", "subset=none"]) == {
+    assert parse_overrides(("n_epochs=3", "precision=bf16", "no_flip=true", "subset=none")) == {
         "n_epochs": 3,
         "precision": "bf16",
         "no_flip": True,
         "subset": None,
     }
-    assert parse_overrides(["channels_last=auto", "channels_last=false"]) == {"channels_last": False}
-    assert parse_overrides(["channels_last=auto", "precision=auto"]) == {
+    assert parse_overrides(("channels_last=auto", "channels_last=false")) == {"channels_last": False}
+    assert parse_overrides(("channels_last=auto", "precision=auto")) == {
         "channels_last": None,
         "precision": "auto",
     }
     with pytest.raises(UsageError, match="KEY=VALUE"):
-        parse_overrides(["epochs=3"])
-    with pytest.raises(UsageError, match="n_epochs"):
-        parse_overrides(["n_epochs=many"])
+        parse_overrides(("epochs=3",))
+    with pytest.raises(UsageError, match="--set n_epochs"):
+        parse_overrides(("n_epochs=many",))
+    with pytest.raises(UsageError, match="--set precision: expected one of auto, fp32, bf16"):
+        parse_overrides(("precision=fp16",))

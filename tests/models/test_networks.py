@@ -13,10 +13,10 @@ from pix2pix_ilm.models.networks import (
     count_ilm_layers,
     count_parameters,
     networks_from_config,
-    norm_factory,
     unet_depth,
 )
-from pix2pix_ilm.models.norms import NORM_NAMES, ILMNorm
+from pix2pix_ilm.models.norm_specs import NORM_NAMES
+from pix2pix_ilm.models.norms import ILMNorm, NormFactory
 from pix2pix_ilm.models.pix2pix import Pix2PixModel
 
 
@@ -31,18 +31,18 @@ def test_unet_depth_from_name():
 
 def test_pix2pix_reference_sizes():
     # The published pix2pix sizes with batch norm: G 54.414 M parameters, D 2.769 M.
-    g = build_generator("unet_256", 3, 3, 64, norm_factory("batch"))
-    d = build_discriminator("basic", 6, 64, norm_factory("batch"))
+    g = build_generator("unet_256", 3, 3, 64, NormFactory("batch"))
+    d = build_discriminator("basic", 6, 64, NormFactory("batch"))
     assert round(count_parameters(g) / 1e6, 3) == 54.414
     assert round(count_parameters(d) / 1e6, 3) == 2.769
 
 
 def test_unet_dropout_and_receptive_field():
-    g = build_generator("unet_256", 3, 3, 8, norm_factory("instance"))
+    g = build_generator("unet_256", 3, 3, 8, NormFactory("instance"))
     assert sum(isinstance(m, torch.nn.Dropout) for m in g.modules()) == 3
-    d = build_discriminator("basic", 6, 8, norm_factory("instance"))
+    d = build_discriminator("basic", 6, 8, NormFactory("instance"))
     assert d(torch.randn(1, 6, 256, 256)).shape == (1, 1, 30, 30)  # 70x70 PatchGAN on 256x256
-    assert build_discriminator("pixel", 6, 8, norm_factory("instance"))(torch.randn(1, 6, 16, 16)).shape == (
+    assert build_discriminator("pixel", 6, 8, NormFactory("instance"))(torch.randn(1, 6, 16, 16)).shape == (
         1,
         1,
         16,
@@ -51,7 +51,7 @@ def test_unet_dropout_and_receptive_field():
 
 
 def test_ilm_layers_from_the_factory():
-    g = build_generator("unet_64", 3, 3, 8, norm_factory("ilm_in", ilm_group_size=1))
+    g = build_generator("unet_64", 3, 3, 8, NormFactory("ilm_in"))
     layers = [m for m in g.modules() if isinstance(m, ILMNorm)]
     assert layers and all(layer.key_group_size == 1 for layer in layers)
     assert count_ilm_layers(g) == len(layers)
@@ -94,7 +94,7 @@ def test_init_types_and_errors():
     with pytest.raises(UsageError, match="unknown discriminator"):
         networks_from_config(TrainConfig(dataroot="x", name="t", netD="huge"))
     with pytest.raises(UsageError, match="unknown norm"):
-        norm_factory("spectral")
+        NormFactory("spectral")
     with pytest.raises(UsageError, match="must divide"):
         networks_from_config(
             TrainConfig(dataroot="x", name="t", netG="unet_32", ngf=6, netG_norm="ilm_in", ilm_group_size=4)

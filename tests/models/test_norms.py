@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from pix2pix_ilm.models.norms import NORM_NAMES, ILMNorm, ilm_hidden_size, make_norm
+from pix2pix_ilm.models.norm_specs import NORM_NAMES, ILMOptions
+from pix2pix_ilm.models.norms import ILMNorm, ilm_hidden_size, make_norm
 
 
 def _randomize(layer: ILMNorm, seed: int = 0) -> None:
@@ -125,7 +126,7 @@ def test_ilm_at_identity_affine_equals_instance_norm():
 
 @pytest.mark.parametrize("name", ["ilm_in", "ilm_gn", "ilm_ln"])
 def test_batch_independence_and_batch_size_one(name):
-    layer = make_norm(name, 64, ilm_group_size=4, num_groups=8)
+    layer = make_norm(name, 64, num_groups=8, ilm=ILMOptions(group_size=4))
     _randomize(layer)
     x = torch.randn(5, 64, 6, 6)
     full = layer(x)
@@ -170,7 +171,7 @@ def test_gradients_reach_every_parameter_gradcheck():
 
 @pytest.mark.parametrize("channels,key_size", [(64, 1), (64, 16), (128, 4), (512, 1), (48, 3), (32, 32)])
 def test_parameter_count(channels, key_size):
-    layer = make_norm("ilm_in", channels, ilm_group_size=key_size)
+    layer = make_norm("ilm_in", channels, ilm=ILMOptions(group_size=key_size))
     nk = channels // key_size
     m = max(2, nk // 16)
     assert layer.hidden_size == m == ilm_hidden_size(nk)
@@ -178,14 +179,14 @@ def test_parameter_count(channels, key_size):
 
 
 def test_single_element_groups_do_not_produce_nan():
-    layer = make_norm("ilm_in", 8, ilm_group_size=1)
+    layer = make_norm("ilm_in", 8)
     out = layer(torch.randn(1, 8, 1, 1))
     assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", NORM_NAMES)
 def test_factory_builds_layers_that_train(name):
-    layer = make_norm(name, 64, ilm_group_size=1)
+    layer = make_norm(name, 64)
     x = torch.randn(2, 64, 8, 8, requires_grad=True)
     out = layer(x)
     assert out.shape == x.shape
@@ -203,26 +204,26 @@ def test_factory_matches_pix2pix_instance_norm():
 
 
 def test_factory_options_flow_through():
-    layer = make_norm("ilm_gn", 64, ilm_group_size=8, num_groups=4, ilm_reduction=2, ilm_min_hidden=3)
+    layer = make_norm("ilm_gn", 64, num_groups=4, ilm=ILMOptions(group_size=8, reduction=2, min_hidden=3))
     assert (layer.key_group_size, layer.num_key_groups, layer.num_groups, layer.hidden_size) == (8, 8, 4, 4)
-    assert make_norm("ilm_ln", 64, ilm_group_size=2).num_groups == 1
+    assert make_norm("ilm_ln", 64, ilm=ILMOptions(group_size=2)).num_groups == 1
 
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="valid names: none, batch, instance"):
         make_norm("ilm_bn", 64)
     with pytest.raises(ValueError, match="K=3 must divide the number of channels C=64"):
-        make_norm("ilm_in", 64, ilm_group_size=3)
+        make_norm("ilm_in", 64, ilm=ILMOptions(group_size=3))
     with pytest.raises(ValueError, match="G=5 must divide"):
         ILMNorm(64, "group", num_groups=5, key_group_size=1)
     with pytest.raises(ValueError, match="groups 24 must divide"):
         make_norm("group", 64, num_groups=24)
     with pytest.raises(ValueError, match="mean_activation"):
-        make_norm("ilm_in", 64, ilm_mean_activation="gelu")
+        make_norm("ilm_in", 64, ilm=ILMOptions(mean_activation="gelu"))
     with pytest.raises(ValueError, match="standardization"):
         ILMNorm(64, "batch")
     with pytest.raises(ValueError, match="expects"):
-        make_norm("ilm_in", 64, ilm_group_size=1)(torch.randn(2, 32, 4, 4))
+        make_norm("ilm_in", 64)(torch.randn(2, 32, 4, 4))
 
 
 def ilm_authors_float64(x, w1, w2, w3, b_omega, b_beta, key_size, eps=1e-5):
@@ -252,7 +253,7 @@ def test_unbiased_variance_is_the_authors_layer(channels, key_size, size):
     x = torch.randn(3, channels, size, size, dtype=torch.float64) * 2 + 0.5
     outputs = {}
     for variance in ("biased", "unbiased"):
-        layer = make_norm("ilm_in", channels, ilm_group_size=key_size, ilm_variance=variance).double()
+        layer = make_norm("ilm_in", channels, ilm=ILMOptions(group_size=key_size, variance=variance)).double()
         _randomize(layer)
         assert layer.variance == variance
         outputs[variance] = layer(x)
@@ -270,4 +271,21 @@ def test_unbiased_variance_is_the_authors_layer(channels, key_size, size):
 
 def test_variance_option_is_checked():
     with pytest.raises(ValueError, match="variance must be one of"):
-        make_norm("ilm_in", 8, ilm_variance="population")
+        make_norm("ilm_in", 8, ilm=ILMOptions(variance="population"))
+
+
+@pytest.mark.parametrize("name", ["ilm_in", "ilm_gn", "ilm_ln"])
+@pytest.mark.parametrize("key_size", [1, 16])
+def test_under_bf16_autocast_only_the_output_is_rounded(name, key_size):
+    """Statistics, eps and the meta-network stay fp32 under autocast, as InstanceNorm's do: ILM's error
+    against fp32 is that of rounding its output to bf16, however the layer is set up."""
+    torch.manual_seed(0)
+    layer = make_norm(name, 64, num_groups=8, ilm=ILMOptions(group_size=key_size))
+    _randomize(layer)
+    x = (torch.randn(2, 64, 8, 8) * 3 + 1).bfloat16()  # what a bf16 convolution hands the layer
+    reference = layer(x.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    rounding = (reference.bfloat16().float() - reference).abs().max()
+    assert (out.float() - reference).abs().max() <= 1.2 * rounding

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -146,3 +147,27 @@ def test_a_step_never_reads_a_value_back_to_the_host(monkeypatch, options):
         model.optimize_parameters(real_a, real_b)
     monkeypatch.undo()
     assert calls == []
+
+
+def test_a_resume_in_another_memory_format_takes_the_same_step():
+    """Adam's moments follow their parameters' layout on load: resuming a channels_last run contiguous gives the
+    step the channels_last resume gives (to float rounding), not a step on mismatched elements."""
+    real_a, real_b = _batch()
+    torch.manual_seed(0)
+    trained = Pix2PixModel(_tiny(channels_last=True, no_dropout=True))
+    for _ in range(3):
+        trained.optimize_parameters(real_a, real_b)
+    state = trained.state_dict()
+    steps = {}
+    for channels_last in (True, False):
+        model = Pix2PixModel(_tiny(channels_last=channels_last, no_dropout=True))
+        model.load_state_dict(copy.deepcopy(state))  # as read from a file: nothing shared with `trained`
+        for param in model.generator.parameters():
+            assert model.opt_g.state[param]["exp_avg"].stride() == param.stride()
+        before = [p.detach().clone() for p in model.generator.parameters()]
+        model.optimize_parameters(real_a, real_b)
+        steps[channels_last] = torch.cat(
+            [(p - b).flatten() for p, b in zip(model.generator.parameters(), before, strict=True)]
+        )
+    size = steps[True].norm()  # Adam's steps are about lr everywhere, so the norm weighs every element alike
+    assert size > 0 and (steps[False] - steps[True]).norm() <= 0.1 * size

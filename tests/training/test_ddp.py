@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pix2pix_ilm.cli import main
 from pix2pix_ilm.data.aligned import EpochBatchSampler
 from pix2pix_ilm.training.checkpoint import load_checkpoint
 from tests.faults import png_broken_inside
+from tests.helpers import free_port
 
 NET = [
     "--ngf",
@@ -160,12 +160,6 @@ def test_two_processes_resume_mid_epoch_exactly(facades_dir: Path, tmp_path: Pat
     assert len(stopped["rng_cpu_ranks"]) == 2  # each rank's dropout stream, saved by rank 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_signal_to_one_process_stops_all_of_them_after_the_same_step(facades_dir: Path, tmp_path: Path):
     """torchrun may deliver SIGTERM to one worker only: the others must not wait for it forever. All stop after
     the same step, the main process saves latest.pt once, and every process exits 128 + SIGTERM."""
@@ -176,7 +170,7 @@ def test_a_signal_to_one_process_stops_all_of_them_after_the_same_step(facades_d
     ckpt = tmp_path / "ckpt"
     args = [*ARGS, "--n-epochs", "50", "--print-freq", "1", "--batch-size", "1", "--device", "cpu"]
     args += ["--dataroot", str(data), "--name", "stop", "--checkpoints-dir", str(ckpt)]
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for rank in (0, 1):
         env = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -37,3 +38,53 @@ def test_outputs_are_atomic_and_flushed_once(trained, tmp_path, monkeypatch):
             image.load()
             assert image.size == (32, 32)
     assert sorted(p.name for p in out.iterdir()) == ["images", "index.html", "test.json"]
+
+
+def _eval(results, capsys) -> dict:
+    assert main(["eval", "--results-dir", str(results), "--metrics", "rmse"]) == 0
+    capsys.readouterr()
+    return json.loads((results / "metrics.json").read_text())
+
+
+def test_eval_scores_exactly_what_the_last_test_wrote(trained, tmp_path, capsys):
+    data, ckpt = trained
+    out = tmp_path / "results" / "base" / "test_latest"
+    assert main(args_for_test(data, ckpt, tmp_path / "results")) == 0
+    assert _eval(out, capsys)["n"] == 2
+    assert main(args_for_test(data, ckpt, tmp_path / "results", "--num-test", "1")) == 0
+    assert not (out / "metrics.json").exists()  # the old scores went with the old images
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        f"test1_{x}.png" for x in ("fake_B", "real_A", "real_B")
+    ]
+    assert _eval(out, capsys)["n"] == 1
+
+    for label in ("fake_B", "real_B"):  # an image that test did not write
+        Image.new("RGB", (32, 32)).save(out / "images" / f"stray_{label}.png")
+    assert main(["eval", "--results-dir", str(out), "--metrics", "rmse"]) == 2
+    err = capsys.readouterr().err
+    assert "disagree with" in err and "1 not listed there ['stray']" in err
+
+
+def test_single_inputs_have_their_own_folder_and_keep_their_size(trained, tmp_path, capsys):
+    data, ckpt = trained
+    results = tmp_path / "results"
+    assert main(args_for_test(data, ckpt, results)) == 0
+    paired = {p.name: p.read_bytes() for p in (results / "base" / "test_latest" / "images").iterdir()}
+    single = tmp_path / "single" / "test"
+    single.mkdir(parents=True)
+    Image.new("RGB", (300, 200), (200, 40, 40)).save(single / "label_a.png")
+    argv = ["test", "--name", "base", "--checkpoints-dir", str(ckpt), "--results-dir", str(results)]
+    assert main([*argv, "--dataroot", str(tmp_path / "single"), "--single", "--no-progress"]) == 0
+    out = results / "base" / "test_latest_single"
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["label_a_fake_B.png"]
+    with Image.open(out / "images" / "label_a_fake_B.png") as image:
+        assert image.size == (300, 200)
+    assert "pix2pix-ilm eval" not in (out / "index.html").read_text()
+    assert {p.name: p.read_bytes() for p in (results / "base" / "test_latest" / "images").iterdir()} == paired
+    info = json.loads((out / "test.json").read_text())
+    assert info["trained"] == {
+        "epochs_done": 1,
+        "total_epochs": 1,
+        "batches_into_next_epoch": 0,
+        "iteration": 2,
+    }

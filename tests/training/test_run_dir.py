@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from pix2pix_ilm.cli import main
 from tests.faults import (
+    CHILD_ENV,
     args_for_test,
     cli_error,
     copy_run,
@@ -154,3 +160,64 @@ def test_resolved_speed_settings_are_saved_kept_by_continue_and_used_by_test(tra
     typed = ["--continue", "--n-epochs", "4", "--channels-last", "--precision", "auto"]
     assert main(train_args(data, ckpt, "base", *typed)) == 0  # auto typed: resolved again, for the CPU
     assert _speed_settings(run) == ("fp32", True, False)
+
+
+# -- one process per run folder ------------------------------------------------------------------------
+def _start(*args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pix2pix_ilm", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CHILD_ENV)
+
+
+def _wait_for_lock(lock: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not (lock.is_file() and lock.read_text().strip()):
+        assert process.poll() is None and time.monotonic() < deadline, "the run never took its lock"
+        time.sleep(0.05)
+
+
+def test_two_trainings_of_one_run_started_together_one_is_refused(pairs, tmp_path):
+    root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1", "train2"))
+    ckpt = tmp_path / "ckpt"
+    runs = [_start(*train_args(root, ckpt, "x")) for _ in range(2)]
+    outcomes = sorted((run.wait(timeout=120), run.communicate()[1]) for run in runs)
+    assert [code for code, _ in outcomes] == [0, 2], outcomes
+    refusal = outcomes[1][1].strip().splitlines()
+    assert len(refusal) == 1 and (
+        "in use by another training process" in refusal[0] or "--continue" in refusal[0]
+    )
+    assert (ckpt / "x" / "latest.pt").is_file()
+
+
+def test_a_running_training_holds_its_folder_and_a_killed_one_does_not(pairs, tmp_path):
+    root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1", "train2"))
+    ckpt, lock = tmp_path / "ckpt", tmp_path / "ckpt" / ".x.lock"
+    first = _start(*train_args(root, ckpt, "x", "--n-epochs", "40"))
+    _wait_for_lock(lock, first)
+    second = run_cli(*train_args(root, ckpt, "x", "--overwrite"))
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines() == [
+        f"pix2pix-ilm train: error: run folder {ckpt / 'x'} is in use by another training process "
+        f"(pid {first.pid}); wait for it to end, or use another --name"
+    ]
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert run_cli(*train_args(root, ckpt, "x", "--overwrite")).returncode == 0  # the kernel freed the lock
+
+
+def test_continue_needs_only_the_name_and_says_where_it_resumes(trained, tmp_path, capsys):
+    data, ckpt = copy_run(trained, tmp_path)
+    base = ["train", "--name", "base", "--checkpoints-dir", str(ckpt), "--continue"]
+    assert main([*base, "--n-epochs-decay", "1"]) == 0  # dataroot, network, ... from config.json
+    out = capsys.readouterr().out
+    assert f"resuming {ckpt / 'base' / 'latest.pt'} at epoch 2/2, batch 1 (iteration 2)" in out
+    assert json.loads((ckpt / "base" / "config.json").read_text())["config"]["dataroot"] == str(data)
+
+    assert main(base) == 0  # finished: nothing is trained, and the way to train longer is named
+    out = capsys.readouterr().out
+    assert "nothing left to train" in out and "finished all 2 epochs (iteration 4)" in out
+    assert "--n-epochs" in out and "finished 4 iterations" not in out
+
+
+def test_a_new_run_needs_a_dataroot(tmp_path, capsys):
+    msg = cli_error(capsys, "train", "--name", "x", "--checkpoints-dir", str(tmp_path / "ckpt"))
+    assert msg == "pix2pix-ilm train: error: --dataroot is required (a folder with <phase>/ subfolders)"

@@ -21,8 +21,8 @@ import pytest
 
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.viz.assets import asset_dir, missing_assets, missing_assets_message
-from pix2pix_ilm.viz.server import free_port, start_visdom_server, stop_visdom_server
 from tests.faults import CHILD_ENV, NET
+from tests.helpers import free_port, start_visdom_server, stop_visdom_server
 from tests.viz.browser import Browser, find_chromium
 
 pytestmark = pytest.mark.slow

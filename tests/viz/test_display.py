@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from pix2pix_ilm.viz.display import VisdomDisplay, VisdomUnavailableWarning
-from pix2pix_ilm.viz.server import free_port, start_visdom_server, stop_visdom_server
+from tests.helpers import free_port, start_visdom_server, stop_visdom_server
 
 
 def _visdom_api(port: int, endpoint: str, payload: dict) -> object:
@@ -90,15 +90,6 @@ def test_display_shows_images_and_loss_curves(visdom_port: int) -> None:
     l1 = windows[VisdomDisplay.L1_WINDOW]
     assert {trace["name"]: trace["y"] for trace in l1["content"]["data"]} == {"G_L1": [None, None, None, 7.0]}
     assert l1["title"] == "run_a: L1 reconstruction"
-
-
-def test_disabled_display_sends_nothing(visdom_port: int) -> None:
-    display = VisdomDisplay(port=visdom_port, env="run_disabled", enabled=False)
-    display.show_images({"fake_B": _batch(3)})
-    display.plot_losses(0.0, {"G_GAN": 1.0})
-    assert not display.connected
-    envs = _visdom_api(visdom_port, "env_state", {})
-    assert isinstance(envs, list) and "main" in envs and "run_disabled" not in envs
 
 
 def test_no_server_is_fast_and_warns_once() -> None:

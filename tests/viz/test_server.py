@@ -16,7 +16,8 @@ import pytest
 
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.viz.assets import ASSET_DIR_ENV, ASSETS
-from pix2pix_ilm.viz.server import free_port, serve_visdom, start_visdom_server, stop_visdom_server
+from pix2pix_ilm.viz.server import serve_visdom
+from tests.helpers import free_port, start_visdom_server, stop_visdom_server
 
 
 def test_port_in_use_is_a_usage_error(tmp_path: Path) -> None:

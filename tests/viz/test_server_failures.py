@@ -27,7 +27,7 @@ def test_training_survives_its_visdom_server_dying(pairs, tmp_path):
     import visdom
 
     from pix2pix_ilm.viz.display import VisdomDisplay
-    from pix2pix_ilm.viz.server import free_port, start_visdom_server, stop_visdom_server
+    from tests.helpers import free_port, start_visdom_server, stop_visdom_server
 
     root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1", "train2", "train3", "train4"))
     ckpt = tmp_path / "ckpt"
@@ -63,7 +63,7 @@ def test_training_survives_its_visdom_server_dying(pairs, tmp_path):
 
 
 def test_visdom_helper_binds_to_loopback_and_says_so(tmp_path):
-    from pix2pix_ilm.viz.server import free_port
+    from tests.helpers import free_port
 
     port = free_port()
     proc = subprocess.Popen(

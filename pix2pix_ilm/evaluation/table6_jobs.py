@@ -1,0 +1,107 @@
+"""Table 6's training runs as child processes, ``--jobs`` at a time: started, logged, timed, stopped together."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pix2pix_ilm.config import TrainConfig
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.files import atomic_write_text
+from pix2pix_ilm.flags import flag_name
+
+
+def train_command(run: TrainConfig) -> list[str]:
+    """``python -m pix2pix_ilm train`` with the run's options that differ from train's defaults; resumed
+    from ``latest.pt`` when it exists, else a new run (over a half-made folder)."""
+    resume = (run.run_dir / "latest.pt").is_file()
+    run = dataclasses.replace(run, continue_train=resume, overwrite=not resume and run.run_dir.exists())
+    flags: list[str] = []
+    for f in dataclasses.fields(run):
+        value = getattr(run, f.name)
+        if value != f.default:  # a bool differing as False is an optional one: --no-<flag>
+            name = flag_name(f)
+            flags += (
+                [name if value else "--no-" + name[2:]] if isinstance(value, bool) else [name, str(value)]
+            )
+    return [sys.executable, "-m", "pix2pix_ilm", "train", *flags]
+
+
+def child_env(jobs: int) -> dict[str, str]:
+    """This package first on the path, and each run's share of the CPU threads (torch reads OMP_NUM_THREADS)."""
+    import torch
+
+    threads = str(max(1, torch.get_num_threads() // jobs))
+    path = os.pathsep.join(p for p in (str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+def say(message: str) -> None:
+    """A progress line of the command (the runs' own output goes to their logs)."""
+    print(f"[table6] {message}", file=sys.stderr, flush=True)
+
+
+def train_runs(runs: list[TrainConfig], jobs: int, logs: Path) -> None:
+    """Train (or resume) ``runs``, ``jobs`` at a time, as child processes logging to ``logs/<name>.log``.
+    A failed run ends the command with its error; then, and on Ctrl+C or SIGTERM, the others are stopped
+    (they save ``latest.pt``)."""
+    env, pending, active = child_env(min(jobs, len(runs) or 1)), list(runs), []
+    logs.mkdir(parents=True, exist_ok=True)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the runs on SIGTERM too
+    try:
+        while pending or active:
+            while pending and len(active) < jobs:
+                active.append(_start(pending.pop(0), env, logs))
+            time.sleep(0.2)
+            for child in [child for child in active if child[0].poll() is not None]:
+                active.remove(child)
+                _finished(*child)
+    finally:
+        _stop([process for process, *_ in active])
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _start(
+    run: TrainConfig, env: dict[str, str], logs: Path
+) -> tuple[subprocess.Popen, TrainConfig, Path, float]:
+    """Start one run's ``train`` process, its output appended to ``logs/<name>.log``."""
+    log = logs / f"{run.name}.log"
+    say(f"{run.name}: {'resuming' if (run.run_dir / 'latest.pt').is_file() else 'training'} (log: {log})")
+    # A session of its own: a Ctrl+C reaches this process only, which then stops each run once.
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            train_command(run), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    return process, run, log, time.time()
+
+
+def _finished(process: subprocess.Popen, run: TrainConfig, log: Path, started: float) -> None:
+    """Add a finished run's wall time to its record; a failed run ends the command with its log's end."""
+    if process.returncode != 0:
+        print("\n".join(log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
+        raise UsageError(f"{run.name}: training failed with exit code {process.returncode} (log: {log})")
+    seconds = time.time() - started
+    say(f"{run.name}: trained in {seconds / 60:.1f} min")
+    path = run.run_dir / "table6_timing.json"
+    seconds += json.loads(path.read_text())["train_seconds"] if path.is_file() else 0.0
+    atomic_write_text(path, json.dumps({"train_seconds": round(seconds, 1), "finished": True}) + "\n")
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """One SIGTERM each: a run finishes its step and saves ``latest.pt``; a second Ctrl+C kills them."""
+    for process in processes:
+        process.terminate()
+    try:
+        for process in processes:
+            process.wait()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.kill()
+            process.wait()
+        raise
