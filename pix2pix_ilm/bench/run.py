@@ -48,6 +48,14 @@ def parse_setting(name: str) -> dict[str, Any]:
     return overrides
 
 
+def parse_settings(text: str) -> dict[str, dict[str, Any]]:
+    """``"default,bf16+channels_last"`` → each setting's TrainConfig fields (:func:`parse_setting`)."""
+    settings = {name: parse_setting(name) for name in filter(None, (p.strip() for p in text.split(",")))}
+    if not settings:
+        raise UsageError("--settings: give at least one setting, e.g. default")
+    return settings
+
+
 def parse_norms(text: str) -> list[str]:
     """``"IN/IN,ILM+IN/ILM+IN"`` → ``["instance/instance", "ilm_in/ilm_in"]``; a lone X is X/X."""
     pairs = []
@@ -142,7 +150,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     started = time.perf_counter()
     _check(config)
     device = resolve_device(config.device)
-    settings = {name: parse_setting(name) for name in filter(None, config.settings.split(","))}
+    settings = parse_settings(config.settings)
     pairs = parse_norms(config.norms)
     machine = _machine(device) | {"torch": torch.__version__, "pix2pix_ilm": __version__}
     peak = peak_gflops(device)
@@ -151,7 +159,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         for pair in pairs:
             train = with_device_defaults(_train_config(config, pair, setting), device)
             resolved = {k: getattr(train, k) for k in ("precision", "channels_last", "compile")}
-            print(f"[bench] {name} {_label(pair)} ({resolved})", file=sys.stderr, flush=True)
+            described = ", ".join(f"{key} {value}" for key, value in resolved.items())
+            print(f"[bench] {name} {_label(pair)}: {described}", file=sys.stderr, flush=True)
             row = {"setting": name, "norms": pair, "label": _label(pair), "resolved": resolved}
             rows.append(row | _figures(_in_fresh_process(train, config), config.batch_size, peak["gflops"]))
     _add_ilm_costs(rows)

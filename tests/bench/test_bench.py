@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pix2pix_ilm.bench import measure, run
-from pix2pix_ilm.bench.run import parse_norms, parse_setting
+from pix2pix_ilm.bench.run import parse_norms, parse_setting, parse_settings
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.errors import UsageError
 
@@ -125,9 +125,11 @@ def test_settings_and_norm_pairs_are_parsed_and_checked(capsys):
         "compile": False,
     }
     assert parse_setting("fp32") == {"precision": "fp32", "channels_last": False, "compile": False}
+    assert list(parse_settings("default, fp32+compile")) == ["default", "fp32+compile"]
     assert parse_norms("IN/IN, ilm+in/instance,GN") == ["instance/instance", "ilm_in/instance", "group/group"]
-    for bad in (lambda: parse_setting("fast"), lambda: parse_norms("IN/XX"), lambda: parse_norms(",")):
+    bad = [(parse_settings, "fast"), (parse_settings, ","), (parse_settings, "bf16+fast")]
+    for parse, text in [*bad, (parse_norms, "IN/XX"), (parse_norms, ",")]:
         with pytest.raises(UsageError):
-            bad()
+            parse(text)
     assert main(["bench", *TINY, "--settings", "bf17"]) == 2
     assert "unknown 'bf17'" in capsys.readouterr().err
