@@ -19,6 +19,7 @@ from typing import Any
 
 from pix2pix_ilm import __version__
 from pix2pix_ilm.config import (
+    BenchConfig,
     EvalConfig,
     ModelsConfig,
     Table6Config,
@@ -43,10 +44,10 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _retain_heap_on_cpu(device: str) -> None:
-    """Commands that train or translate on CPU keep freed memory in the process (``cpu_speed``); this is a
+    """Commands that train or translate on CPU keep freed memory in the process (``heap``); this is a
     process-wide setting, so the command line opts in and the library never does it behind a caller's back."""
-    from pix2pix_ilm.cpu_speed import retain_freed_memory
     from pix2pix_ilm.device import resolve_device
+    from pix2pix_ilm.heap import retain_freed_memory
 
     try:
         on_cpu = resolve_device(device).type == "cpu"
@@ -116,17 +117,17 @@ def _cmd_visdom(config: VisdomConfig, explicit: set[str]) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace, explicit: set[str]) -> int:
-    from pix2pix_ilm.bench.runner import run_bench
+def _cmd_bench(config: BenchConfig, explicit: set[str]) -> int:
+    from pix2pix_ilm.bench.run import run_bench
 
-    run_bench(args)
+    run_bench(config)
     return 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Command:
     run: Callable[[Any, set[str]], int]
-    options: type | None
+    options: type
     help: str
     description: str = ""
 
@@ -169,7 +170,14 @@ COMMANDS: dict[str, Command] = {
         "'pix2pix-ilm visdom --fetch-assets' fills once (scripts/setup.sh does it). It binds to 127.0.0.1 (this "
         "machine only) unless --host says otherwise.",
     ),
-    "bench": Command(_cmd_bench, None, "benchmark training and inference against a plain eager baseline"),
+    "bench": Command(
+        _cmd_bench,
+        BenchConfig,
+        "measure training and inference speed per speed setting and norm pair",
+        "Time the training step (warm-up excluded; median and IQR) and the inference forward for every speed "
+        "setting x norm pair, each in a fresh process: it/s, the ILM cost, the step's memory, the convolutions' "
+        "GFLOP/s and their share of the machine's fp32 peak. Prints a table, then one JSON line (docs/bench.md).",
+    ),
     "models": Command(_cmd_models, ModelsConfig, "print parameter counts of G and D for every norm choice"),
 }
 
@@ -187,12 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name, help=command.help, description=command.description, formatter_class=_Formatter
         )
-        if command.options is not None:
-            add_dataclass_arguments(p, command.options)
-        else:
-            from pix2pix_ilm.bench.options import add_bench_arguments
-
-            add_bench_arguments(p)
+        add_dataclass_arguments(p, command.options)
     return parser
 
 
@@ -253,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = COMMANDS[args.command]
     subparser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
     explicit = _explicit_options(subparser, argv[argv.index(args.command) + 1 :])
-    options = args if command.options is None else dataclass_from_args(command.options, args)
+    options = dataclass_from_args(command.options, args)
     try:
         with _one_line_warnings(args.command):
             return command.run(options, explicit)

@@ -30,10 +30,6 @@ VALIDATION_MODES = ("header", "full")
 LOSS_PLOT_SCALES = ("linear", "log")
 TABLE6_PRESETS = ("quick", "paper")
 TABLE6_ROWS = ("in_in", "ilmin_in", "ilmin_ilmin", "ilmin_in_authors", "ilmin_ilmin_authors")
-_NATIVE_CONV_HELP = (
-    "run every convolution with torch's own kernel (default on CPU: small inputs with large weights, as in a "
-    "U-Net's inner levels, run as one matrix product: the same convolution, faster, equal to float rounding)"
-)
 _PROGRESS_HELP = (
     "when stderr is not a terminal (a log file, nohup, CI): seconds between progress lines (count, losses, "
     "it/s, ETA); on a terminal a progress bar is shown instead"
@@ -146,7 +142,6 @@ class TrainConfig(DataOptions, NetworkOptions):
         "torch.compile the generator and discriminator (off by default: tens of seconds to minutes of "
         "compiling per process, docs/gpu.md)",
     )
-    native_conv: bool = opt(False, _NATIVE_CONV_HELP)
     sync_batch: bool = opt(False, "with batch norm under torchrun: synchronise statistics across processes")
     print_freq: int = opt(100, "log losses every N iterations")
     display_freq: int = opt(400, "update visdom / the HTML page every N iterations")
@@ -199,12 +194,39 @@ class TestConfig:
         "test on a CPU a run that trained in bf16 on a GPU",
         choices=TEST_PRECISIONS,
     )
-    native_conv: bool = opt(False, _NATIVE_CONV_HELP)
     seed: int = opt(0, "random seed (only matters with --train-mode-dropout)")
     skip_bad_images: bool = opt(False, "skip images that cannot be decoded instead of stopping")
     validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)
     no_progress: bool = opt(False, "no progress bar or progress lines")
     progress_interval: float = opt(30.0, _PROGRESS_HELP)
+
+
+@dataclass
+class BenchConfig:
+    """Options of ``pix2pix-ilm bench``: the training step per speed setting and norm pair (docs/bench.md)."""
+
+    settings: str = opt(
+        "default",
+        "comma-separated speed settings: default (what train picks for the device), or features joined by + "
+        "that turn on exactly those (fp32, bf16, channels_last, compile), e.g. default,bf16+channels_last",
+    )
+    norms: str = opt(
+        "IN/IN,ILM+IN/ILM+IN",
+        "comma-separated G/D norm pairs: IN, ILM+IN, BN, GN, LN, ILM+GN, ILM+LN or norm names",
+    )
+    size: int = opt(256, "image size")
+    netG: str = opt("unet_256", "generator")
+    netD: str = opt("basic", "discriminator")
+    ngf: int = opt(64, "generator width")
+    ndf: int = opt(64, "discriminator width")
+    batch_size: int = opt(1, "images per training step and per inference forward")
+    device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
+    warmup: int = opt(3, "untimed training steps before the timed ones (compile compiles here)")
+    min_time: float = opt(10.0, "seconds of timed training steps per row, and again of inference forwards")
+    seed: int = opt(0, "seed of the weights and the random input images")
+    json_path: str | None = opt(
+        None, "also write the JSON report (the last line of the output) here", flag="--json"
+    )
 
 
 @dataclass

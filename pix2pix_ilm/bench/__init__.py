@@ -1,5 +1,1 @@
-"""The benchmark: this project's training step and ``test`` path against a plain eager baseline.
-
-``options`` (paths, norm pairs, flags) → ``worker`` (one measurement per process, using ``probes`` and
-``baseline``) → ``report``; ``runner`` ties them together. Design notes: docs/bench.md.
-"""
+"""``pix2pix-ilm bench``: ``measure`` (the peak probes, one row in its process) and ``run`` (rows, table, JSON)."""

@@ -13,7 +13,6 @@ import re
 import torch
 from torch import nn
 
-from pix2pix_ilm.cpu_speed import Conv2d, ConvTranspose2d
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.norm_specs import NORM_NAMES, NORMS, ILMOptions
 from pix2pix_ilm.models.norms import ILMNorm, NormFactory
@@ -41,15 +40,17 @@ class UnetBlock(nn.Module):
         self.outermost = outermost
         input_nc = outer_nc if input_nc is None else input_nc
         bias = not norm.has_shift
-        down_conv = Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+        down_conv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
         if outermost:
-            up_conv = ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
+            up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
             layers: list[nn.Module] = [down_conv, submodule, nn.ReLU(True), up_conv, nn.Tanh()]
         elif innermost:
-            up_conv = ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            up_conv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
             layers = [nn.LeakyReLU(0.2, True), down_conv, nn.ReLU(True), up_conv, norm(outer_nc)]
         else:
-            up_conv = ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+            up_conv = nn.ConvTranspose2d(
+                inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=bias
+            )
             layers = [nn.LeakyReLU(0.2, True), down_conv, norm(inner_nc), submodule, nn.ReLU(True), up_conv]
             layers.append(norm(outer_nc))
             if dropout:
@@ -93,7 +94,7 @@ def _padded_conv_norm_relu(
     """Reflection padding that keeps the size, a ``kernel``×``kernel`` convolution, norm, ReLU."""
     return [
         nn.ReflectionPad2d(kernel // 2),
-        Conv2d(in_ch, out_ch, kernel_size=kernel, bias=bias),
+        nn.Conv2d(in_ch, out_ch, kernel_size=kernel, bias=bias),
         norm(out_ch),
         nn.ReLU(True),
     ]
@@ -108,7 +109,7 @@ class ResnetBlock(nn.Module):
         layers = _padded_conv_norm_relu(dim, dim, 3, norm, bias)
         if dropout:
             layers.append(nn.Dropout(0.5))
-        layers += [nn.ReflectionPad2d(1), Conv2d(dim, dim, kernel_size=3, bias=bias), norm(dim)]
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, kernel_size=3, bias=bias), norm(dim)]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +128,7 @@ class ResnetGenerator(nn.Module):
         for i in range(2):
             mult = 2**i
             layers += [
-                Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=bias),
+                nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=bias),
                 norm(ngf * mult * 2),
                 nn.ReLU(True),
             ]
@@ -135,7 +136,7 @@ class ResnetGenerator(nn.Module):
         for i in range(2):
             mult = 2 ** (2 - i)
             layers += [
-                ConvTranspose2d(
+                nn.ConvTranspose2d(
                     ngf * mult,
                     ngf * mult // 2,
                     kernel_size=3,
@@ -147,7 +148,7 @@ class ResnetGenerator(nn.Module):
                 norm(ngf * mult // 2),
                 nn.ReLU(True),
             ]
-        layers += [nn.ReflectionPad2d(3), Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,7 +162,7 @@ class NLayerDiscriminator(nn.Module):
         super().__init__()
         bias = not norm.has_shift
         layers: list[nn.Module] = [
-            Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=1),
+            nn.Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=1),
             nn.LeakyReLU(0.2, True),
         ]
         mult = 1
@@ -169,11 +170,11 @@ class NLayerDiscriminator(nn.Module):
             prev, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [
-                Conv2d(ndf * prev, ndf * mult, kernel_size=4, stride=stride, padding=1, bias=bias),
+                nn.Conv2d(ndf * prev, ndf * mult, kernel_size=4, stride=stride, padding=1, bias=bias),
                 norm(ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
-        layers.append(Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
+        layers.append(nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -186,12 +187,12 @@ class PixelDiscriminator(nn.Module):
     def __init__(self, input_nc: int, ndf: int, norm: NormFactory) -> None:
         super().__init__()
         self.model = nn.Sequential(
-            Conv2d(input_nc, ndf, kernel_size=1),
+            nn.Conv2d(input_nc, ndf, kernel_size=1),
             nn.LeakyReLU(0.2, True),
-            Conv2d(ndf, ndf * 2, kernel_size=1, bias=not norm.has_shift),
+            nn.Conv2d(ndf, ndf * 2, kernel_size=1, bias=not norm.has_shift),
             norm(ndf * 2),
             nn.LeakyReLU(0.2, True),
-            Conv2d(ndf * 2, 1, kernel_size=1),
+            nn.Conv2d(ndf * 2, 1, kernel_size=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from pix2pix_ilm.config import TrainConfig
-from pix2pix_ilm.cpu_speed import set_small_input_matmul
 from pix2pix_ilm.device import autocast, resolve_device, torch_at_least, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.losses import GANLoss, gradient_penalty
@@ -40,8 +39,6 @@ class Pix2PixModel:
         # train() resolves (and saves) these already; a config built in code may still say auto.
         self.config = config = with_device_defaults(config, self.device)
         self.generator, self.discriminator = networks_from_config(config)
-        for net in (self.generator, self.discriminator):
-            set_small_input_matmul(net, not config.native_conv)
         self.generator.to(self.device)
         self.discriminator.to(self.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

@@ -34,7 +34,6 @@ from pix2pix_ilm.config import (
     parse_subset,
     plain_name_problem,
 )
-from pix2pix_ilm.cpu_speed import set_small_input_matmul
 from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, collate_skipping_none
 from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
 from pix2pix_ilm.data.transforms import TransformSpec
@@ -58,7 +57,7 @@ def checkpoint_path(run_dir: Path, epoch: str) -> Path:
 
 
 def load_generator_for_inference(
-    run_dir: Path, epoch: str = "latest", device: str = "auto", native_conv: bool = False
+    run_dir: Path, epoch: str = "latest", device: str = "auto"
 ) -> tuple[nn.Module, TrainConfig, dict[str, int]]:
     """The run's generator in eval mode with the weights of ``epoch`` (config from ``config.json``, verified),
     its config and the checkpoint's training counters (``epoch``, ``batches_done``, ``iteration``; {} if none).
@@ -102,7 +101,6 @@ def load_generator_for_inference(
     left = [name for name, t in (*generator.named_parameters(), *generator.named_buffers()) if t.is_meta]
     if left:
         raise UsageError(f"checkpoint {path} lacks generator tensor(s) {', '.join(left[:3])}")
-    set_small_input_matmul(generator, not native_conv)
     counters = state.get("counters")
     counters = {k: int(v) for k, v in counters.items()} if isinstance(counters, dict) else {}
     target = resolve_device(device)
@@ -144,9 +142,7 @@ def run_test(options: TestConfig) -> Path:
     """
     _check_test_options(options)
     run_dir = Path(options.checkpoints_dir) / options.name
-    generator, config, counters = load_generator_for_inference(
-        run_dir, options.epoch, options.device, native_conv=options.native_conv
-    )
+    generator, config, counters = load_generator_for_inference(run_dir, options.epoch, options.device)
     if options.precision != "run":
         config = dataclasses.replace(config, precision=options.precision)
     folder = phase_folder(options.dataroot, options.phase)

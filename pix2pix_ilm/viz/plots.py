@@ -1,6 +1,6 @@
 """PNG plots with matplotlib's object API (no display, no global state): the loss curves of a training run
-(losses of different scales in separate panels, :func:`loss_groups`), the per-image scores of an evaluation
-and horizontal bar charts (``bench --profile``)."""
+(losses of different scales in separate panels, :func:`loss_groups`) and the per-image scores of an
+evaluation."""
 
 from __future__ import annotations
 
@@ -89,30 +89,6 @@ def render_score_strips(
         ax.scatter(finite, spread, s=25, facecolor="#aec7e8", edgecolor="tab:blue", zorder=2)
         ax.axvline(finite.mean(), color="tab:red", linewidth=2)
         ax.grid(axis="x", alpha=0.3)
-    return figure
-
-
-def render_bars(
-    categories: Sequence[str], series: Mapping[str, Sequence[float]], title: str, x_label: str
-) -> Figure:
-    """Horizontal bars from 0, one group per category (top to bottom) and one bar per series in each group,
-    each labelled with its value; a value of 0 or less draws nothing."""
-    if not categories or not series:
-        raise ValueError("render_bars needs at least one category and one series")
-    height = 0.8 / len(series)
-    rows = len(categories) * (len(series) + 0.5)
-    figure = Figure(figsize=(9, 1.0 + 0.2 * len(series) + 0.18 * rows), layout="constrained")
-    figure.suptitle(title, x=0.01, ha="left")
-    ax = figure.subplots()
-    for index, (name, values) in enumerate(series.items()):
-        widths = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
-        bars = ax.barh(np.arange(len(categories)) + index * height, widths, height, label=name)
-        ax.bar_label(bars, labels=[f"{v:.3g}" if v > 0 else "" for v in widths], padding=3)
-    ax.set_yticks(np.arange(len(categories)) + height * (len(series) - 1) / 2, categories)
-    ax.invert_yaxis()
-    ax.set(xlabel=x_label, xmargin=0.08)  # room for the value labels
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1), frameon=False)
     return figure
 
 

@@ -1,4 +1,4 @@
-"""The PNG plots: loss panels per scale, log scale, per-image score strips, bar charts, written as real PNGs."""
+"""The PNG plots: loss panels per scale, log scale, per-image score strips, written as real PNGs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pix2pix_ilm.viz.plots import loss_groups, render_bars, render_losses, render_score_strips, save_png
+from pix2pix_ilm.viz.plots import loss_groups, render_losses, render_score_strips, save_png
 
 
 def _entries(n: int) -> list[dict[str, float]]:
@@ -85,21 +85,6 @@ def test_score_strips_one_panel_per_metric(tmp_path):
     assert empty.axes[0].get_title("left") == "rmse: no finite scores"
     with pytest.raises(ValueError):
         render_score_strips(per_image, [], {})
-
-
-def test_bars_are_as_long_as_their_values(tmp_path):
-    figure = render_bars(["conv", "norm"], {"IN": [4.0, 0.0], "ILM": [4.0, 3.0]}, "profile", "ms")
-    ax = figure.axes[0]
-    plain, ilm = ax.containers
-    assert [bar.get_width() for bar in plain] == [4.0, 0.0] and [bar.get_width() for bar in ilm] == [4.0, 3.0]
-    labels = [text.get_text() for text in ax.texts]
-    assert labels.count("4") == 2 and "3" in labels and "0" not in labels  # nothing drawn for nothing
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["conv", "norm"] and ax.yaxis_inverted()
-    assert _legend(ax) == ["IN", "ILM"] and ax.get_xlabel() == "ms"
-    width, _ = _png(figure, tmp_path)
-    assert width == 900
-    with pytest.raises(ValueError):
-        render_bars([], {"IN": []}, "t", "ms")
 
 
 def test_plots_leave_matplotlib_global_state_alone(tmp_path):
