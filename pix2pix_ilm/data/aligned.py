@@ -1,9 +1,5 @@
-"""Aligned (A|B side by side) and single-image datasets, and a deterministic sampler.
-
-Determinism: the order of an epoch and every image's random crop/flip come from ``(seed, epoch)`` alone,
-not from a global RNG. A run resumed in the middle of an epoch therefore sees exactly the images and jitter
-an uninterrupted run would have seen, with any number of data-loading workers.
-"""
+"""Aligned (A|B side by side) and single-image datasets, and a sampler whose order and augmentation come
+from ``(seed, epoch)`` alone, so that a run resumed mid-epoch sees what an uninterrupted one would."""
 
 from __future__ import annotations
 
@@ -20,8 +16,7 @@ from pix2pix_ilm.data.transforms import TransformSpec, to_tensor
 from pix2pix_ilm.errors import UsageError
 
 BAD_IMAGE_POLICIES = ("error", "substitute", "drop")
-EPOCH_SEED_STRIDE = 1_000_003
-"""A prime: ``seed * EPOCH_SEED_STRIDE + epoch`` gives every (seed, epoch) its own data-order seed."""
+EPOCH_SEED_STRIDE = 1_000_003  # a prime: every (seed, epoch) gets its own data-order seed
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -30,14 +25,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class _ImageFolderDataset(Dataset, abc.ABC):
-    """What to do when an image that passed validation fails to decode when it is used (``bad_image``):
-
-    * ``"error"``: a :class:`UsageError` naming the file (the run stops; its last checkpoint is kept);
-    * ``"substitute"`` (training with ``--skip-bad-images``): use the next decodable image of the list
-      instead, with the same augmentation, so batches and step counts stay the same and the choice is
-      deterministic; a warning names the file and counts the bad images so far (in this process);
-    * ``"drop"`` (``test --skip-bad-images``): the item is ``None``; :func:`collate_skipping_none` drops it.
-    """
+    """An image that fails to decode when used (``bad_image``): ``"error"`` stops with its name;
+    ``"substitute"`` (training) uses the next good image with the same augmentation; ``"drop"`` (test) gives
+    ``None``, which :func:`collate_skipping_none` drops."""
 
     def __init__(self, paths: Sequence[Path], bad_image: str) -> None:
         if bad_image not in BAD_IMAGE_POLICIES:
@@ -80,11 +70,8 @@ class _ImageFolderDataset(Dataset, abc.ABC):
 
 
 class AlignedDataset(_ImageFolderDataset):
-    """Images holding A (left half) and B (right half) side by side; ``direction`` picks the input.
-
-    Items are requested as ``(index, augmentation_seed)`` pairs by :class:`EpochBatchSampler`; a plain index
-    uses no randomness (test mode). ``bad_image``: see :class:`_ImageFolderDataset`.
-    """
+    """Images holding A (left) and B (right) side by side; items are ``(index, augmentation_seed)`` from
+    :class:`EpochBatchSampler`, or a plain index without randomness (test)."""
 
     def __init__(
         self,
@@ -154,10 +141,8 @@ def collate_skipping_none(items: list[dict | None]) -> dict | None:
 class EpochBatchSampler(torch.utils.data.Sampler):
     """Batches of ``(index, augmentation_seed)`` for one epoch, reproducible from ``(seed, epoch)``.
 
-    With ``num_replicas > 1`` (torchrun), each global batch of ``batch_size * num_replicas`` samples is split
-    between the processes, so the union of the processes' batches is the single-process batch of that size;
-    an incomplete last global batch is dropped there so that every process takes the same number of steps.
-    ``start_batch`` skips the batches already done (exact mid-epoch resume).
+    Under torchrun each global batch of ``batch_size * num_replicas`` is split between the processes, and an
+    incomplete last one is dropped so that all take the same steps. ``start_batch`` skips the batches done.
     """
 
     def __init__(
@@ -176,16 +161,6 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         self.seed, self.epoch, self.shuffle = seed, epoch, shuffle
         self.start_batch, self.rank, self.num_replicas = start_batch, rank, num_replicas
 
-    def _plan(self) -> tuple[torch.Tensor, torch.Tensor]:
-        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        order = (
-            torch.randperm(self.num_samples, generator=gen)
-            if self.shuffle
-            else torch.arange(self.num_samples)
-        )
-        seeds = torch.randint(0, 2**62, (self.num_samples,), generator=gen)
-        return order, seeds
-
     def batches_per_epoch(self) -> int:
         global_batch = self.batch_size * self.num_replicas
         if self.num_replicas > 1:
@@ -196,7 +171,10 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         return max(0, self.batches_per_epoch() - self.start_batch)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order, seeds = self._plan()
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        n = self.num_samples
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        seeds = torch.randint(0, 2**62, (n,), generator=gen)
         global_batch = self.batch_size * self.num_replicas
         for b in range(self.start_batch, self.batches_per_epoch()):
             lo = b * global_batch + self.rank * self.batch_size

@@ -131,6 +131,10 @@ def check_image(
             raise UsageError(f"image {path} is {width}x{height}: {what} {problem}")
 
 
+NAMED_BAD_IMAGES = 20
+"""Bad files named one by one in the error or warning; the rest are counted."""
+
+
 def validate_images(
     paths: Sequence[Path],
     *,
@@ -152,11 +156,15 @@ def validate_images(
             good.append(path)
         except UsageError as err:
             bad.append(str(err))
+    named = "; ".join(bad[:NAMED_BAD_IMAGES]) + (
+        f"; and {len(bad) - NAMED_BAD_IMAGES} more" if len(bad) > NAMED_BAD_IMAGES else ""
+    )
     if bad and not skip_bad:
-        more = f"; {len(bad) - 1} more bad image(s) in the folder" if len(bad) > 1 else ""
-        raise UsageError(f"{bad[0]}{more} (use --skip-bad-images to skip such files)")
+        raise UsageError(
+            f"{len(bad)} bad image(s) of {len(paths)}: {named} (use --skip-bad-images to skip such files)"
+        )
     if bad:
-        warnings.warn(f"skipped {len(bad)} bad image(s) of {len(paths)}, e.g. {bad[0]}", stacklevel=2)
+        warnings.warn(f"skipped {len(bad)} bad image(s) of {len(paths)}: {named}", stacklevel=2)
     if not good:
         raise UsageError(f"no usable images: all {len(paths)} were skipped as bad")
     return good

@@ -1,8 +1,6 @@
-"""A registry of named image metrics (``rmse``, ``mae``, ``psnr``, ``ssim``, ``lpips``); definitions in docs/metrics.md.
+"""A registry of named image metrics, each added by one :func:`register_metric` factory (docs/metrics.md).
 
-A metric is added in one place: a factory decorated with :func:`register_metric`, which returns a batched
-scorer ``(fake[N,H,W,3] uint8, real[N,H,W,3] uint8) -> scores[N] float64``; the factory runs once per
-evaluation, so expensive set-up (the LPIPS network) is done once.
+The factory runs once per evaluation (the LPIPS network is built once) and returns a batched scorer.
 """
 
 from __future__ import annotations
@@ -19,10 +17,8 @@ from pix2pix_ilm.device import resolve_device
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.lpips_alexnet import build_lpips
 
+# (fake[N,H,W,3] uint8, real[N,H,W,3] uint8) -> scores[N] float64
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""A batched metric: ``(fake[N,H,W,3] uint8, real[N,H,W,3] uint8) -> scores[N] float64``."""
-
-# --------------------------------------------------------------------------------------------- registry
 
 
 @dataclass(frozen=True)
@@ -93,9 +89,6 @@ def parse_metric_names(metrics: str | Sequence[str]) -> list[str]:
     return names
 
 
-# ------------------------------------------------------------------------------------ pixel metrics
-
-
 def _squared_error(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
     diff = fake.astype(np.float64) - real.astype(np.float64)
     return np.mean(diff * diff, axis=(1, 2, 3))
@@ -107,8 +100,7 @@ def rmse(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
 
 
 def rmse_rgb(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
-    """Root-mean-square Euclidean colour distance per pixel: ``sqrt(sum_{pixels, RGB} (f - r)^2 / (H W))``,
-    = √3 × :func:`rmse` (the convention of GcGAN's evaluation script; see docs/metrics.md)."""
+    """Root-mean-square Euclidean colour distance per pixel, = √3 × :func:`rmse` (docs/metrics.md)."""
     diff = fake.astype(np.float64) - real.astype(np.float64)
     return np.sqrt(np.sum(diff * diff, axis=(1, 2, 3)) / (fake.shape[1] * fake.shape[2]))
 
@@ -125,6 +117,7 @@ def psnr(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
         return 10.0 * np.log10(255.0**2 / mse)
 
 
+# Keyword arguments of every SSIM call: scikit-image's defaults, written out.
 SSIM_SETTINGS: dict[str, Any] = {
     "channel_axis": -1,
     "data_range": 255,
@@ -134,7 +127,6 @@ SSIM_SETTINGS: dict[str, Any] = {
     "K1": 0.01,
     "K2": 0.03,
 }
-"""Keyword arguments of every SSIM call (scikit-image's defaults, written out; see the module docstring)."""
 
 
 def ssim(fake: np.ndarray, real: np.ndarray) -> np.ndarray:

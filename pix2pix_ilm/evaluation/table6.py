@@ -1,9 +1,5 @@
-"""The paper's Table 6 protocol as one command: train, test and score each configuration for every seed.
-
-Protocol, splits, statistics and the figure: docs/table6.md. The training runs are ``train`` child processes,
-``--jobs`` at a time. Every stage is resumable: a finished run is not trained again, an interrupted one
-continues from ``latest.pt``, and up-to-date scores are kept.
-"""
+"""The paper's Table 6 protocol as one resumable command: train, test and score each configuration for every
+seed (docs/table6.md)."""
 
 from __future__ import annotations
 
@@ -29,8 +25,7 @@ from pix2pix_ilm.stats import CONFIDENCE
 
 @dataclass(frozen=True)
 class Configuration:
-    """One row of the table: G and D norms, and whether ILM is the authors' code (compared with the paper's
-    row of the same norms)."""
+    """One row of the table: G and D norms, and whether ILM is the authors' code."""
 
     label: str
     slug: str
@@ -40,7 +35,6 @@ class Configuration:
 
     @property
     def options(self) -> dict[str, Any]:
-        """The authors' code: PyTorch's init of ILM's W1-W3 and an unbiased standardisation."""
         return {"ilm_init": "pytorch", "ilm_variance": "unbiased"} if self.authors_ilm else {}
 
     @property
@@ -90,7 +84,6 @@ COMMON = dict(
 
 
 def preset_options(config: Table6Config) -> dict[str, Any]:
-    """The training options every run shares: preset, protocol, --set."""
     return {**PRESETS[config.preset], **COMMON, **parse_overrides(config.overrides)}
 
 
@@ -111,8 +104,7 @@ def parse_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _resolve_dataroot(dataroot: str | None, dry_run: bool) -> Path:
-    """A folder given by the user is used as it is; otherwise the facades set is found or fetched (not in a
-    dry run, which writes nothing)."""
+    """The user's folder, else the facades set found or (not in a dry run) fetched."""
     from pix2pix_ilm.data.facades import FACADES_ENV, ensure_facades
 
     if dataroot and Path(dataroot).is_dir():
@@ -145,15 +137,13 @@ def trained_differently(run: TrainConfig) -> list[str]:
 
 
 def _run_finished(config: TrainConfig) -> bool:
-    """Its last epoch's checkpoint exists, or its training returned (a run resumed from a ``latest.pt``
-    taken at the very end writes no epoch checkpoint again)."""
+    """Its last epoch's checkpoint exists, or its training returned (resumed at the very end, it writes none)."""
     timing = config.run_dir / "table6_timing.json"
     finished = timing.is_file() and json.loads(timing.read_text()).get("finished", False)
     return finished or (config.run_dir / f"epoch_{config.total_epochs}.pt").is_file()
 
 
 def train_config(config: Table6Config, row: Configuration, seed: int, dataroot: Path) -> TrainConfig:
-    """The training options of one run: preset, common protocol options, the row's options, --set."""
     return TrainConfig(
         dataroot=str(dataroot),
         name=f"{row.slug}_seed{seed}",
@@ -172,8 +162,7 @@ def train_config(config: Table6Config, row: Configuration, seed: int, dataroot: 
 
 
 def score_run(config: Table6Config, run: TrainConfig, split: str) -> dict[str, Any]:
-    """Test one trained run on ``split`` and score it with ``eval``'s code path (same ``metrics.json``);
-    kept when its scores are newer than the checkpoint and hold every metric."""
+    """Test and score one run on ``split`` as ``eval`` does, unless its scores are newer and complete."""
     from pix2pix_ilm.evaluation.evaluate import score_to_json
     from pix2pix_ilm.training.inference import run_test
 
@@ -214,7 +203,6 @@ def score_run(config: Table6Config, run: TrainConfig, split: str) -> dict[str, A
 def print_plan(
     config: Table6Config, runs: list[tuple[Configuration, TrainConfig]], splits: list[str]
 ) -> None:
-    """The dry run: the runs, their options and commands."""
     threads = child_env(min(config.jobs, len(runs)))["OMP_NUM_THREADS"]
     print(f"table6 plan: preset {config.preset}, {len(runs)} runs, {config.jobs} at a time")
     print(
@@ -231,8 +219,7 @@ def print_plan(
 
 
 def run_table6(config: Table6Config) -> dict[str, Any] | None:
-    """Train (``--jobs`` at a time), test and score the chosen rows for every seed on the chosen split(s);
-    write table6.json, table6.md, table6.png and sample grids to ``--out``. ``--dry-run``: print the plan."""
+    """Train, test and score the chosen rows for every seed; write the table to ``--out`` (or print the plan)."""
     from pix2pix_ilm.evaluation.lpips_alexnet import build_lpips
     from pix2pix_ilm.training.run_dir import check_train_config
 
@@ -255,13 +242,12 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
         print_plan(config, runs, splits)
         return None
     build_lpips(config.lpips_backbone, "cpu")  # fail now, not after hours of training, if LPIPS cannot load
+    started = time.time()
     for _, run in runs:
         if run.name in differing:
             say(f"{run.name}: trained with other options, training again")
             shutil.rmtree(run.run_dir)
-    started = time.time()
-    for _, run in runs:
-        if _run_finished(run):
+        elif _run_finished(run):
             say(f"{run.name}: trained already, skipping training")
     if not config.no_train:
         train_runs([run for _, run in runs if not _run_finished(run)], config.jobs, Path(config.out) / "logs")
@@ -292,7 +278,6 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
 def summarize(
     config: Table6Config, runs: list[dict[str, Any]], missing: list[str], dataroot: Path, seconds: float
 ) -> dict[str, Any]:
-    """The whole result: options, the runs, and per split the rows with their statistics."""
     splits = list(runs[0]["splits"])
     return {
         "preset": config.preset,
@@ -310,6 +295,3 @@ def summarize(
         "missing": missing,
         "command": " ".join(["pix2pix-ilm", *sys.argv[1:]]),
     }
-
-
-__all__ = ["CONFIGURATIONS", "PAPER_TABLE6", "PRESETS", "Configuration", "parse_overrides", "run_table6"]

@@ -18,8 +18,7 @@ from pix2pix_ilm.flags import flag_name
 
 
 def train_command(run: TrainConfig) -> list[str]:
-    """``python -m pix2pix_ilm train`` with the run's options that differ from train's defaults; resumed
-    from ``latest.pt`` when it exists, else a new run (over a half-made folder)."""
+    """``python -m pix2pix_ilm train`` with the run's non-default options; resumed from ``latest.pt`` if any."""
     resume = (run.run_dir / "latest.pt").is_file()
     run = dataclasses.replace(run, continue_train=resume, overwrite=not resume and run.run_dir.exists())
     flags: list[str] = []
@@ -48,9 +47,8 @@ def say(message: str) -> None:
 
 
 def train_runs(runs: list[TrainConfig], jobs: int, logs: Path) -> None:
-    """Train (or resume) ``runs``, ``jobs`` at a time, as child processes logging to ``logs/<name>.log``.
-    A failed run ends the command with its error; then, and on Ctrl+C or SIGTERM, the others are stopped
-    (they save ``latest.pt``)."""
+    """Train ``runs``, ``jobs`` at a time, logging to ``logs/<name>.log``; a failed run, Ctrl+C or SIGTERM
+    stops the others (they save ``latest.pt``) and ends the command."""
     env, pending, active = child_env(min(jobs, len(runs) or 1)), list(runs), []
     logs.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the runs on SIGTERM too
@@ -70,7 +68,6 @@ def train_runs(runs: list[TrainConfig], jobs: int, logs: Path) -> None:
 def _start(
     run: TrainConfig, env: dict[str, str], logs: Path
 ) -> tuple[subprocess.Popen, TrainConfig, Path, float]:
-    """Start one run's ``train`` process, its output appended to ``logs/<name>.log``."""
     log = logs / f"{run.name}.log"
     say(f"{run.name}: {'resuming' if (run.run_dir / 'latest.pt').is_file() else 'training'} (log: {log})")
     # A session of its own: a Ctrl+C reaches this process only, which then stops each run once.

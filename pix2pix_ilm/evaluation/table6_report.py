@@ -1,5 +1,5 @@
-"""Table 6 over seeds: mean ± std per row, paired differences to IN / IN with a t interval, the Markdown,
-the per-seed figure and sample grids (the method: docs/table6.md). It works on the runs' records only."""
+"""Table 6 from the runs' records: mean ± std per row, paired differences to IN / IN with a t interval, the
+Markdown, the figure and sample grids (docs/table6.md)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,7 @@ def verdict(interval: dict[str, Any], higher_is_better: bool) -> str:
 
 
 def split_rows(runs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
-    """Per row (in the runs' order): every metric's mean ± std over seeds, and its per-seed differences to
-    IN / IN on the same images."""
+    """Per row: each metric's mean ± std over seeds and its per-seed differences to IN / IN (same images)."""
     base = {r["seed"]: r["splits"][split] for r in runs if r["config"] == BASELINE}
     rows = []
     for slug in dict.fromkeys(r["config"] for r in runs):
@@ -61,11 +60,6 @@ def split_rows(runs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(stats: dict[str, Any], digits: int) -> str:
-    std = f" ± {stats['std']:.{digits}f}" if stats["n"] > 1 else ""
-    return f"{stats['mean']:.{digits}f}{std}"
-
-
 def format_split(split: str, rows: list[dict[str, Any]]) -> list[str]:
     """One split: ours (mean ± std over seeds) beside the paper, then paired differences and verdicts."""
     header = ["G / D"]
@@ -76,7 +70,10 @@ def format_split(split: str, rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         cells = [row["label"]]
         for metric, (_, digits, _, paper_key) in COLUMNS.items():
-            cells.append(_cell(row["metrics"][metric], digits))
+            stats = row["metrics"][metric]
+            cells.append(
+                f"{stats['mean']:.{digits}f}" + (f" ± {stats['std']:.{digits}f}" if stats["n"] > 1 else "")
+            )
             cells += [f"{row['paper'][paper_key]:.{digits}f}"] if paper_key else []
         lines.append("| " + " | ".join([*cells, str(len(row["seeds"])), str(row["n_images"])]) + " |")
     paired = [row for row in rows if row["paired"]]
@@ -171,8 +168,7 @@ def _labelled_grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: P
 
 
 def write_sample_grids(out: Path, runs: list[dict[str, Any]], count: int = 4) -> None:
-    """``samples_<config>.png`` (one row per image) and ``samples.png`` (one row per configuration and image)
-    from each row's first seed."""
+    """``samples_<config>.png`` per row's first seed, and ``samples.png`` of every row on the same images."""
     first = {}
     for run in runs:
         split, scores = next(iter(run["splits"].items()))

@@ -27,15 +27,14 @@ from pix2pix_ilm.config import (
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.networks import discriminator_from_config, generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
+from pix2pix_ilm.viz.pages import read_loss_log
 
 
 @contextlib.contextmanager
 def run_lock(config: TrainConfig) -> Iterator[None]:
-    """Hold the run folder for this process's life: a second ``train`` of the same run stops with one line.
+    """Hold the run folder for this process's life (main process only): a second ``train`` of it stops.
 
-    The lock is a ``flock`` on ``<checkpoints-dir>/.<name>.lock`` (beside the folder, which ``--overwrite``
-    deletes), so the kernel releases it however the process ends. Under torchrun the main process holds it.
-    """
+    A ``flock`` on ``<checkpoints-dir>/.<name>.lock``, beside the folder that ``--overwrite`` deletes."""
     if os.environ.get("RANK", "0") != "0":
         yield
         return
@@ -71,10 +70,9 @@ def _removed_on_error(lock: Path | None) -> Iterator[None]:
         raise
 
 
-# -- checks before any work ----------------------------------------------------------------------------
 def checked_run_config(config: TrainConfig, explicit: set[str] | None = None) -> TrainConfig:
-    """The options the run will use, each check made once: the run's name first (it names the folder that
-    ``--continue`` reads), then the merge with the saved options (:func:`resolve_run_config`), then the rest."""
+    """The options the run will use: its name checked first (``--continue`` reads its folder), then merged
+    with the saved options (:func:`resolve_run_config`), then checked."""
     _raise_problems(_identity_problems(config))
     config = resolve_run_config(config, explicit)
     _raise_problems(_option_problems(config))
@@ -93,32 +91,25 @@ def _raise_problems(problems: list[str]) -> None:
 
 def _identity_problems(config: TrainConfig) -> list[str]:
     """What must hold before the run folder is even looked at."""
-    problems = []
-    name_problem = plain_name_problem("--name", config.name)
-    if name_problem:
-        problems.append(name_problem)
+    problems = [p for p in [plain_name_problem("--name", config.name)] if p]
     if config.continue_train and config.overwrite:
         problems.append("--continue and --overwrite contradict each other")
     return problems
 
 
 # The smallest value each counting option may take (the flag is the name with dashes).
-_MINIMUMS = (
-    dict.fromkeys(("n_epochs", "n_epochs_decay", "num_workers"), 0)
-    | dict.fromkeys(
-        (
-            "batch_size",
-            "load_size",
-            "crop_size",
-            "ngf",
-            "ndf",
-            "ilm_group_size",
-            "print_freq",
-            "display_freq",
-        ),
-        1,
-    )
-    | {"save_latest_freq": 1, "save_epoch_freq": 1}
+_COUNTS = [
+    "batch_size",
+    "load_size",
+    "crop_size",
+    "ngf",
+    "ndf",
+    "ilm_group_size",
+    "print_freq",
+    "display_freq",
+]
+_MINIMUMS = dict.fromkeys(["n_epochs", "n_epochs_decay", "num_workers"], 0) | dict.fromkeys(
+    [*_COUNTS, "save_latest_freq", "save_epoch_freq"], 1
 )
 
 
@@ -169,15 +160,9 @@ def _option_problems(config: TrainConfig) -> list[str]:
     return problems
 
 
-# -- run folder ----------------------------------------------------------------------------------------
 def resolve_run_config(config: TrainConfig, explicit: set[str] | None = None) -> TrainConfig:
-    """The options the run will use, checked against its folder; changes nothing on disk.
-
-    With ``--continue`` the run's saved ``config.json`` is the base and only the options named in
-    ``explicit`` (those given on the command line; all of them when None) override it, so resuming needs no
-    architecture flags. Overriding an architecture option with another value is an error, and so is a new
-    run over an existing one without ``--overwrite``.
-    """
+    """The options the run will use, checked against its folder. With ``--continue`` the saved ``config.json``
+    is the base, overridden by the options in ``explicit`` (all when None) but never in its architecture."""
     run_dir = config.run_dir
     existing = (run_dir / "config.json").exists() or (run_dir / "latest.pt").exists()
     if config.continue_train:
@@ -228,17 +213,9 @@ def start_run_folder(config: TrainConfig, resumed_at: int | None) -> None:
 
 def _loss_log_truncate(path: Path, iteration: int) -> None:
     """On resume, drop loss-log lines written after the checkpoint (and a half-written last line)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if entry.get("iteration", 0) <= iteration:
-            kept.append(line)
-    path.write_text("".join(k + "\n" for k in kept))
+    if path.is_file():
+        kept = [entry for entry in read_loss_log(path) if entry.get("iteration", 0) <= iteration]
+        path.write_text("".join(json.dumps(entry) + "\n" for entry in kept))
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:

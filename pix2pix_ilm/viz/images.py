@@ -17,12 +17,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def tensor_to_image(t: torch.Tensor) -> np.ndarray:
-    """Convert a generator-range image tensor to a uint8 ``(H, W, 3)`` array.
+    """``(C, H, W)``, ``(1, C, H, W)`` or ``(H, W)`` in [-1, 1] (C = 1 or 3) -> uint8 ``(H, W, 3)``.
 
-    ``t`` is ``(C, H, W)``, ``(1, C, H, W)`` or ``(H, W)`` with values in [-1, 1] and C = 1 or 3; one channel
-    becomes gray repeated to RGB. Values are clamped to [-1, 1] (NaN counts as 0), then
-    ``pixel = round((x + 1) / 2 * 255)`` with ties rounded to even (:func:`torch.round`), so −1 → 0,
-    0 → 128 (127.5 rounds to the even 128) and 1 → 255.
+    Clamped (NaN as 0), then ``round((x + 1) / 2 * 255)`` with ties to even: −1 → 0, 0 → 128, 1 → 255.
     """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"tensor_to_image expects a torch.Tensor, got {type(t).__name__}")
@@ -66,25 +63,18 @@ def save_image(image: np.ndarray, path: PathLike, *, fsync: bool = True) -> None
 
 
 def image_grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2) -> np.ndarray:
-    """Tile uint8 images into one ``(H, W, 3)`` array: one list per row, ``pad`` white pixels around cells.
-
-    Every cell is as large as the largest image; smaller images sit in the top-left corner of their cell and
-    short rows are padded with white.
-    """
+    """Tile uint8 images, one list per row, into white cells as large as the largest, ``pad`` pixels apart."""
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
     grid_rows = [[as_rgb(image) for image in row] for row in rows]
     images = [image for row in grid_rows for image in row]
     if not images:
         raise ValueError("image_grid needs at least one image")
-    cell_h = max(image.shape[0] for image in images)
-    cell_w = max(image.shape[1] for image in images)
+    cell_h, cell_w = (max(image.shape[i] for image in images) + pad for i in (0, 1))
     n_cols = max(len(row) for row in grid_rows)
-    n_rows = len(grid_rows)
-    grid = np.full((n_rows * (cell_h + pad) + pad, n_cols * (cell_w + pad) + pad, 3), 255, dtype=np.uint8)
+    grid = np.full((len(grid_rows) * cell_h + pad, n_cols * cell_w + pad, 3), 255, dtype=np.uint8)
     for r, row in enumerate(grid_rows):
         for c, image in enumerate(row):
-            top = pad + r * (cell_h + pad)
-            left = pad + c * (cell_w + pad)
+            top, left = pad + r * cell_h, pad + c * cell_w
             grid[top : top + image.shape[0], left : left + image.shape[1]] = image
     return grid

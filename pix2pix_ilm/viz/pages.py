@@ -1,13 +1,9 @@
-"""Static HTML pages: the training run's ``web/index.html`` and a test folder's ``index.html``.
-
-Every page says what it shows: the training page its epoch, iteration and state (it reloads itself only
-while the run is going) and the loss plot ``loss.png``; the test page the epoch and iteration of the
-checkpoint it used and, once ``eval`` has run, the metrics table, the per-image score plot and each image's
-scores beside its row. Every name is HTML-escaped and every link percent-encoded.
-"""
+"""Static HTML pages: the training run's ``web/index.html`` and a test folder's ``index.html``; every name
+is HTML-escaped and every link percent-encoded."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -15,7 +11,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 from urllib.parse import quote
 
 import torch
@@ -23,84 +19,48 @@ import torch
 from pix2pix_ilm.files import atomic_write_text, sync_to_disk
 from pix2pix_ilm.viz.images import save_image, tensor_to_image
 
-PathLike = Union[str, "os.PathLike[str]"]
-
 _GALLERY_STYLE = (
     "body{font-family:sans-serif;margin:1em}"
     "table{border-collapse:collapse}"
     "td{padding:4px;text-align:center;vertical-align:top;word-break:break-all}"
     "td.scores{text-align:left;white-space:nowrap;font-family:monospace}"
     "table.metrics td,table.metrics th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-    "img{image-rendering:pixelated}"
-    "img.plot{image-rendering:auto;max-width:100%}"
+    "img{image-rendering:pixelated;width:256px}"
+    "img.plot{image-rendering:auto;width:auto;max-width:100%}"
     ".status{color:#333}"
 )
 
-# A gallery row: (heading, [(caption, src), ...]), or (heading, items, {label: text}) with the texts in a last
-# cell (e.g. the image's scores).
-Section = tuple
 
-
-def _url(src: PathLike) -> str:
-    return html.escape(quote(os.fspath(src)), quote=True)
+def _url(src: str) -> str:
+    return html.escape(quote(src), quote=True)
 
 
 def write_gallery(
-    path: PathLike,
+    path: Path,
     title: str,
-    sections: Sequence[Section],
+    sections: Sequence[tuple],
     refresh: int | None = None,
-    image_width: int = 256,
     intro: Sequence[str] = (),
     *,
     fsync: bool = True,
 ) -> None:
-    """Write a static HTML page of image rows, atomically.
-
-    ``sections`` is a list of ``(heading, [(caption, src), ...])`` (optionally with a third element, a
-    ``{label: text}`` mapping shown in a last cell), one table row per section in the given order; ``src`` is
-    the image path relative to the HTML file (``/``-separated). Titles, headings, captions and texts are
-    HTML-escaped and every ``src`` is percent-encoded, so any file name is safe. ``intro``: HTML fragments
-    shown under the title, built with :func:`html.escape` by the caller. ``refresh`` (seconds) adds a
-    ``<meta http-equiv="refresh">``, for pages rewritten during training.
-    """
-    if refresh is not None and (not isinstance(refresh, int) or refresh <= 0):
-        raise ValueError(f"refresh must be a positive number of seconds or None, got {refresh!r}")
-    if not isinstance(image_width, int) or image_width <= 0:
-        raise ValueError(f"image_width must be a positive number of pixels, got {image_width!r}")
-
-    lines = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-    ]
-    if refresh is not None:
-        lines.append(f'<meta http-equiv="refresh" content="{refresh}">')
-    lines += [
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_GALLERY_STYLE}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{html.escape(title)}</h1>",
-        *intro,
-    ]
+    """Write an HTML page of image rows atomically: ``sections`` are ``(heading, [(caption, src), ...])``,
+    optionally with a ``{label: text}`` shown in a last cell; ``intro``: HTML fragments, already escaped."""
+    title = html.escape(title)
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    lines = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{meta}<title>{title}</title>']
+    lines += [f"<style>{_GALLERY_STYLE}</style></head><body><h1>{title}</h1>", *intro]
     for heading, items, *extra in sections:
-        lines.append(f"<h3>{html.escape(str(heading))}</h3>")
-        lines.append("<table><tr>")
-        for caption, src in items:
-            url = _url(src)
-            text = html.escape(str(caption))
-            lines.append(
-                f'<td><a href="{url}"><img src="{url}" alt="{text}" style="width:{image_width}px"></a>'
-                f"<br>{text}</td>"
-            )
-        if extra and extra[0]:
-            texts = "<br>".join(f"{html.escape(str(k))} {html.escape(str(v))}" for k, v in extra[0].items())
-            lines.append(f'<td class="scores">{texts}</td>')
-        lines.append("</tr></table>")
-    lines += ["</body>", "</html>", ""]
-    atomic_write_text(path, "\n".join(lines), fsync=fsync)
+        cells = [
+            f'<a href="{_url(src)}"><img src="{_url(src)}" alt="{html.escape(c)}"></a><br>{html.escape(c)}'
+            for c, src in items
+        ]
+        texts = "<br>".join(html.escape(f"{k} {v}") for k, v in (extra[0] if extra else {}).items())
+        cells = [f"<td>{cell}</td>" for cell in cells] + (
+            [f'<td class="scores">{texts}</td>'] if texts else []
+        )
+        lines.append(f"<h3>{html.escape(heading)}</h3><table><tr>{''.join(cells)}</tr></table>")
+    atomic_write_text(path, "\n".join([*lines, "</body></html>", ""]), fsync=fsync)
 
 
 def _paragraph(text: str, css: str = "status") -> str:
@@ -116,9 +76,8 @@ def _now() -> str:
 
 
 class TrainingPages:
-    """``web/index.html`` of a run: its state, the loss plot ``loss.png`` and the real_A / fake_B / real_B of
-    every epoch, newest first. It reloads itself every ``refresh`` seconds while training runs;
-    :meth:`finish` writes it once more without the reload."""
+    """``web/index.html`` of a run: its state, ``loss.png`` and each epoch's images, newest first; it reloads
+    itself while training runs."""
 
     REFRESH = 60
 
@@ -160,19 +119,13 @@ class TrainingPages:
         if self.loss_log is not None and self._write_loss_plot():
             intro.append(_plot("loss.png", "losses: GAN terms and L1, per epoch"))
         sections = []
-        pattern = re.compile(r"epoch(\d+)_real_A\.png")
-        images = self.web_dir / "images"
-        names = (pattern.fullmatch(p.name) for p in images.iterdir()) if images.is_dir() else ()
+        names = (re.fullmatch(r"epoch(\d+)_real_A\.png", p.name) for p in (self.web_dir / "images").glob("*"))
         for e in sorted({int(m.group(1)) for m in names if m}, reverse=True):
             heading = f"epoch {e}"
             if self.latest is not None and e == self.latest[0] and self.latest[1] is not None:
                 heading += f" (images of iteration {self.latest[1]})"
-            sections.append(
-                (
-                    heading,
-                    [(label, f"images/epoch{e:03d}_{label}.png") for label in ("real_A", "fake_B", "real_B")],
-                )
-            )
+            labels = ("real_A", "fake_B", "real_B")
+            sections.append((heading, [(label, f"images/epoch{e:03d}_{label}.png") for label in labels]))
         write_gallery(
             self.web_dir / "index.html",
             f"Training run {self.title}",
@@ -197,18 +150,10 @@ class TrainingPages:
 def read_loss_log(path: Path) -> list[dict[str, Any]]:
     """The entries of a ``loss_log.jsonl`` (a half-written last line is skipped); [] without the file."""
     entries = []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
+    for line in Path(path).read_text().splitlines() if Path(path).is_file() else []:
+        with contextlib.suppress(json.JSONDecodeError):
+            entries.append(json.loads(line))
+    return [entry for entry in entries if isinstance(entry, dict)]
 
 
 TEST_INFO = "test.json"
@@ -223,13 +168,8 @@ def _metrics_intro(document: Mapping[str, Any], json_href: str, plot_href: str |
     better = document.get("higher_is_better", {})
     rows = ["<tr><th>metric</th><th>mean</th><th>std</th><th>n</th><th>better</th></tr>"]
     for name in document["metrics"]:
-        cells = (
-            name,
-            _score_text(document["mean"].get(name)),
-            _score_text(document["std"].get(name)),
-            str(document["n"]),
-            "higher" if better.get(name) else "lower",
-        )
+        mean, std = _score_text(document["mean"].get(name)), _score_text(document["std"].get(name))
+        cells = (name, mean, std, str(document["n"]), "higher" if better.get(name) else "lower")
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     parts = [
         "<h2>Scores</h2>",
@@ -244,10 +184,8 @@ def _metrics_intro(document: Mapping[str, Any], json_href: str, plot_href: str |
 def write_test_page(
     out_dir: Path, metrics_json: Path | None = None, *, fsync: bool = True, final_dir: Path | None = None
 ) -> None:
-    """Write ``index.html`` of a ``test`` output folder from its ``test.json``, with the scores of
-    ``metrics_json`` (default ``metrics.json`` beside it) once ``eval`` has written them for these images:
-    the metrics table, a link to the JSON, the score plot (``metrics.png``) and each image's scores.
-    ``final_dir``: where the folder will be, when it is written elsewhere first."""
+    """Write ``index.html`` of a ``test`` folder from its ``test.json``, with the scores of ``metrics_json``
+    once they are newer than the images. ``final_dir``: where the folder will be, if written elsewhere first."""
     out_dir = Path(out_dir)
     info = json.loads((out_dir / TEST_INFO).read_text())
     metrics_json = out_dir / "metrics.json" if metrics_json is None else Path(metrics_json)

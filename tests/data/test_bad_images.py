@@ -59,7 +59,7 @@ def test_bad_training_image_stops_before_any_work_or_is_skipped(case, pairs, tmp
     assert not (ckpt / "stop").exists()
 
     # --skip-bad-images: one warning with the count; the run trains on the two good images.
-    with pytest.warns(UserWarning, match=rf"skipped 1 bad image\(s\) of 3, e\.g\. .*{re.escape(name)}"):
+    with pytest.warns(UserWarning, match=rf"skipped 1 bad image\(s\) of 3: .*{re.escape(name)}"):
         assert main(train_args(root, ckpt, "skip", "--skip-bad-images")) == 0
     assert iterations(ckpt / "skip") == [1, 2]
 
@@ -176,7 +176,7 @@ def test_image_that_breaks_only_when_decoded(pairs, tmp_path, capsys):
         assert main(train_args(root, ckpt, "sub", "--skip-bad-images")) == 0
     assert iterations(ckpt / "sub") == [1, 2, 3]
     # --skip-bad-images --validate-images full: skipped up front.
-    with pytest.warns(UserWarning, match=r"skipped 1 bad image\(s\) of 3, e\.g\. .*late\.png"):
+    with pytest.warns(UserWarning, match=r"skipped 1 bad image\(s\) of 3: .*late\.png"):
         assert main(train_args(root, ckpt, "pre", "--skip-bad-images", "--validate-images", "full")) == 0
     assert iterations(ckpt / "pre") == [1, 2]
 
@@ -251,3 +251,12 @@ def test_data_tools_name_the_bad_file(pairs, tmp_path):
     (base / "cmp_b0001.jpg").write_bytes(b"")
     with pytest.raises(UsageError, match="cmp_b0001.jpg"):
         convert_cmp(base, tmp_path / "bad", size=32)
+
+
+def test_every_bad_image_is_named(pairs, tmp_path, capsys):
+    files = {**good_pairs(pairs, "train1"), "a.jpg": b"not an image", "b.png": b"", "c.jpg": b"\xff\xd8 cut"}
+    root = write_folder(tmp_path / "data", "train", files)
+    msg = cli_error(capsys, *train_args(root, tmp_path / "ckpt", "x"))
+    assert "3 bad image(s) of 4:" in msg and all(name in msg for name in ("a.jpg", "b.png", "c.jpg")), msg
+    with pytest.warns(UserWarning, match=r"skipped 3 bad image\(s\) of 4: .*a\.jpg.*b\.png.*c\.jpg"):
+        assert main(train_args(root, tmp_path / "ckpt", "x", "--skip-bad-images")) == 0

@@ -1,4 +1,4 @@
-"""Evaluation of images and of test output folders, and the ``eval`` command's metrics.json."""
+"""Evaluation of test output folders, and the ``eval`` command's metrics.json."""
 
 from __future__ import annotations
 
@@ -15,42 +15,28 @@ from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation import evaluate
 
 
-def test_evaluate_images_checks_inputs() -> None:
-    a = np.zeros((8, 8, 3), np.uint8)
-    with pytest.raises(UsageError, match="pair 0"):
-        evaluate.evaluate_images([a], [np.zeros((8, 9, 3), np.uint8)], "rmse")
-    with pytest.raises(UsageError, match="8-bit RGB"):
-        evaluate.evaluate_images([a.astype(np.float32)], [a], "rmse")
-    with pytest.raises(UsageError, match="no images"):
-        evaluate.evaluate_images([], [], "rmse")
-    with pytest.raises(UsageError, match="batch-size"):
-        evaluate.evaluate_images([a], [a], "rmse", batch_size=0)
-    tiny = np.zeros((6, 40, 3), np.uint8)
-    with pytest.raises(UsageError, match="at least 7x7"):
-        evaluate.evaluate_images([tiny], [tiny], "ssim")
+def _write_pair(images: Path, stem: str, fake: np.ndarray, real: np.ndarray) -> None:
+    images.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(fake).save(images / f"{stem}_fake_B.png")
+    Image.fromarray(real).save(images / f"{stem}_real_B.png")
 
 
-def test_batching_and_mixed_sizes_give_per_image_scores() -> None:
+def test_batching_and_mixed_sizes_give_per_image_scores(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     reals = [rng.integers(0, 256, size=shape, dtype=np.uint8) for shape in [(8, 8, 3)] * 3 + [(9, 12, 3)] * 2]
     fakes = [np.clip(r.astype(int) + 5 * (i + 1), 0, 255).astype(np.uint8) for i, r in enumerate(reals)]
-    one_by_one = evaluate.evaluate_images(fakes, reals, "rmse,ssim", batch_size=1)
-    batched = evaluate.evaluate_images(fakes, reals, "rmse,ssim", batch_size=4)
+    for i, (fake, real) in enumerate(zip(fakes, reals, strict=True)):
+        _write_pair(tmp_path / "images", str(i), fake, real)
+    one_by_one = evaluate.evaluate_results_dir(tmp_path, "rmse,ssim", batch_size=1)
+    batched = evaluate.evaluate_results_dir(tmp_path, "rmse,ssim", batch_size=4)
     assert list(batched["per_image"]) == ["0", "1", "2", "3", "4"]
     for stem, scores in one_by_one["per_image"].items():
         assert batched["per_image"][stem] == pytest.approx(scores, abs=1e-12)
     for i in range(5):
         expected = math.sqrt(np.mean((fakes[i].astype(float) - reals[i]) ** 2))
         assert batched["per_image"][str(i)]["rmse"] == pytest.approx(expected, abs=1e-12)
-
-
-# -------------------------------------------------------------------------------- results folders
-
-
-def _write_pair(images: Path, stem: str, fake: np.ndarray, real: np.ndarray) -> None:
-    images.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(fake).save(images / f"{stem}_fake_B.png")
-    Image.fromarray(real).save(images / f"{stem}_real_B.png")
+    with pytest.raises(UsageError, match="batch-size"):
+        evaluate.evaluate_results_dir(tmp_path, "rmse", batch_size=0)
 
 
 def test_eval_errors_name_the_file(tmp_path: Path) -> None:

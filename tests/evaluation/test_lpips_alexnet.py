@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation import evaluate, lpips_alexnet, metrics
+from pix2pix_ilm.evaluation import lpips_alexnet, metrics
 from tests.helpers import closed_port_url
 
 # LPIPS(alex, v0.1) between the photo halves of facades train/1.jpg and train/2.jpg with the shared
@@ -50,8 +50,8 @@ def test_lpips_zero_for_identical_symmetric_and_monotonic(
 
 def test_lpips_regression_anchor_on_two_facades(lpips_backbone: Path, facades_dir: Path) -> None:
     one, two = _photo(facades_dir, "1.jpg"), _photo(facades_dir, "2.jpg")
-    result = evaluate.evaluate_images([one], [two], "lpips", lpips_backbone=lpips_backbone, device="cpu")
-    assert result["mean"]["lpips"] == pytest.approx(LPIPS_FACADES_1_2, abs=1e-4)
+    score = metrics.get_metric("lpips").make_scorer(metrics.EvalOptions(lpips_backbone))
+    assert score(one[None], two[None])[0] == pytest.approx(LPIPS_FACADES_1_2, abs=1e-4)
 
 
 def test_lpips_batched_equals_single(lpips_model: torch.nn.Module, facades_dir: Path) -> None:
@@ -144,9 +144,7 @@ def test_no_backbone_and_no_network_fails_fast(tmp_path: Path, monkeypatch: pyte
     timeout_before = socket.getdefaulttimeout()
     started = time.perf_counter()
     with pytest.raises(UsageError) as caught:
-        evaluate.evaluate_images(
-            [np.zeros((64, 64, 3), np.uint8)], [np.zeros((64, 64, 3), np.uint8)], "lpips"
-        )
+        metrics.get_metric("lpips").make_scorer(metrics.EvalOptions())
     assert time.perf_counter() - started < 10
     message = str(caught.value)
     assert "--lpips-backbone PATH" in message and lpips_alexnet.LPIPS_BACKBONE_ENV in message

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation import evaluate, metrics
-
-# ----------------------------------------------------------------------------------------- registry
+from pix2pix_ilm.evaluation import metrics
 
 
 def test_registry_lists_metrics_with_directions() -> None:
@@ -40,15 +38,12 @@ def test_register_metric_adds_a_metric_in_one_place() -> None:
         real = np.zeros((4, 4, 3), np.uint8)
         fake = real.copy()
         fake[1, 2, 0] = 9
-        result = evaluate.evaluate_images([fake], [real], "test_max_abs")
-        assert result["mean"]["test_max_abs"] == 9.0
+        scorer = metrics.get_metric("test_max_abs").make_scorer(metrics.EvalOptions())
+        assert scorer(fake[None], real[None]).tolist() == [9.0]
         with pytest.raises(ValueError, match="already registered"):
             metrics.register_metric("test_max_abs", higher_is_better=False, description="again")(_make)
     finally:
         metrics._METRICS.pop("test_max_abs")
-
-
-# ----------------------------------------------------------------------------------- pixel metrics
 
 
 def test_pixel_metrics_match_hand_computation() -> None:
@@ -61,16 +56,10 @@ def test_pixel_metrics_match_hand_computation() -> None:
     real2 = rng.integers(10, 240, size=(8, 6, 3), dtype=np.uint8)
     fake2 = (real2.astype(np.int16) + 4).astype(np.uint8)  # MSE 16, MAE 4
 
-    result = evaluate.evaluate_images([fake1, fake2], [real1, real2], "rmse,psnr,mae", names=["a", "b"])
-    assert result["n"] == 2
-    assert result["per_image"]["a"]["rmse"] == pytest.approx(math.sqrt(15), abs=1e-12)
-    assert result["per_image"]["a"]["mae"] == pytest.approx(3.0, abs=1e-12)
-    assert result["per_image"]["a"]["psnr"] == pytest.approx(10 * math.log10(255**2 / 15), abs=1e-12)
-    assert result["per_image"]["b"]["rmse"] == pytest.approx(4.0, abs=1e-12)
-    assert result["mean"]["rmse"] == pytest.approx((math.sqrt(15) + 4) / 2, abs=1e-12)
-    assert result["std"]["rmse"] == pytest.approx(abs(math.sqrt(15) - 4) / 2, abs=1e-12)  # population std
-    assert result["mean"]["mae"] == pytest.approx(3.5, abs=1e-12)
-    assert result["std"]["mae"] == pytest.approx(0.5, abs=1e-12)
+    fake, real = np.stack([fake1, fake2]), np.stack([real1, real2])
+    assert metrics.rmse(fake, real) == pytest.approx([math.sqrt(15), 4.0], abs=1e-12)
+    assert metrics.mae(fake, real) == pytest.approx([3.0, 4.0], abs=1e-12)
+    assert metrics.psnr(fake, real)[0] == pytest.approx(10 * math.log10(255**2 / 15), abs=1e-12)
 
 
 def test_pixel_metrics_do_not_wrap_around_uint8() -> None:
@@ -85,10 +74,6 @@ def test_pixel_metrics_do_not_wrap_around_uint8() -> None:
 def test_psnr_of_identical_images_is_infinite() -> None:
     image = np.full((1, 4, 4, 3), 7, np.uint8)
     assert metrics.psnr(image, image)[0] == math.inf
-    result = evaluate.evaluate_images(image, image, "psnr,rmse")
-    assert result["mean"]["psnr"] == math.inf
-    safe = json.loads(json.dumps(evaluate.json_safe(result), allow_nan=False))
-    assert safe["mean"] == {"psnr": None, "rmse": 0.0} and safe["per_image"]["0"]["psnr"] is None
 
 
 def test_ssim_uses_the_documented_settings() -> None:
@@ -111,6 +96,9 @@ def test_ssim_uses_the_documented_settings() -> None:
     assert ours == pytest.approx(uniform7, abs=1e-12)
     assert abs(ours - gaussian) > 1e-3
     assert metrics.ssim(real[None], real[None])[0] == pytest.approx(1.0, abs=1e-12)
+    tiny = np.zeros((1, 6, 40, 3), np.uint8)
+    with pytest.raises(UsageError, match="at least 7x7"):
+        metrics.ssim(tiny, tiny)
     assert ours < 0.99
 
 
