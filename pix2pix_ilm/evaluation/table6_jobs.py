@@ -70,7 +70,7 @@ def _start(
 ) -> tuple[subprocess.Popen, TrainConfig, Path, float]:
     log = logs / f"{run.name}.log"
     say(f"{run.name}: {'resuming' if (run.run_dir / 'latest.pt').is_file() else 'training'} (log: {log})")
-    # A session of its own: a Ctrl+C reaches this process only, which then stops each run once.
+    # Its own process group: a Ctrl+C reaches this process only, which then stops each run once.
     with open(log, "ab") as out:
         process = subprocess.Popen(
             train_command(run), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True

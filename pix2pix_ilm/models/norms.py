@@ -135,7 +135,6 @@ class ILMNorm(nn.Module):
             and (self.mean_activation, self.var_activation) == ("tanh", "sigmoid")
             and x.dtype == self.encoder.weight.dtype
             and x.is_contiguous()
-            and autocast_dtype(x.device.type) is None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,16 +29,14 @@ def _make_client(server: str, port: int, env: str, timeout: float) -> Any:
     import requests
     import visdom
 
-    session = requests.Session()
-    session.trust_env = not is_loopback(
-        urlparse(server).hostname or ""
-    )  # this machine: never via $http_proxy
+    client = requests.Session()
+    client.trust_env = not is_loopback(urlparse(server).hostname or "")  # this machine: never via $http_proxy
 
     class _TimeoutVisdom(visdom.Visdom):
         # visdom's override point for sending: its own has no timeout (a hung server would block training
         # forever) and ignores HTTP error statuses. visdom turns any requests error into ConnectionError.
         def _handle_post(self, url: str, data: Any = None) -> str:
-            response = session.post(url, data=data if data is not None else {}, timeout=timeout)
+            response = client.post(url, data=data if data is not None else {}, timeout=timeout)
             response.raise_for_status()
             return response.text
 

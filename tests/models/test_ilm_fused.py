@@ -57,8 +57,10 @@ def test_the_fused_path_is_taken_only_where_it_applies():
     assert not ILMNorm(8, "group", key_group_size=1, num_groups=4)._fused(x)
     assert not ILMNorm(8, key_group_size=1, mean_activation="identity")._fused(x)
     assert not ILMNorm(8, key_group_size=1)._fused(x.to(memory_format=torch.channels_last))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not ILMNorm(8, key_group_size=1)._fused(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 inside the layer, so fused there too
+        out = ILMNorm(8, key_group_size=1)(x.bfloat16().requires_grad_())
+    assert out.dtype == torch.bfloat16
+    assert type(out.grad_fn.next_functions[0][0]).__name__ == "ILMInstanceK1Backward"
     out = ILMNorm(8, key_group_size=1)(x)
     out.relu_()  # a new tensor: the next layer's in-place activation is allowed
 
