@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from pix2pix_ilm.data.images import load_rgb
+from pix2pix_ilm.data.images import load_rgb, record_bad_images
 from pix2pix_ilm.data.transforms import TransformSpec, to_tensor
 from pix2pix_ilm.errors import UsageError
 
@@ -35,6 +35,7 @@ class _ImageFolderDataset(Dataset, abc.ABC):
         self.paths = list(paths)
         self.bad_image = bad_image
         self.bad_indices: set[int] = set()
+        self.bad_list: Path | None = None  # where skipped files are recorded (see record_bad_images)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -58,6 +59,7 @@ class _ImageFolderDataset(Dataset, abc.ABC):
                         "--validate-images full to check every file before starting)"
                     ) from err
                 self.bad_indices.add(candidate)
+                record_bad_images(self.bad_list, [str(err)])
                 action = "dropped" if self.bad_image == "drop" else "the next good image is used in its place"
                 warnings.warn(
                     f"skipping an image that failed to decode: {err}; {action} "

@@ -134,6 +134,16 @@ def check_image(
 NAMED_BAD_IMAGES = 20
 """Bad files named one by one in the error or warning; the rest are counted."""
 
+BAD_IMAGES_FILE = "bad_images.txt"
+"""Every file skipped as bad, one reason per line, in the folder of the run (or test) that skipped it."""
+
+
+def record_bad_images(path: Path | None, reasons: Sequence[str]) -> None:
+    """Append ``reasons`` to the bad-image list ``path`` (nothing when ``path`` is None)."""
+    if path is not None and reasons:
+        with open(path, "a", encoding="utf-8") as f:
+            f.writelines(f"{reason}\n" for reason in reasons)
+
 
 def validate_images(
     paths: Sequence[Path],
@@ -143,9 +153,9 @@ def validate_images(
     mode: str = "header",
     transform: TransformSpec | None = None,
     size_multiple: int = 1,
-) -> list[Path]:
-    """The usable ``paths``, checked before any work as ``--validate-images`` asks; a bad file is an error
-    naming it, or with ``skip_bad`` skipped with one warning for all."""
+) -> tuple[list[Path], list[str]]:
+    """The usable ``paths`` and the reasons the others were skipped, checked before any work as
+    ``--validate-images`` asks; a bad file is an error naming it, or with ``skip_bad`` skipped with one warning."""
     if mode not in VALIDATION_MODES:
         raise UsageError(f"--validate-images must be one of {', '.join(VALIDATION_MODES)}, got {mode!r}")
     good: list[Path] = []
@@ -164,7 +174,10 @@ def validate_images(
             f"{len(bad)} bad image(s) of {len(paths)}: {named} (use --skip-bad-images to skip such files)"
         )
     if bad:
-        warnings.warn(f"skipped {len(bad)} bad image(s) of {len(paths)}: {named}", stacklevel=2)
+        warnings.warn(
+            f"skipped {len(bad)} bad image(s) of {len(paths)}: {named} (all listed in {BAD_IMAGES_FILE})",
+            stacklevel=2,
+        )
     if not good:
         raise UsageError(f"no usable images: all {len(paths)} were skipped as bad")
-    return good
+    return good, bad

@@ -35,7 +35,14 @@ from pix2pix_ilm.config import (
     plain_name_problem,
 )
 from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, collate_skipping_none
-from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
+from pix2pix_ilm.data.images import (
+    BAD_IMAGES_FILE,
+    list_images,
+    phase_folder,
+    record_bad_images,
+    select_files,
+    validate_images,
+)
 from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import autocast, resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
@@ -146,12 +153,15 @@ def run_test(options: TestConfig) -> Path:
     if options.precision != "run":
         config = dataclasses.replace(config, precision=options.precision)
     folder = phase_folder(options.dataroot, options.phase)
-    loader = _test_loader(options, config, folder)
+    loader, skipped = _test_loader(options, config, folder)
     suffix = "_single" if options.single else ""
     out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}{suffix}"
     labels = ("fake_B",) if options.single else ("real_A", "fake_B", "real_B")
     start = time.time()
     with _replacing(out_dir) as staging:
+        if options.skip_bad_images:
+            loader.dataset.bad_list = staging / BAD_IMAGES_FILE
+            record_bad_images(loader.dataset.bad_list, skipped)
         stems = _translate_all(generator, loader, config, options, labels, staging / "images")
         checkpoint = checkpoint_path(run_dir, options.epoch).name
         short, full = describe_checkpoint(checkpoint, counters, config.total_epochs)
@@ -181,14 +191,15 @@ def _check_test_options(options: TestConfig) -> None:
         raise UsageError("; ".join(p for p in problems if p))
 
 
-def _test_loader(options: TestConfig, config: TrainConfig, folder: Path) -> DataLoader:
-    """The checked images of ``folder`` as batches, preprocessed as in training but without randomness."""
+def _test_loader(options: TestConfig, config: TrainConfig, folder: Path) -> tuple[DataLoader, list[str]]:
+    """The checked images of ``folder`` as batches, preprocessed as in training but without randomness, and the
+    reasons for the files skipped as bad."""
     files = select_files(list_images(folder), parse_subset(options.subset), options.num_test)
     if not files:
         raise UsageError(f"no images in {folder}")
     transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, flip=False, train=False)
     depth = unet_depth(config.netG)
-    files = validate_images(
+    files, skipped = validate_images(
         files,
         aligned=not options.single,
         skip_bad=options.skip_bad_images,
@@ -203,7 +214,10 @@ def _test_loader(options: TestConfig, config: TrainConfig, folder: Path) -> Data
         dataset = AlignedDataset(
             files, transform, config.direction, config.input_nc, config.output_nc, bad_image=bad_image
         )
-    return DataLoader(dataset, batch_size=options.batch_size, shuffle=False, collate_fn=collate_skipping_none)
+    loader = DataLoader(
+        dataset, batch_size=options.batch_size, shuffle=False, collate_fn=collate_skipping_none
+    )
+    return loader, skipped
 
 
 def _translate_all(

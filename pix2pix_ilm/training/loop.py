@@ -23,7 +23,14 @@ from pix2pix_ilm.data.aligned import (
     AlignedDataset,
     EpochBatchSampler,
 )
-from pix2pix_ilm.data.images import list_images, phase_folder, select_files, validate_images
+from pix2pix_ilm.data.images import (
+    BAD_IMAGES_FILE,
+    list_images,
+    phase_folder,
+    record_bad_images,
+    select_files,
+    validate_images,
+)
 from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError
@@ -56,7 +63,7 @@ def _train(config: TrainConfig, explicit: set[str] | None) -> Path:
     config = checked_run_config(config, explicit)
     dist = Distributed.set_up(resolve_device(config.device))
     config = with_device_defaults(config, dist.device)  # precision / channels_last: config.json saves these
-    dataset = training_dataset(config)
+    dataset, skipped = training_dataset(config)
     resume_state = prepare_run_dir(config, may_change_folder=dist.is_main)
     dist.barrier()
 
@@ -68,6 +75,10 @@ def _train(config: TrainConfig, explicit: set[str] | None) -> Path:
         model.wrap_distributed()
     if dist.is_main:
         start_run_folder(config, resumed_at=counters.iteration if resume_state else None)
+        if config.skip_bad_images:
+            dataset.bad_list = config.run_dir / BAD_IMAGES_FILE
+            dataset.bad_list.unlink(missing_ok=True)
+            record_bad_images(dataset.bad_list, skipped)
         if resume_state:
             _say_where_it_resumes(config, counters)
     if counters.epoch > config.total_epochs:
@@ -106,15 +117,16 @@ def _train(config: TrainConfig, explicit: set[str] | None) -> Path:
     return config.run_dir
 
 
-def training_dataset(config: TrainConfig) -> AlignedDataset:
-    """The checked aligned images of ``<dataroot>/<phase>`` (every file validated before any work)."""
+def training_dataset(config: TrainConfig) -> tuple[AlignedDataset, list[str]]:
+    """The checked aligned images of ``<dataroot>/<phase>`` (every file validated before any work), and the
+    reasons for the files skipped as bad."""
     folder = phase_folder(config.dataroot, config.phase)
     files = select_files(list_images(folder), parse_subset(config.subset), config.max_dataset_size)
     if not files:
         raise UsageError(f"no images in {folder} (after --subset/--max-dataset-size)")
     transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, not config.no_flip, True)
     depth = unet_depth(config.netG)
-    files = validate_images(
+    files, skipped = validate_images(
         files,
         aligned=True,
         skip_bad=config.skip_bad_images,
@@ -123,9 +135,10 @@ def training_dataset(config: TrainConfig) -> AlignedDataset:
         size_multiple=2**depth if depth is not None else 4,
     )
     bad_image = "substitute" if config.skip_bad_images else "error"
-    return AlignedDataset(
+    dataset = AlignedDataset(
         files, transform, config.direction, config.input_nc, config.output_nc, bad_image=bad_image
     )
+    return dataset, skipped
 
 
 def batches_per_epoch(num_images: int, config: TrainConfig, world: int) -> int:

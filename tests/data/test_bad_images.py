@@ -175,6 +175,7 @@ def test_image_that_breaks_only_when_decoded(pairs, tmp_path, capsys):
     with pytest.warns(UserWarning, match=r"late\.png.*next good image is used in its place \(1 bad image"):
         assert main(train_args(root, ckpt, "sub", "--skip-bad-images")) == 0
     assert iterations(ckpt / "sub") == [1, 2, 3]
+    assert "late.png" in (ckpt / "sub" / "bad_images.txt").read_text()
     # --skip-bad-images --validate-images full: skipped up front.
     with pytest.warns(UserWarning, match=r"skipped 1 bad image\(s\) of 3: .*late\.png"):
         assert main(train_args(root, ckpt, "pre", "--skip-bad-images", "--validate-images", "full")) == 0
@@ -194,6 +195,7 @@ def test_test_command_on_bad_images(trained, pairs, tmp_path, capsys):
         assert main(args_for_test(data, ckpt, results, "--skip-bad-images")) == 0
     images = results / "base" / "test_latest" / "images"
     assert sorted(p.name.split("_")[0] for p in images.iterdir()) == ["test1"] * 3 + ["test2"] * 3
+    assert "cut.jpg" in (results / "base" / "test_latest" / "bad_images.txt").read_text()
 
     # Broken only inside: found while translating; an error naming it, or dropped with --skip-bad-images.
     (data / "test" / "cut.jpg").unlink()
@@ -204,6 +206,7 @@ def test_test_command_on_bad_images(trained, pairs, tmp_path, capsys):
         assert main(args_for_test(data, ckpt, tmp_path / "r3", "--skip-bad-images", "--batch-size", "2")) == 0
     out = tmp_path / "r3" / "base" / "test_latest"
     assert len(list((out / "images").iterdir())) == 6 and "late_" not in (out / "index.html").read_text()
+    assert "late.png" in (out / "bad_images.txt").read_text()
 
     msg = cli_error(capsys, *args_for_test(data, ckpt, tmp_path / "r4", "--phase", "val"))
     assert "val not found" in msg and "it has test/" in msg
@@ -260,3 +263,17 @@ def test_every_bad_image_is_named(pairs, tmp_path, capsys):
     assert "3 bad image(s) of 4:" in msg and all(name in msg for name in ("a.jpg", "b.png", "c.jpg")), msg
     with pytest.warns(UserWarning, match=r"skipped 3 bad image\(s\) of 4: .*a\.jpg.*b\.png.*c\.jpg"):
         assert main(train_args(root, tmp_path / "ckpt", "x", "--skip-bad-images")) == 0
+    # The run folder lists every skipped file with its reason, one per line.
+    listed = (tmp_path / "ckpt" / "x" / "bad_images.txt").read_text().splitlines()
+    assert len(listed) == 3, listed
+    assert all(name in line for name, line in zip(("a.jpg", "b.png", "c.jpg"), listed, strict=True)), listed
+    assert all("cannot decode" in line or "truncated" in line for line in listed), listed
+    # More than 20: the first 20 named in the warning, the rest counted; all in the list.
+    many = {f"bad{i:02d}.jpg": b"not an image" for i in range(23)}
+    root = write_folder(tmp_path / "many", "train", {**good_pairs(pairs, "train1"), **many})
+    with pytest.warns(
+        UserWarning, match=r"skipped 23 bad image\(s\) of 24: .*bad19\.jpg[^;]*; and 3 more"
+    ) as seen:
+        assert main(train_args(root, tmp_path / "ckpt", "many", "--skip-bad-images")) == 0
+    assert "bad20.jpg" not in str(seen[0].message)
+    assert len((tmp_path / "ckpt" / "many" / "bad_images.txt").read_text().splitlines()) == 23
