@@ -143,7 +143,11 @@ class TrainConfig(DataOptions, NetworkOptions):
         "compiling per process, docs/gpu.md)",
     )
     sync_batch: bool = opt(False, "with batch norm under torchrun: synchronise statistics across processes")
-    print_freq: int = opt(100, "log losses every N iterations")
+    print_freq: int = opt(
+        100,
+        "log losses every N iterations (also at the first step and at each epoch end); the progress line shows "
+        "the latest, marked with their step (G_L1 35.2 @1200), next to the live epoch",
+    )
     display_freq: int = opt(400, "update visdom / the HTML page every N iterations")
     save_latest_freq: int = opt(5000, "save latest.pt every N iterations (and at every epoch end)")
     save_epoch_freq: int = opt(5, "keep epoch_<n>.pt every N epochs")

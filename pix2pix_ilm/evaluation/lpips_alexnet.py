@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,8 @@ def _download_alexnet_features() -> dict[str, torch.Tensor]:
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
+        # Reach the server first: torch hub announces "Downloading: ..." before it knows whether it can.
+        urllib.request.urlopen(urllib.request.Request(ALEXNET_OWT_URL, method="HEAD")).close()
         state = torch.hub.load_state_dict_from_url(
             ALEXNET_OWT_URL, map_location="cpu", progress=True, check_hash=True, weights_only=True
         )

@@ -39,20 +39,32 @@ class ReportSink:
 
 
 class ProgressLines(ReportSink):
+    """The count with the live epoch and the losses of the last logged step, marked with that step
+    (``epoch 3/200 G_GAN 0.712 G_L1 35.2 D_real 0.69 D_fake 0.70 @1200``)."""
+
     def __init__(self, config: TrainConfig, total: int, initial: int) -> None:
         from pix2pix_ilm.viz.progress import Progress
 
-        self.total_epochs = config.total_epochs
+        self.total_epochs, self.epoch, self.losses = config.total_epochs, 0, ""
         self.progress = Progress(
             total, f"train {config.name}", initial=initial, interval=config.progress_interval
         )
 
     def step(self, counters: Counters) -> None:
+        if counters.epoch != self.epoch:
+            self.epoch = counters.epoch
+            self._show()
         self.progress.update(1)
 
     def log(self, entry: dict[str, Any]) -> None:
         losses = " ".join(f"{k} {v:.3f}" for k, v in entry.items() if k not in LOG_FIELDS)
-        self.progress.set_status(f"epoch {entry['epoch']}/{self.total_epochs} {losses}")
+        self.losses = f" {losses} @{entry['iteration']}"
+        self._show()
+
+    def _show(self) -> None:
+        self.progress.set_status(
+            f"epoch {min(self.epoch, self.total_epochs)}/{self.total_epochs}{self.losses}"
+        )
 
     def close(self) -> None:
         self.progress.close()
@@ -134,13 +146,20 @@ class Reporter:
         total = batches_per_epoch * config.total_epochs
         self.sinks = default_sinks(config, total, counters) if dist.is_main else []
         self.start_time = time.time()
+        self.first_iteration = counters.iteration + 1  # logged too: losses are shown from the start
 
     def step(self, counters: Counters, lr: float, losses: dict[str, torch.Tensor], visuals: Visuals) -> None:
+        self._report(counters, lr, losses, visuals)
         for sink in self.sinks:
             sink.step(counters)
+
+    def _report(
+        self, counters: Counters, lr: float, losses: dict[str, torch.Tensor], visuals: Visuals
+    ) -> None:
         log_due = (
             counters.iteration % self.config.print_freq == 0
             or counters.batches_done == self.batches_per_epoch
+            or counters.iteration == self.first_iteration
         )
         preview_due = counters.iteration % self.config.display_freq == 0
         if not (log_due or preview_due):

@@ -137,7 +137,9 @@ def test_bad_backbone_files_are_usage_errors(tmp_path: Path, lpips_backbone: Pat
         lpips_alexnet.build_lpips(tmp_path / "absent.pth")
 
 
-def test_no_backbone_and_no_network_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_backbone_and_no_network_fails_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(lpips_alexnet.LPIPS_BACKBONE_ENV, "")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     monkeypatch.setattr(lpips_alexnet, "ALEXNET_OWT_URL", closed_port_url("alexnet-owt-7be5be79.pth"))
@@ -150,3 +152,4 @@ def test_no_backbone_and_no_network_fails_fast(tmp_path: Path, monkeypatch: pyte
     assert "--lpips-backbone PATH" in message and lpips_alexnet.LPIPS_BACKBONE_ENV in message
     assert "\n" not in message
     assert socket.getdefaulttimeout() == timeout_before
+    assert capfd.readouterr() == ("", "")  # the error is the only word: no "Downloading: ..." before it

@@ -3,6 +3,7 @@ files readable by others under umask 022, a loss plot on the training page."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -14,7 +15,7 @@ from tests.faults import CHILD_ENV, NET, good_pairs, write_folder
 from tests.helpers import closed_port_url
 
 PROGRESS = re.compile(
-    r"^\[train report\] (\d+)/12 it \(\d+\.\d%\) epoch \d/3((?: [DG]_\w+ \d+\.\d{3}){4}) "
+    r"^\[train report\] (\d+)/12 it \(\d+\.\d%\) epoch (\d)/3((?: [DG]_\w+ \d+\.\d{3}){4}) @(\d+) "
     r"\| \d+\.\d\d it/s, elapsed \d+:\d\d, ETA \d+:\d\d$"
 )
 
@@ -42,18 +43,25 @@ def test_log_file_progress_warnings_and_readable_results(pairs, tmp_path):
     log = tmp_path / "train.log"
     done = _cli(
         *("train", "--dataroot", str(data), "--name", "report", "--checkpoints-dir", str(ckpt), *NET),
-        *("--n-epochs", "2", "--n-epochs-decay", "1", "--print-freq", "1", "--display-freq", "1"),
+        *("--n-epochs", "2", "--n-epochs-decay", "1", "--print-freq", "5", "--display-freq", "1"),
         *("--display-port", port, "--progress-interval", "0.05", "--loss-plot", "log"),
         stderr_file=log,
     )
     text = log.read_text()
     assert done.returncode == 0, text
     lines = text.splitlines()
-    progress = [line for line in lines if line.startswith("[train report]")]
-    # (a line written before the first loss-log entry has no losses yet)
-    assert len(progress) > 2 and all(PROGRESS.match(line) for line in progress[1:]), progress
-    assert set(PROGRESS.match(progress[-1]).group(2).split()[::2]) == {"G_GAN", "G_L1", "D_real", "D_fake"}
-    assert int(PROGRESS.match(progress[-1]).group(1)) == 12  # the last line is the finished count
+    progress = [PROGRESS.match(line) for line in lines if line.startswith("[train report]")]
+    assert len(progress) > 2 and all(progress), lines
+    # The live epoch (4 steps each), and the losses of the last logged step: the first step, every
+    # --print-freq 5 steps and each epoch's end.
+    logged = [json.loads(line)["iteration"] for line in (ckpt / "report" / "loss_log.jsonl").open()]
+    assert logged == [1, 4, 5, 8, 10, 12]
+    for line in progress:
+        count = int(line.group(1))
+        assert int(line.group(2)) == (count + 3) // 4, line.group(0)
+        assert int(line.group(4)) == max(i for i in logged if i <= count), line.group(0)
+    assert set(progress[-1].group(3).split()[::2]) == {"G_GAN", "G_L1", "D_real", "D_fake"}
+    assert int(progress[-1].group(1)) == 12  # the last line is the finished count
     warnings = [line for line in lines if "warning" in line]
     assert warnings == [
         f"pix2pix-ilm train: warning: cannot reach visdom server at http://127.0.0.1:{port} (connection refused "
