@@ -9,6 +9,13 @@ import torch
 from torch.autograd.function import once_differentiable
 
 
+def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ over (H, W) of a·b per (sample, channel), in any memory format (one fused kernel when contiguous)."""
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.linalg.vecdot(a.flatten(2), b.flatten(2))
+    return (a * b).sum((2, 3))
+
+
 class ILMInstanceK1(torch.autograd.Function):
     """out = ω·(x − μ)·rsqrt(v + eps) + β per (sample, channel); ω, β from the meta-network on (μ, γ)."""
 
@@ -26,9 +33,8 @@ class ILMInstanceK1(torch.autograd.Function):
     ) -> torch.Tensor:
         n = x.shape[2] * x.shape[3]
         mean = x.mean((2, 3))  # μ
-        centred = x - mean[:, :, None, None]
-        flat = centred.view(x.shape[0], x.shape[1], n)
-        squares = torch.linalg.vecdot(flat, flat)
+        centred = x - mean[:, :, None, None]  # in x's memory format (channels_last stays so)
+        squares = _channel_dot(centred, centred)
         key_var = squares / max(n - 1, 1)  # γ: unbiased, as in the authors' code
         divisor = max(n - 1, 1) if unbiased else n
         hidden = torch.stack((mean, key_var)) @ w1.t()  # W1 shared by E_μ and E_γ
@@ -38,7 +44,7 @@ class ILMInstanceK1(torch.autograd.Function):
         omega = d_var + b_omega
         rstd = torch.rsqrt(squares / divisor + eps)
         out = torch.addcmul((d_mean + b_beta)[:, :, None, None], centred, (omega * rstd)[:, :, None, None])
-        ctx.save_for_backward(flat, mean, key_var, hidden, encoded, d_mean, d_var, omega, rstd, w1, w2, w3)
+        ctx.save_for_backward(centred, mean, key_var, hidden, encoded, d_mean, d_var, omega, rstd, w1, w2, w3)
         ctx.n, ctx.divisor = n, divisor
         return out  # a new tensor, not a view: the next layer's in-place activation may modify it
 
@@ -47,9 +53,9 @@ class ILMInstanceK1(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         centred, mean, key_var, hidden, encoded, d_mean, d_var, omega, rstd, w1, w2, w3 = ctx.saved_tensors
         n, divisor = ctx.n, ctx.divisor
-        g = grad.reshape(centred.shape)
-        grad_beta = g.sum(2)
-        dot = torch.linalg.vecdot(g, centred)  # Σ g·(x − μ)
+        g = grad
+        grad_beta = g.sum((2, 3))
+        dot = _channel_dot(g, centred)  # Σ g·(x − μ)
         grad_omega = dot * rstd
         # meta-network: tanh / sigmoid decoders, ReLU, the shared encoder
         pre_mean = grad_beta * (1 - d_mean * d_mean)
@@ -64,7 +70,7 @@ class ILMInstanceK1(torch.autograd.Function):
         scale = omega * rstd
         grad_squares = -0.5 * omega * dot * rstd.pow(3) / divisor + grad_key_var / max(n - 1, 1)
         shift = (grad_mean - scale * grad_beta) / n
-        grad_x = torch.addcmul(shift.unsqueeze(2), g, scale.unsqueeze(2))
-        grad_x.addcmul_(centred, 2 * grad_squares.unsqueeze(2))
+        grad_x = torch.addcmul(shift[:, :, None, None], g, scale[:, :, None, None])
+        grad_x.addcmul_(centred, 2 * grad_squares[:, :, None, None])
         grad_params = (grad_w1, grad_w2, grad_w3, grad_omega.sum(0), grad_beta.sum(0))
-        return grad_x.view_as(grad), *grad_params, None, None
+        return grad_x, *grad_params, None, None

@@ -134,7 +134,6 @@ class ILMNorm(nn.Module):
             and self.key_group_size == 1
             and (self.mean_activation, self.var_activation) == ("tanh", "sigmoid")
             and x.dtype == self.encoder.weight.dtype
-            and x.is_contiguous()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

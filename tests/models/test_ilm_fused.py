@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pix2pix_ilm.models.ilm_fused import ILMInstanceK1
 from pix2pix_ilm.models.norms import ILMNorm
@@ -30,20 +31,26 @@ def _run(layer: ILMNorm, x: torch.Tensor, grad: torch.Tensor, fused: bool) -> li
     return [out.detach(), x.grad.clone(), *(p.grad.clone() for p in layer.parameters())]
 
 
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("variance", ["biased", "unbiased"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_fused_equals_the_general_graph(shape, variance):
+def test_fused_equals_the_general_graph(shape, variance, layout):
     layer = _layer(shape[1], variance)
-    x = torch.randn(shape, dtype=torch.double, requires_grad=True)
-    grad = torch.randn(shape, dtype=torch.double)
+    x = torch.randn(shape, dtype=torch.double).to(memory_format=LAYOUTS[layout]).requires_grad_()
+    grad = torch.randn(shape, dtype=torch.double).to(memory_format=LAYOUTS[layout])
     for fused, general in zip(_run(layer, x, grad, True), _run(layer, x, grad, False), strict=True):
         torch.testing.assert_close(fused, general, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("variance", ["biased", "unbiased"])
-def test_fused_backward_passes_gradcheck(variance):
+def test_fused_backward_passes_gradcheck(variance, layout):
     layer = _layer(6, variance)
-    x = torch.randn(2, 6, 3, 3, dtype=torch.double, requires_grad=True)
+    x = torch.randn(2, 6, 3, 3, dtype=torch.double).to(memory_format=LAYOUTS[layout]).requires_grad_()
+    assert x.is_contiguous(memory_format=LAYOUTS[layout])
     params = (layer.encoder.weight, layer.mean_decoder.weight, layer.var_decoder.weight)
     params += (layer.weight_bias, layer.bias_bias)
     unbiased = variance == "unbiased"
@@ -56,11 +63,14 @@ def test_the_fused_path_is_taken_only_where_it_applies():
     assert not ILMNorm(8, key_group_size=2)._fused(x)  # key groups of several channels
     assert not ILMNorm(8, "group", key_group_size=1, num_groups=4)._fused(x)
     assert not ILMNorm(8, key_group_size=1, mean_activation="identity")._fused(x)
-    assert not ILMNorm(8, key_group_size=1)._fused(x.to(memory_format=torch.channels_last))
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # fp32 inside the layer, so fused there too
-        out = ILMNorm(8, key_group_size=1)(x.bfloat16().requires_grad_())
-    assert out.dtype == torch.bfloat16
+    # The GPU defaults, bf16 autocast and channels_last: fp32 inside the layer, fused, layout kept.
+    x_cl = x.bfloat16().to(memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ILMNorm(8, key_group_size=1)(x_cl)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
     assert type(out.grad_fn.next_functions[0][0]).__name__ == "ILMInstanceK1Backward"
+    out.sum().backward()
+    assert x_cl.grad.is_contiguous(memory_format=torch.channels_last)
     out = ILMNorm(8, key_group_size=1)(x)
     out.relu_()  # a new tensor: the next layer's in-place activation is allowed
 
@@ -104,3 +114,37 @@ def test_wgangp_keeps_the_general_graph_in_d_and_its_penalty_matches():
         model.discriminator.parameters(), reference.discriminator.parameters(), strict=True
     ):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)  # the penalty's second-order gradients
+
+
+class _OpCount(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_pix2pix_step_under_bf16_and_channels_last_dispatches_the_fused_ops():
+    """A generator forward and backward with ILM+IN everywhere, bf16 autocast, channels_last: the fused
+    function replaces ~40 small ops per layer, so the step dispatches far fewer ops than the general graph."""
+    from pix2pix_ilm.models.networks import UnetGenerator
+    from pix2pix_ilm.models.norms import NormFactory
+
+    def ops(fused: bool) -> int:
+        torch.manual_seed(0)
+        net = UnetGenerator(3, 3, 5, ngf=8, norm=NormFactory("ilm_in")).to(memory_format=torch.channels_last)
+        for layer in net.modules():
+            if isinstance(layer, ILMNorm):
+                layer.fused = fused
+        x = torch.randn(2, 3, 32, 32).to(memory_format=torch.channels_last)
+        with _OpCount() as counter, torch.autocast("cpu", dtype=torch.bfloat16):
+            net(x).float().square().mean().backward()
+        return counter.count
+
+    layers = sum(
+        isinstance(m, ILMNorm) for m in UnetGenerator(3, 3, 5, ngf=8, norm=NormFactory("ilm_in")).modules()
+    )
+    fused, general = ops(True), ops(False)
+    assert general - fused >= 20 * layers, (fused, general, layers)

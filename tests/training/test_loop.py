@@ -340,8 +340,8 @@ class _HostReadProbe:
 
 
 def test_losses_are_read_back_only_when_logged(small_facades, tmp_path, monkeypatch):
-    """Reading a loss waits for the device; the loop does it only for a log line (every --print-freq steps and
-    at each epoch's end), not at every step."""
+    """Reading a loss waits for the device; the loop does it only for a log line (the first step, every
+    --print-freq steps and at each epoch's end), not at every step."""
     from pix2pix_ilm.models.pix2pix import Pix2PixModel
 
     reads: set[int] = set()
@@ -371,7 +371,7 @@ def test_losses_are_read_back_only_when_logged(small_facades, tmp_path, monkeypa
         json.loads(line)["iteration"]
         for line in (tmp_path / "ckpt/sync/loss_log.jsonl").read_text().splitlines()
     ]
-    assert logged == [3, 4, 6, 8]  # 4 images: every 3rd step and each epoch's last
+    assert logged == [1, 3, 4, 6, 8]  # 4 images: the first, every 3rd step and each epoch's last
     assert reads == set(logged)
 
 
@@ -416,4 +416,4 @@ def test_unlogged_steps_never_read_a_tensor_back(small_facades, tmp_path, monkey
     assert _train(small_facades, tmp_path / "ckpt", "sync", *extra, "--channels-last") == 0
     monkeypatch.undo()
     assert step["number"] == 8
-    assert reads == {3, 4, 6, 8}  # the logged steps: every 3rd and each epoch's last (4 images)
+    assert reads == {1, 3, 4, 6, 8}  # the logged steps: the first, every 3rd and each epoch's last (4 images)
