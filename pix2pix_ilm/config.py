@@ -149,8 +149,13 @@ class TrainConfig(DataOptions, NetworkOptions):
         "the latest, marked with their step (G_L1 35.2 @1200), next to the live epoch",
     )
     display_freq: int = opt(400, "update visdom / the HTML page every N iterations")
-    save_latest_freq: int = opt(5000, "save latest.pt every N iterations (and at every epoch end)")
-    save_epoch_freq: int = opt(5, "keep epoch_<n>.pt every N epochs")
+    save_latest_freq: int = opt(5000, "save latest.pt every N iterations")
+    save_latest_minutes: float = opt(
+        10.0,
+        "also save latest.pt at the first epoch end M minutes or more after the last save (0: every epoch end); "
+        "it is always saved at the end and when the run is stopped",
+    )
+    save_epoch_freq: int = opt(5, "keep epoch_<n>.pt every N epochs (0: only the last epoch's)")
     no_display: bool = opt(False, "no visdom previews")
     display_server: str = opt("http://127.0.0.1", "visdom server")
     display_port: int = opt(8097, "visdom port")
@@ -265,6 +270,14 @@ class Table6Config:
         (), "training option, e.g. n_epochs=2 (repeatable)", flag="--set", metavar="KEY=VALUE", append=True
     )
     eval_limit: int | None = opt(None, "evaluate only the first N images")
+    budget_min: float = opt(
+        0.0,
+        "finish within M minutes: after the first runs' first minute (a tenth of M, between 10 s and 1 min) the "
+        "whole table is projected from their speed and a measured scoring time; it is kept, fitted with fewer "
+        "epochs (the same for every run, said in the table's header), or refused with the projection; 0: no "
+        "budget",
+        metavar="M",
+    )
     no_progress: bool = opt(False, "no progress bars or progress lines")
     progress_interval: float = opt(30.0, _PROGRESS_HELP)
 

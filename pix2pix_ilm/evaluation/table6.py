@@ -17,8 +17,10 @@ from typing import Any
 
 from pix2pix_ilm.config import Table6Config, TestConfig, TrainConfig, config_to_dict, load_run_config
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation.table6_jobs import child_env, say, train_command, train_runs
+from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, scoring_seconds
+from pix2pix_ilm.evaluation.table6_jobs import child_env, run_finished, say, train_command, train_runs
 from pix2pix_ilm.evaluation.table6_report import split_rows, write_outputs
+from pix2pix_ilm.files import atomic_write_text
 from pix2pix_ilm.flags import parse_field_value
 from pix2pix_ilm.stats import CONFIDENCE
 
@@ -117,9 +119,9 @@ def _resolve_dataroot(dataroot: str | None, dry_run: bool) -> Path:
 # Options that change how a run is carried out, not what it learns: a run stays valid across them.
 _HOW_NOT_WHAT = frozenset(
     {"name", "checkpoints_dir", "dataroot", "device", "continue_train", "overwrite", "compile", "num_workers"}
-    | {"print_freq", "display_freq", "save_latest_freq", "save_epoch_freq", "no_display", "display_server"}
-    | {"display_port", "display_env", "no_html", "loss_plot", "no_progress", "progress_interval"}
-    | {"validate_images", "sync_batch"}
+    | {"print_freq", "display_freq", "save_latest_freq", "save_latest_minutes", "save_epoch_freq"}
+    | {"no_display", "display_server", "display_port", "display_env", "no_html", "loss_plot", "no_progress"}
+    | {"progress_interval", "validate_images", "sync_batch"}
 )
 
 
@@ -136,11 +138,64 @@ def trained_differently(run: TrainConfig) -> list[str]:
     ]
 
 
-def _run_finished(config: TrainConfig) -> bool:
-    """Its last epoch's checkpoint exists, or its training returned (resumed at the very end, it writes none)."""
-    timing = config.run_dir / "table6_timing.json"
-    finished = timing.is_file() and json.loads(timing.read_text()).get("finished", False)
-    return finished or (config.run_dir / f"epoch_{config.total_epochs}.pt").is_file()
+def _budget_plan(config: Table6Config) -> dict[str, Any] | None:
+    """The plan ``--budget-min`` made for these options (``budget_plan.json``), if any."""
+    path = Path(config.out) / PLAN_FILE
+    if config.budget_min <= 0 or not path.is_file():
+        return None
+    plan = json.loads(path.read_text())
+    options = {**PRESETS[config.preset], **parse_overrides(config.overrides)}
+    fitted = [options["n_epochs"], options["n_epochs_decay"]]
+    return plan if fitted in (plan["requested_epochs"], plan["epochs"]) else None
+
+
+def _with_budget_plan(config: Table6Config) -> Table6Config:
+    """With ``--budget-min``, the epochs an earlier run of the command fitted into the budget, as overrides."""
+    plan = None if config.retrain else _budget_plan(config)
+    if plan is None or plan["epochs"] == plan["requested_epochs"]:
+        return config
+    fitted = (f"n_epochs={plan['epochs'][0]}", f"n_epochs_decay={plan['epochs'][1]}")
+    return dataclasses.replace(config, overrides=(*config.overrides, *fitted))
+
+
+def _split_size(config: Table6Config, dataroot: Path, split: str) -> int:
+    from pix2pix_ilm.config import parse_subset
+    from pix2pix_ilm.data.images import list_images, phase_folder, select_files
+
+    phase, subset = SPLITS[split]
+    return len(
+        select_files(list_images(phase_folder(dataroot, phase)), parse_subset(subset), config.eval_limit)
+    )
+
+
+def check_disk_space(runs: list[TrainConfig], out: Path) -> None:
+    """Refuse before training when the runs' checkpoints would not fit on ``out``'s disk: each keeps
+    ``latest.pt``, its kept epochs and, while saving, one temporary copy (G, D and Adam's two moments)."""
+    import torch
+
+    from pix2pix_ilm.models.networks import discriminator_from_config, generator_from_config
+
+    need = 0
+    for run in runs:
+        with torch.device("meta"):
+            parameters = sum(
+                p.numel()
+                for net in (generator_from_config(run), discriminator_from_config(run))
+                for p in net.parameters()
+            )
+        kept = run.total_epochs // run.save_epoch_freq if run.save_epoch_freq else 1
+        need += 3 * 4 * parameters * (2 + kept)
+    folder = next(p for p in (out, *out.parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise UsageError(
+            f"the runs' checkpoints need about {_size(need)} and {folder} has {_size(free)} free; "
+            "free some space, choose another --out, or keep fewer epochs (--set save_epoch_freq=0)"
+        )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.2g} MiB"
 
 
 def train_config(config: Table6Config, row: Configuration, seed: int, dataroot: Path) -> TrainConfig:
@@ -157,7 +212,8 @@ def train_config(config: Table6Config, row: Configuration, seed: int, dataroot: 
         no_display=True,
         print_freq=50,
         display_freq=1000,
-        **(preset_options(config) | row.options),
+        # only the last epoch's checkpoint (Table 6 scores that one) unless --set says otherwise
+        **({"save_epoch_freq": 0} | preset_options(config) | row.options),
     )
 
 
@@ -211,7 +267,7 @@ def print_plan(
     )
     print(f"output: {config.out}; options of every run: {json.dumps(preset_options(config))}")
     for row, run in runs:
-        state = "trained" if _run_finished(run) else "not trained, left out" if config.no_train else ""
+        state = "trained" if run_finished(run) else "not trained, left out" if config.no_train else ""
         extra = f" {json.dumps(row.options)}" if row.options else ""
         print(f"- {run.name}: {row.label}{extra}: {state or 'to train'}")
         if not state:
@@ -225,6 +281,9 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
 
     if config.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {config.jobs}")
+    if not config.budget_min >= 0:
+        raise UsageError(f"--budget-min must be >= 0 minutes, got {config.budget_min}")
+    config = _with_budget_plan(config)
     dataroot = _resolve_dataroot(config.dataroot, config.dry_run)
     splits = list(SPLITS) if config.eval_split == "both" else [config.eval_split]
     rows = [row for row in CONFIGURATIONS if row.slug in config.configs or "all" in config.configs]
@@ -241,19 +300,34 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
     if config.dry_run:
         print_plan(config, runs, splits)
         return None
-    build_lpips(config.lpips_backbone, "cpu")  # fail now, not after hours of training, if LPIPS cannot load
     started = time.time()
+    lpips_model = build_lpips(config.lpips_backbone, "cpu")  # fail now, not after hours of training
+    lpips_seconds = time.time() - started  # each result folder builds it again
     for _, run in runs:
         if run.name in differing:
             say(f"{run.name}: trained with other options, training again")
             shutil.rmtree(run.run_dir)
-        elif _run_finished(run):
+        elif run_finished(run):
             say(f"{run.name}: trained already, skipping training")
-    if not config.no_train:
-        train_runs([run for _, run in runs if not _run_finished(run)], config.jobs, Path(config.out) / "logs")
+    to_train = [run for _, run in runs if not run_finished(run)]
+    if to_train and not config.no_train:
+        check_disk_space([run for _, run in runs], Path(config.out))
+        planner = None
+        if config.budget_min > 0:
+            per_image, per_folder = scoring_seconds(to_train[0], lpips_model, config.device)
+            images = sum(_split_size(config, dataroot, split) for split in splits) * len(runs)
+            scoring = images * per_image + len(runs) * len(splits) * (per_folder + lpips_seconds)
+            planner = BudgetPlanner(config.budget_min, started, to_train, config.jobs, scoring)
+        train_runs(to_train, config.jobs, Path(config.out) / "logs", planner)
+        if planner is not None and planner.plan is None:
+            say(f"budget: the runs finished within the first {planner.window:.0f} s, before any projection")
+        if planner is not None and planner.plan is not None:
+            atomic_write_text(Path(config.out) / PLAN_FILE, json.dumps(planner.plan, indent=2) + "\n")
+            config = _with_budget_plan(config)
+            runs = [(row, train_config(config, row, run.seed, dataroot)) for row, run in runs]
     records, missing = [], []
     for row, run in runs:
-        if not _run_finished(run):
+        if not run_finished(run):
             missing.append(run.name)
             continue
         timing = run.run_dir / "table6_timing.json"
@@ -288,6 +362,7 @@ def summarize(
         "test_dropout": config.test_dropout,
         "dataroot": str(dataroot),
         "jobs": config.jobs,
+        "budget": _budget_plan(config),
         "wall_seconds": round(seconds, 1),
         "confidence": CONFIDENCE,
         "tables": {split: split_rows(runs, split) for split in splits},

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pix2pix_ilm.config import TrainConfig
@@ -46,9 +47,13 @@ def say(message: str) -> None:
     print(f"[table6] {message}", file=sys.stderr, flush=True)
 
 
-def train_runs(runs: list[TrainConfig], jobs: int, logs: Path) -> None:
+Monitor = Callable[[list[tuple[TrainConfig, float]], float], "list[TrainConfig] | None"]
+
+
+def train_runs(runs: list[TrainConfig], jobs: int, logs: Path, monitor: Monitor | None = None) -> None:
     """Train ``runs``, ``jobs`` at a time, logging to ``logs/<name>.log``; a failed run, Ctrl+C or SIGTERM
-    stops the others (they save ``latest.pt``) and ends the command."""
+    stops the others (they save ``latest.pt``) and ends the command. ``monitor`` sees the active runs with
+    their start times; when it returns new runs, the active ones stop and the new ones train instead."""
     env, pending, active = child_env(min(jobs, len(runs) or 1)), list(runs), []
     logs.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the runs on SIGTERM too
@@ -60,6 +65,14 @@ def train_runs(runs: list[TrainConfig], jobs: int, logs: Path) -> None:
             for child in [child for child in active if child[0].poll() is not None]:
                 active.remove(child)
                 _finished(*child)
+            replaced = (
+                monitor([(run, started) for _, run, _, started in active], time.time()) if monitor else None
+            )
+            if replaced is not None:
+                _stop([process for process, *_ in active])
+                for _, run, _, started in active:
+                    _add_time(run, time.time() - started, finished=False)
+                active, pending = [], [run for run in replaced if not run_finished(run)]
     finally:
         _stop([process for process, *_ in active])
         signal.signal(signal.SIGTERM, previous)
@@ -85,9 +98,21 @@ def _finished(process: subprocess.Popen, run: TrainConfig, log: Path, started: f
         raise UsageError(f"{run.name}: training failed with exit code {process.returncode} (log: {log})")
     seconds = time.time() - started
     say(f"{run.name}: trained in {seconds / 60:.1f} min")
+    _add_time(run, seconds, finished=True)
+
+
+def _add_time(run: TrainConfig, seconds: float, finished: bool) -> None:
+    """Add ``seconds`` of training to the run's ``table6_timing.json``."""
     path = run.run_dir / "table6_timing.json"
     seconds += json.loads(path.read_text())["train_seconds"] if path.is_file() else 0.0
-    atomic_write_text(path, json.dumps({"train_seconds": round(seconds, 1), "finished": True}) + "\n")
+    atomic_write_text(path, json.dumps({"train_seconds": round(seconds, 1), "finished": finished}) + "\n")
+
+
+def run_finished(run: TrainConfig) -> bool:
+    """Its training returned (resumed at the very end, it writes no checkpoint) or its last epoch's exists."""
+    timing = run.run_dir / "table6_timing.json"
+    finished = timing.is_file() and json.loads(timing.read_text()).get("finished", False)
+    return finished or (run.run_dir / f"epoch_{run.total_epochs}.pt").is_file()
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:

@@ -115,6 +115,15 @@ def format_table(summary: dict[str, Any]) -> str:
         "our RMSE_rgb (= √3 × RMSE; docs/metrics.md). Split `paper`: train/201–400; `test`: the test/ images.",
         "",
     ]
+    if plan := summary.get("budget"):
+        requested, fitted = plan["requested_epochs"], plan["epochs"]
+        fit = "kept" if fitted == requested else f"fitted to {fitted[0]} + {fitted[1]} epochs"
+        lines += [
+            f"Budget {plan['budget_min']:g} min: {requested[0]} + {requested[1]} epochs {fit} from "
+            f"{plan['steps_per_s_per_run']} steps/s per run ({plan['runs_at_a_time']} at a time), "
+            f"{plan['projected_min']} min projected.",
+            "",
+        ]
     seeds, images = len(summary["seeds"]), min(r["n_images"] for t in summary["tables"].values() for r in t)
     if seeds < 3 or images < 100:
         lines += [

@@ -108,9 +108,9 @@ _COUNTS = [
     "print_freq",
     "display_freq",
 ]
-_MINIMUMS = dict.fromkeys(["n_epochs", "n_epochs_decay", "num_workers"], 0) | dict.fromkeys(
-    [*_COUNTS, "save_latest_freq", "save_epoch_freq"], 1
-)
+_MINIMUMS = dict.fromkeys(
+    ["n_epochs", "n_epochs_decay", "num_workers", "save_epoch_freq"], 0
+) | dict.fromkeys([*_COUNTS, "save_latest_freq"], 1)
 
 
 def _option_problems(config: TrainConfig) -> list[str]:
@@ -125,6 +125,8 @@ def _option_problems(config: TrainConfig) -> list[str]:
         )
     if not config.progress_interval > 0:
         problems.append(f"--progress-interval must be > 0 seconds, got {config.progress_interval}")
+    if not config.save_latest_minutes >= 0:
+        problems.append(f"--save-latest-minutes must be >= 0, got {config.save_latest_minutes}")
     if not (config.lr > 0 and math.isfinite(config.lr)):
         problems.append(f"--lr must be a positive number, got {config.lr}")
     if not 0 <= config.beta1 < 1:

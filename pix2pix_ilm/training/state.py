@@ -4,6 +4,7 @@ every process's RNG stream (``rng_cpu_ranks``; ``rng_cpu``, rank 0's, is what ol
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -96,21 +97,27 @@ def _weights_finite(state: dict[str, Any]) -> bool:
 
 
 class CheckpointSaver:
-    """``latest.pt`` every ``--save-latest-freq`` steps and at each epoch's end, ``epoch_<n>.pt`` every
-    ``--save-epoch-freq`` epochs and after the last; written by the main process, never with NaN weights."""
+    """``latest.pt`` every ``--save-latest-freq`` steps, at the first epoch end ``--save-latest-minutes`` after
+    the last save, and at the end; ``epoch_<n>.pt`` every ``--save-epoch-freq`` epochs and after the last;
+    written by the main process, never with NaN weights."""
 
     def __init__(self, model: Pix2PixModel, config: TrainConfig, dist: Distributed) -> None:
         self.model, self.config, self.dist = model, config, dist
         self.latest_at: Counters | None = None  # what latest.pt holds, once this run wrote it
+        self.saved_time = time.monotonic()  # of the last save (or the start)
 
     def step(self, counters: Counters) -> None:
         if counters.iteration % self.config.save_latest_freq == 0:
             self.save_latest(counters)
 
     def epoch_end(self, finished_epoch: int, counters: Counters) -> None:
-        """``latest.pt``, and when this epoch is kept the same file as ``epoch_<n>.pt`` (serialised once)."""
-        keep = finished_epoch % self.config.save_epoch_freq == 0 or finished_epoch == self.config.total_epochs
-        self.save_latest(counters, also=(f"epoch_{finished_epoch}.pt",) if keep else ())
+        """``latest.pt`` when due, and when this epoch is kept the same file as ``epoch_<n>.pt`` (serialised
+        once). Processes agree on "due" (the clock of the main process decides)."""
+        freq, total = self.config.save_epoch_freq, self.config.total_epochs
+        keep = (freq > 0 and finished_epoch % freq == 0) or finished_epoch == total
+        overdue = time.monotonic() - self.saved_time >= 60 * self.config.save_latest_minutes
+        if keep or self.dist.agreed_max(int(overdue and self.dist.is_main)):
+            self.save_latest(counters, also=(f"epoch_{finished_epoch}.pt",) if keep else ())
 
     def save_latest(self, counters: Counters, also: tuple[str, ...] = ()) -> None:
         """Write ``latest.pt`` (and ``also``) with everything ``--continue`` needs, unless it already holds this
@@ -135,3 +142,4 @@ class CheckpointSaver:
         if self.dist.is_main:
             save_checkpoint(state, path, also=[path.parent / other for other in also])
         self.latest_at = Counters(**asdict(counters))
+        self.saved_time = time.monotonic()

@@ -134,7 +134,8 @@ class TrainingPages:
             intro=intro,
             fsync=False,
         )
-        sync_to_disk()  # one flush for the preview images, the loss plot and the page
+        if not running:
+            sync_to_disk()  # one flush at the end for the preview images, the loss plot and the page
 
     def _write_loss_plot(self) -> bool:
         """Draw ``loss.png`` from the loss log; False when the log has no entries yet."""
