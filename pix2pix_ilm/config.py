@@ -12,13 +12,19 @@ import platform
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pix2pix_ilm import __version__
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.files import atomic_write_bytes
 from pix2pix_ilm.flags import config_from_dict, opt
-from pix2pix_ilm.models.norm_specs import ILM_ACTIVATIONS, ILM_INITS, ILM_VARIANCES, NORM_NAMES
+from pix2pix_ilm.models.norm_specs import (
+    ILM_ACTIVATIONS,
+    ILM_HIDDEN_RULES,
+    ILM_INITS,
+    ILM_VARIANCES,
+    NORM_NAMES,
+)
 
 GAN_MODES = ("vanilla", "lsgan", "wgangp")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -28,8 +34,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 TEST_PRECISIONS = ("run", "fp32", "bf16")
 VALIDATION_MODES = ("header", "full")
 LOSS_PLOT_SCALES = ("linear", "log")
+LR_SCHEDULES = ("pix2pix", "delayed")
 TABLE6_PRESETS = ("quick", "paper")
-TABLE6_ROWS = ("in_in", "ilmin_in", "ilmin_ilmin", "ilmin_in_authors", "ilmin_ilmin_authors")
+TABLE6_ROWS = ("in_in", "ilmin_in", "ilmin_ilmin", "ilmin_in_authors", "ilmin_ilmin_authors", "in_ilmin")
 _PROGRESS_HELP = (
     "when stderr is not a terminal (a log file, nohup, CI): seconds between progress lines (count, losses, "
     "it/s, ETA); on a terminal a progress bar is shown instead"
@@ -114,6 +121,12 @@ class NetworkOptions:
         "variance of ILM's standardisation: biased (as InstanceNorm2d) or unbiased (as the authors' code)",
         choices=ILM_VARIANCES,
     )
+    ilm_hidden: str = opt(
+        "ours",
+        "width M of ILM's encoder from the N_k key groups: ours max(2, N_k // 16); authors N_k // 16 if N_k > 16 "
+        "(>= 16 with GN) else 2, as the authors' code (they differ for 17-31 key groups, and GN with 16)",
+        choices=ILM_HIDDEN_RULES,
+    )
     no_dropout: bool = opt(False, "no dropout in the generator")
     init_type: str = opt("normal", "weight initialization", choices=INIT_TYPES)
     init_gain: float = opt(0.02, "scale of the weight initialization")
@@ -122,6 +135,9 @@ class NetworkOptions:
 @dataclass
 class TrainConfig(DataOptions, NetworkOptions):
     """Every option of a training run; saved as ``config.json`` in the run folder."""
+
+    # What a config saved before an option existed meant (the code's behaviour then, not today's default).
+    UNSAVED: ClassVar[dict[str, Any]] = {"lr_schedule": "delayed"}
 
     name: str = opt("", "run name: outputs go to <checkpoints-dir>/<name>/", required=True)
     checkpoints_dir: str = opt("checkpoints", "folder holding the run folders")
@@ -132,6 +148,13 @@ class TrainConfig(DataOptions, NetworkOptions):
     beta1: float = opt(0.5, "Adam beta1")
     n_epochs: int = opt(100, "epochs at the initial learning rate")
     n_epochs_decay: int = opt(100, "epochs of linear decay of the learning rate to zero")
+    lr_schedule: str = opt(
+        "pix2pix",
+        "pix2pix: the pix2pix code's factors, 1 - max(0, epoch + 1 - n_epochs) / (n_epochs_decay + 1), reaching 0 "
+        "in the last epoch (3 + 3 epochs: 1, 1, .75, .5, .25, 0); delayed: the same one epoch later "
+        "(1, 1, 1, .75, .5, .25), what runs saved without this option used",
+        choices=LR_SCHEDULES,
+    )
     batch_size: int = opt(1, "images per step")
     seed: int = opt(0, "random seed (weights, data order, augmentation, dropout)")
     device: str = opt("auto", "cpu, cuda, cuda:N, or auto (cuda when available)")

@@ -99,9 +99,10 @@ def parse_field_value(cls: type, name: str, text: str) -> Any:
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:
-    """Rebuild ``cls`` from a dict; unknown keys are an error, missing keys take their defaults."""
+    """Rebuild ``cls`` from a dict; unknown keys are an error, missing keys take ``cls.UNSAVED``'s value (what
+    a config written before the option existed meant) or their defaults."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise UsageError(f"{source}: unknown option(s) {', '.join(unknown)} (written by a newer version?)")
-    return cls(**data)
+    return cls(**{**getattr(cls, "UNSAVED", {}), **data})

@@ -74,7 +74,7 @@ def format_split(split: str, rows: list[dict[str, Any]]) -> list[str]:
             cells.append(
                 f"{stats['mean']:.{digits}f}" + (f" ± {stats['std']:.{digits}f}" if stats["n"] > 1 else "")
             )
-            cells += [f"{row['paper'][paper_key]:.{digits}f}"] if paper_key else []
+            cells += [f"{row['paper'][paper_key]:.{digits}f}" if row["paper"] else "–"] if paper_key else []
         lines.append("| " + " | ".join([*cells, str(len(row["seeds"])), str(row["n_images"])]) + " |")
     paired = [row for row in rows if row["paired"]]
     if not paired:
@@ -152,7 +152,7 @@ def write_figure(summary: dict[str, Any], path: Path) -> None:
                 values = list(row["metrics"][metric]["per_seed"].values())
                 ax.plot([x] * len(values), values, "o", ms=4, color="tab:blue", alpha=0.8)
                 ax.hlines(row["metrics"][metric]["mean"], x - 0.3, x + 0.3, color="tab:blue")
-                if paper_key:
+                if paper_key and row["paper"]:
                     ax.plot([x], [row["paper"][paper_key]], "x", ms=7, color="tab:red")
             ax.set_xticks(range(len(rows)), [r["config"] for r in rows], rotation=35, ha="right", fontsize=7)
             ax.set_title(f"{title} {'↑' if higher else '↓'} (split {split})", fontsize=8)

@@ -281,6 +281,7 @@ def norms_from_config(config) -> tuple[NormFactory, NormFactory]:
         mean_activation=config.ilm_mean_activation,
         var_activation=config.ilm_var_activation,
         variance=config.ilm_variance,
+        hidden_rule=config.ilm_hidden,
     )
     # wgangp's penalty differentiates D twice, which the fused ILM function refuses: D keeps the general graph.
     ilm_d = dataclasses.replace(ilm, fused=config.gan_mode != "wgangp")

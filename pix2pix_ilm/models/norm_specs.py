@@ -28,6 +28,7 @@ NORM_NAMES: tuple[str, ...] = tuple(NORMS)
 ILM_ACTIVATIONS: tuple[str, ...] = ("tanh", "sigmoid", "relu", "identity")
 ILM_VARIANCES: tuple[str, ...] = ("biased", "unbiased")
 ILM_INITS: tuple[str, ...] = ("pix2pix", "pytorch")
+ILM_HIDDEN_RULES: tuple[str, ...] = ("ours", "authors")
 
 
 @dataclass(frozen=True)
@@ -42,5 +43,7 @@ class ILMOptions:
     """Of the standardization: biased (as InstanceNorm2d) or unbiased (as the authors' code)."""
     reduction: int = 16
     min_hidden: int = 2
+    hidden_rule: str = "ours"
+    """Encoder width M: ours max(min_hidden, N_k // reduction); authors as their code (docs/ilm.md)."""
     fused: bool = True
     """ILM+IN with K = 1 as one autograd function; off where a network is differentiated twice."""

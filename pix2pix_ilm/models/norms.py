@@ -13,7 +13,7 @@ from torch import nn
 from pix2pix_ilm.device import autocast_dtype
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.ilm_fused import ILMInstanceK1
-from pix2pix_ilm.models.norm_specs import ILM_VARIANCES, NORM_NAMES, NORMS, ILMOptions
+from pix2pix_ilm.models.norm_specs import ILM_HIDDEN_RULES, ILM_VARIANCES, NORM_NAMES, NORMS, ILMOptions
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
@@ -24,8 +24,17 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 STANDARDIZATIONS: tuple[str, ...] = ("instance", "group", "layer")
 
 
-def ilm_hidden_size(num_key_groups: int, reduction: int = 16, min_hidden: int = 2) -> int:
-    """Width M of ILM's encoder: ``num_key_groups // reduction``, but at least ``min_hidden``."""
+def ilm_hidden_size(
+    num_key_groups: int, reduction: int = 16, min_hidden: int = 2, rule: str = "ours", group: bool = False
+) -> int:
+    """Width M of ILM's encoder. ``ours``: ``num_key_groups // reduction``, but at least ``min_hidden``;
+    ``authors`` (their code): ``num_key_groups // reduction`` above ``reduction`` key groups (from ``reduction``
+    on in their GN variant, ``group``), else ``min_hidden`` (so 17-31 key groups give 1)."""
+    if rule == "authors":
+        above = num_key_groups >= reduction if group else num_key_groups > reduction
+        return num_key_groups // reduction if above else min_hidden
+    if rule != "ours":
+        raise ValueError(f"hidden_rule must be one of {ILM_HIDDEN_RULES}, got {rule!r}")
     return max(min_hidden, num_key_groups // reduction)
 
 
@@ -70,6 +79,7 @@ class ILMNorm(nn.Module):
         mean_activation: str = "tanh",
         var_activation: str = "sigmoid",
         variance: str = "biased",
+        hidden_rule: str = "ours",
         fused: bool = True,
     ) -> None:
         super().__init__()
@@ -100,7 +110,8 @@ class ILMNorm(nn.Module):
         self.key_group_size = key_group_size
         self.num_key_groups = num_channels // key_group_size
         self.num_groups = groups
-        self.hidden_size = ilm_hidden_size(self.num_key_groups, reduction, min_hidden)
+        group = standardization == "group"
+        self.hidden_size = ilm_hidden_size(self.num_key_groups, reduction, min_hidden, hidden_rule, group)
         self.eps = eps
         self.mean_activation = mean_activation
         self.var_activation = var_activation
@@ -218,6 +229,7 @@ def make_norm(
         num_groups=groups,
         reduction=ilm.reduction,
         min_hidden=ilm.min_hidden,
+        hidden_rule=ilm.hidden_rule,
         eps=eps,
         mean_activation=ilm.mean_activation,
         var_activation=ilm.var_activation,

@@ -26,9 +26,12 @@ from pix2pix_ilm.models.networks import networks_from_config
 GP_STREAM_SEED_OFFSET = 7_777
 
 
-def learning_rate_factor(epoch: int, n_epochs: int, n_epochs_decay: int) -> float:
-    """pix2pix's linear schedule for 1-based ``epoch``: 1 for the first ``n_epochs``, then linear to ~0."""
-    return 1.0 - max(0, epoch - n_epochs) / float(n_epochs_decay + 1)
+def learning_rate_factor(epoch: int, n_epochs: int, n_epochs_decay: int, schedule: str = "pix2pix") -> float:
+    """The learning-rate factor of 1-based ``epoch`` (``--lr-schedule``). ``pix2pix``: the pix2pix code's
+    ``LambdaLR``, stepped at the start of every epoch, so epoch e gets ``1 - max(0, e + 1 - n) / (d + 1)`` and
+    the last epoch 0; ``delayed``: the same one epoch later."""
+    shift = {"pix2pix": 1, "delayed": 0}[schedule]
+    return 1.0 - max(0, epoch + shift - n_epochs) / float(n_epochs_decay + 1)
 
 
 class Pix2PixModel:
@@ -91,7 +94,10 @@ class Pix2PixModel:
 
     def set_learning_rate(self, epoch: int) -> float:
         """Set both optimizers' learning rate for 1-based ``epoch``; returns it."""
-        lr = self.config.lr * learning_rate_factor(epoch, self.config.n_epochs, self.config.n_epochs_decay)
+        config = self.config
+        lr = config.lr * learning_rate_factor(
+            epoch, config.n_epochs, config.n_epochs_decay, config.lr_schedule
+        )
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr

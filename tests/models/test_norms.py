@@ -289,3 +289,21 @@ def test_under_bf16_autocast_only_the_output_is_rounded(name, key_size):
     assert out.dtype == torch.bfloat16
     rounding = (reference.bfloat16().float() - reference).abs().max()
     assert (out.float() - reference).abs().max() <= 1.2 * rounding
+
+
+def test_the_authors_hidden_width_rule_differs_from_ours_only_where_documented():
+    for key_groups, ours, authors_in, authors_gn in [
+        (8, 2, 2, 2),
+        (16, 2, 2, 1),  # GN: ">=" in their code
+        (17, 2, 1, 1),
+        (31, 2, 1, 1),
+        (32, 2, 2, 2),
+        (256, 16, 16, 16),
+    ]:
+        assert ilm_hidden_size(key_groups) == ours
+        assert ilm_hidden_size(key_groups, rule="authors") == authors_in
+        assert ilm_hidden_size(key_groups, rule="authors", group=True) == authors_gn
+    # Through the option: GN with K = 16 over 256 channels has 16 key groups.
+    layer = ILMNorm(256, "group", key_group_size=16, num_groups=32, hidden_rule="authors")
+    assert layer.hidden_size == 1 and layer.encoder.weight.shape == (1, 16)
+    assert ILMNorm(256, "group", key_group_size=16, num_groups=32).hidden_size == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from pix2pix_ilm.config import TrainConfig
-from pix2pix_ilm.models.pix2pix import Pix2PixModel
+from pix2pix_ilm.models.pix2pix import Pix2PixModel, learning_rate_factor
 
 
 def test_compile_under_torchrun_and_with_the_gradient_penalty(tmp_path, monkeypatch):
@@ -171,3 +172,50 @@ def test_a_resume_in_another_memory_format_takes_the_same_step():
         )
     size = steps[True].norm()  # Adam's steps are about lr everywhere, so the norm weighs every element alike
     assert size > 0 and (steps[False] - steps[True]).norm() <= 0.1 * size
+
+
+def _reference_factors(n_epochs: int, n_epochs_decay: int, epoch_count: int = 1) -> list[float]:
+    """The pix2pix code's schedule: a ``LambdaLR`` stepped at the start of every epoch from ``epoch_count``
+    (its option for resumed runs) to ``n_epochs + n_epochs_decay``."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: 1.0 - max(0, epoch + epoch_count - n_epochs) / float(n_epochs_decay + 1)
+    )
+    factors = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "scheduler.step() before optimizer.step()": as there
+        for _ in range(epoch_count, n_epochs + n_epochs_decay + 1):
+            scheduler.step()
+            factors.append(optimizer.param_groups[0]["lr"])
+    return factors
+
+
+@pytest.mark.parametrize(("n", "d"), [(3, 3), (10, 10), (100, 100), (5, 0)])
+def test_the_pix2pix_schedule_is_the_reference_codes_factor_by_factor(n, d):
+    ours = [learning_rate_factor(e, n, d, "pix2pix") for e in range(1, n + d + 1)]
+    assert ours == pytest.approx(_reference_factors(n, d), abs=1e-12)
+    # A resumed run (the reference's --epoch_count) gets the same factors for its remaining epochs.
+    for start in (2, n + 1, n + d):
+        assert ours[start - 1 :] == pytest.approx(_reference_factors(n, d, epoch_count=start), abs=1e-12)
+    # The delayed schedule is the same one epoch later.
+    delayed = [learning_rate_factor(e, n, d, "delayed") for e in range(1, n + d + 1)]
+    assert delayed == pytest.approx(
+        [learning_rate_factor(e - 1, n, d, "pix2pix") for e in range(1, n + d + 1)]
+    )
+
+
+def test_the_schedules_for_three_plus_three_epochs():
+    assert [learning_rate_factor(e, 3, 3) for e in range(1, 7)] == pytest.approx([1, 1, 0.75, 0.5, 0.25, 0])
+    assert [learning_rate_factor(e, 3, 3, "delayed") for e in range(1, 7)] == pytest.approx(
+        [1, 1, 1, 0.75, 0.5, 0.25]
+    )
+
+
+def test_a_run_saved_before_the_schedule_option_keeps_its_schedule():
+    from pix2pix_ilm.config import TrainConfig, config_to_dict
+    from pix2pix_ilm.flags import config_from_dict
+
+    saved = config_to_dict(TrainConfig(name="old"))
+    del saved["lr_schedule"]
+    assert config_from_dict(TrainConfig, saved).lr_schedule == "delayed"
+    assert TrainConfig(name="new").lr_schedule == "pix2pix"

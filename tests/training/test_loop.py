@@ -134,6 +134,7 @@ def test_resume_is_exact(small_facades, tmp_path, norms, workers):
     batches as decoded in the training process."""
     ckpt = tmp_path / "ckpt"
     common = ["--netG-norm", norms[0], "--netD-norm", norms[1], "--batch-size", "2", "--seed", "3"]
+    common += ["--lr-schedule", "delayed"]  # the schedule under which an extended run keeps its past rates
     straight = ["--n-epochs", "1", "--n-epochs-decay", "1", "--num-workers", workers, *common]
     assert _train(small_facades, ckpt, "straight", *straight) == 0
     # 1 epoch, then --continue with the decay epoch added: no architecture flags needed to resume.
@@ -316,7 +317,16 @@ def test_user_errors_are_one_line(small_facades, tmp_path, capsys):
 def test_resume_from_a_checkpoint_taken_right_before_the_epoch_end(small_facades, tmp_path):
     """A kill between the last step's save and the epoch-end save leaves an epoch with no batches left."""
     ckpt = tmp_path / "ckpt"
-    common = ["--n-epochs-decay", "0", "--netG-norm", "ilm_in", "--batch-size", "2"]
+    common = [
+        "--n-epochs-decay",
+        "0",
+        "--netG-norm",
+        "ilm_in",
+        "--batch-size",
+        "2",
+        "--lr-schedule",
+        "delayed",
+    ]
     assert _train(small_facades, ckpt, "straight", "--n-epochs", "2", *common) == 0
     assert _train(small_facades, ckpt, "edge", "--n-epochs", "1", *common) == 0
     state = load_checkpoint(ckpt / "edge" / "latest.pt")

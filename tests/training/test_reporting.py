@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.faults import CHILD_ENV, NET, good_pairs, write_folder
 from tests.helpers import closed_port_url
 
@@ -56,6 +58,12 @@ def test_log_file_progress_warnings_and_readable_results(pairs, tmp_path):
     # --print-freq 5 steps and each epoch's end.
     logged = [json.loads(line)["iteration"] for line in (ckpt / "report" / "loss_log.jsonl").open()]
     assert logged == [1, 4, 5, 8, 10, 12]
+    # The pix2pix code's schedule, 2 + 1 epochs: factors 1, 0.5, 0 by epoch.
+    rates = {
+        json.loads(line)["epoch"]: json.loads(line)["lr"]
+        for line in (ckpt / "report" / "loss_log.jsonl").open()
+    }
+    assert rates == pytest.approx({1: 2e-4, 2: 1e-4, 3: 0.0})
     for line in progress:
         count = int(line.group(1))
         assert int(line.group(2)) == (count + 3) // 4, line.group(0)
