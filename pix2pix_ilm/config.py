@@ -293,6 +293,12 @@ class Table6Config:
         (), "training option, e.g. n_epochs=2 (repeatable)", flag="--set", metavar="KEY=VALUE", append=True
     )
     eval_limit: int | None = opt(None, "evaluate only the first N images")
+    score_epochs: tuple[int, ...] = opt(
+        (),
+        "also score each run's checkpoints of these epochs (kept while training) and report every metric along "
+        "training: mean +- std per epoch, paired differences to IN / IN with intervals, table6_epochs.png",
+        metavar="EPOCH",
+    )
     budget_min: float = opt(
         0.0,
         "finish within M minutes: after the first runs' first minute (a tenth of M, between 10 s and 1 min) the "

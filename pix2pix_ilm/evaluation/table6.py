@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -18,8 +19,9 @@ from typing import Any
 from pix2pix_ilm.config import Table6Config, TestConfig, TrainConfig, config_to_dict, load_run_config
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, scoring_seconds
+from pix2pix_ilm.evaluation.table6_curves import epoch_tables, format_epochs, write_epoch_figure
 from pix2pix_ilm.evaluation.table6_jobs import child_env, run_finished, say, train_command, train_runs
-from pix2pix_ilm.evaluation.table6_report import split_rows, write_outputs
+from pix2pix_ilm.evaluation.table6_report import format_table, split_rows, write_figure, write_sample_grids
 from pix2pix_ilm.files import atomic_write_text
 from pix2pix_ilm.flags import parse_field_value
 from pix2pix_ilm.stats import CONFIDENCE
@@ -215,26 +217,31 @@ def train_config(config: Table6Config, row: Configuration, seed: int, dataroot: 
         no_display=True,
         print_freq=50,
         display_freq=1000,
-        # only the last epoch's checkpoint (Table 6 scores that one) unless --set says otherwise
-        **({"save_epoch_freq": 0} | preset_options(config) | row.options),
+        # the epochs --score-epochs scores, else only the last one's (the table's) unless --set says otherwise
+        **({"save_epoch_freq": math.gcd(*config.score_epochs)} | preset_options(config) | row.options),
     )
 
 
-def score_run(config: Table6Config, run: TrainConfig, split: str) -> dict[str, Any]:
-    """Test and score one run on ``split`` as ``eval`` does, unless its scores are newer and complete."""
+def score_run(config: Table6Config, run: TrainConfig, split: str, epoch: int | None = None) -> dict[str, Any]:
+    """Test and score one run's ``latest.pt`` (or ``epoch_<epoch>.pt``) on ``split`` as ``eval`` does, unless
+    its scores are complete and newer than the checkpoint (or the checkpoint is gone)."""
     from pix2pix_ilm.evaluation.evaluate import score_to_json
-    from pix2pix_ilm.training.inference import run_test
+    from pix2pix_ilm.training.inference import checkpoint_path, run_test
 
     phase, subset = SPLITS[split]
-    out = Path(config.out)
-    result_dir = out / "results" / run.name / f"{phase}_latest"
+    out, which = Path(config.out), "latest" if epoch is None else str(epoch)
+    result_dir = out / "results" / run.name / f"{phase}_{which}"
     metrics_path = result_dir / "metrics.json"
     document = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    stale = not document or metrics_path.stat().st_mtime < (run.run_dir / "latest.pt").stat().st_mtime
-    if stale or not set(SCORED_METRICS) <= set(document.get("metrics", [])) or "settings" not in document:
+    complete = set(SCORED_METRICS) <= set(document.get("metrics", [])) and "settings" in document
+    checkpoint = checkpoint_path(run.run_dir, which)
+    if not complete and not checkpoint.is_file():
+        raise UsageError(f"{run.name}: {checkpoint.name} is gone and {metrics_path} holds no complete scores")
+    if not complete or (checkpoint.is_file() and metrics_path.stat().st_mtime < checkpoint.stat().st_mtime):
         run_test(
             TestConfig(
                 name=run.name,
+                epoch=which,
                 dataroot=run.dataroot,
                 checkpoints_dir=run.checkpoints_dir,
                 phase=phase,
@@ -286,6 +293,8 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
         raise UsageError(f"--jobs must be >= 1, got {config.jobs}")
     if not config.budget_min >= 0:
         raise UsageError(f"--budget-min must be >= 0 minutes, got {config.budget_min}")
+    if any(e < 1 for e in config.score_epochs):
+        raise UsageError(f"--score-epochs must be epochs >= 1, got {list(config.score_epochs)}")
     config = _with_budget_plan(config)
     dataroot = _resolve_dataroot(config.dataroot, config.dry_run)
     splits = list(SPLITS) if config.eval_split == "both" else [config.eval_split]
@@ -345,6 +354,13 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
                 "splits": {split: score_run(config, run, split) for split in splits},
             }
         )
+        records[-1]["epochs"] = {
+            str(e): records[-1]["splits"]
+            if e == run.total_epochs
+            else {split: score_run(config, run, split, e) for split in splits}
+            for e in config.score_epochs
+            if e <= run.total_epochs
+        }
     if not records:
         raise UsageError(f"no trained run to score in {config.out} (missing: {', '.join(missing)})")
     summary = summarize(config, records, missing, dataroot, time.time() - started)
@@ -369,7 +385,22 @@ def summarize(
         "wall_seconds": round(seconds, 1),
         "confidence": CONFIDENCE,
         "tables": {split: split_rows(runs, split) for split in splits},
+        "score_epochs": list(config.score_epochs),
+        "epoch_tables": epoch_tables(runs, splits) if config.score_epochs else {},
         "runs": runs,
         "missing": missing,
         "command": " ".join(["pix2pix-ilm", *sys.argv[1:]]),
     }
+
+
+def write_outputs(summary: dict[str, Any], out: Path) -> None:
+    """table6.json, table6.md, table6.png (and table6_epochs.png), the sample grids; prints the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = format_table(summary) + "\n".join(format_epochs(summary))
+    atomic_write_text(out / "table6.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "table6.md", text)
+    write_figure(summary, out / "table6.png")
+    if summary["epoch_tables"]:
+        write_epoch_figure(summary, out / "table6_epochs.png")
+    write_sample_grids(out, summary["runs"])
+    print(text)

@@ -12,7 +12,6 @@ from matplotlib.figure import Figure
 
 from pix2pix_ilm.data.images import load_rgb, natural_key
 from pix2pix_ilm.evaluation.metrics import get_metric
-from pix2pix_ilm.files import atomic_write_text
 from pix2pix_ilm.stats import CONFIDENCE, mean_std, t_interval
 from pix2pix_ilm.viz.plots import save_png
 
@@ -201,13 +200,3 @@ def write_sample_grids(out: Path, runs: list[dict[str, Any]], count: int = 4) ->
         for run, _, folder in first.values()
     ]
     _labelled_grid(rows, f"every configuration on the same images, split {split}", out / "samples.png")
-
-
-def write_outputs(summary: dict[str, Any], out: Path) -> None:
-    """table6.json, table6.md, table6.png and the sample grids; prints the table."""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "table6.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "table6.md", format_table(summary))
-    write_figure(summary, out / "table6.png")
-    write_sample_grids(out, summary["runs"])
-    print(format_table(summary))

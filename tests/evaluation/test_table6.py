@@ -256,3 +256,49 @@ def test_overrides_are_typed_and_checked():
         parse_overrides(("n_epochs=many",))
     with pytest.raises(UsageError, match="--set precision: expected one of auto, fp32, bf16"):
         parse_overrides(("precision=fp16",))
+
+
+def test_scores_along_training_and_rebuilt_from_saved_scores_alone(
+    facades_dir: Path, lpips_backbone: Path, tmp_path: Path, capsys
+):
+    data = tiny_facades(facades_dir, tmp_path / "facades")
+    out = tmp_path / "table6"
+    args = ["table6", "--dataroot", str(data), "--out", str(out), "--eval-limit", "2", "--jobs", "2"]
+    args += ["--configs", "in_in", "in_ilmin", "--seeds", "0", "1", "--lpips-backbone", str(lpips_backbone)]
+    args += [*TINY, "--set", "n_epochs=2", "--set", "n_epochs_decay=1", "--score-epochs", "1", "2", "3"]
+    assert main(args) == 0
+    run = out / "checkpoints" / "in_ilmin_seed1"
+    assert {p.name for p in run.glob("epoch_*.pt")} == {"epoch_1.pt", "epoch_2.pt", "epoch_3.pt"}
+    results = out / "results" / "in_ilmin_seed1"
+    assert {p.name for p in results.iterdir()} == {"train_1", "train_2", "train_latest"}  # epoch 3: the last
+    summary = json.loads((out / "table6.json").read_text())
+    by_epoch = summary["epoch_tables"]["paper"]
+    assert list(by_epoch) == ["1", "2", "3"] and summary["score_epochs"] == [1, 2, 3]
+    assert by_epoch["3"] == summary["tables"]["paper"]
+    for base, ilm in by_epoch.values():
+        assert (base["config"], ilm["config"], ilm["label"]) == ("in_in", "in_ilmin", "IN / ILM+IN")
+        diffs = [
+            ilm["metrics"]["lpips"]["per_seed"][s] - base["metrics"]["lpips"]["per_seed"][s]
+            for s in ("0", "1")
+        ]
+        assert list(ilm["paired"]["lpips"]["per_seed"].values()) == pytest.approx(diffs)
+        half = 12.7062 * abs(diffs[0] - diffs[1]) / 2
+        assert ilm["paired"]["lpips"]["ci"] == pytest.approx(
+            [sum(diffs) / 2 - half, sum(diffs) / 2 + half], rel=1e-4
+        )
+    epoch2 = json.loads((out / "results" / "in_ilmin_seed0" / "train_2" / "metrics.json").read_text())
+    assert by_epoch["2"][1]["metrics"]["lpips"]["per_seed"]["0"] == epoch2["mean"]["lpips"]
+    table = (out / "table6.md").read_text()
+    assert "### Along training, split `paper`" in table and "| 2 | " in table
+    assert "IN / ILM+IN: Δ LPIPS / Δ RMSE_rgb" in table and "–" in table  # no paper value for IN / ILM+IN
+    assert (out / "table6_epochs.png").stat().st_size > 1000
+
+    # The checkpoints gone, --no-train rebuilds every table and figure from the saved scores alone.
+    for path in (out / "checkpoints").rglob("*.pt"):
+        path.unlink()
+    (out / "table6_epochs.png").unlink()
+    capsys.readouterr()
+    assert main([*args, "--no-train"]) == 0
+    again = json.loads((out / "table6.json").read_text())
+    assert again["epoch_tables"] == summary["epoch_tables"] and again["tables"] == summary["tables"]
+    assert (out / "table6_epochs.png").is_file()
