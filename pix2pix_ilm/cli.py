@@ -21,10 +21,13 @@ from pix2pix_ilm import __version__
 from pix2pix_ilm.config import (
     BenchConfig,
     EvalConfig,
+    ExportConfig,
+    ImportConfig,
     ModelsConfig,
     Table6Config,
     TestConfig,
     TrainConfig,
+    TranslateConfig,
     VisdomConfig,
 )
 from pix2pix_ilm.errors import UsageError
@@ -71,6 +74,27 @@ def _cmd_test(config: TestConfig, explicit: set[str]) -> int:
 
     _retain_heap_on_cpu(config.device)
     run_test(config)
+    return 0
+
+
+def _cmd_translate(config: TranslateConfig, explicit: set[str]) -> int:
+    from pix2pix_ilm.deploy.translator import run_translate
+
+    run_translate(config)
+    return 0
+
+
+def _cmd_export(config: ExportConfig, explicit: set[str]) -> int:
+    from pix2pix_ilm.deploy.export import export_generator
+
+    export_generator(config)
+    return 0
+
+
+def _cmd_import(config: ImportConfig, explicit: set[str]) -> int:
+    from pix2pix_ilm.deploy.reference import import_reference
+
+    import_reference(config)
     return 0
 
 
@@ -146,6 +170,34 @@ COMMANDS: dict[str, Command] = {
         "translate images with a trained run",
         "Translate images with a trained run; the architecture is read from the run's config.json. "
         "Writes <results-dir>/<name>/<phase>_<epoch>/images/ and index.html.",
+    ),
+    "translate": Command(
+        _cmd_translate,
+        TranslateConfig,
+        "translate plain images with a trained run or an exported ONNX file",
+        "Translate image files (or the images of folders) one by one with a run's generator (--name) or an "
+        "exported ONNX file (--onnx). Each input goes through the run's test-time preprocessing (resized, or "
+        "resized and centre-cropped, to the crop size the run trained on; any input size), and its output is "
+        "resized back to the input's size: <out>/<stem>.png. In Python: "
+        "pix2pix_ilm.Translator.from_run('checkpoints/RUN')(pil_image).",
+    ),
+    "export": Command(
+        _cmd_export,
+        ExportConfig,
+        "export a run's generator to ONNX or TorchScript",
+        "Write the generator (eval mode, fp32) as ONNX (run it with onnxruntime; needs "
+        "pip install 'pix2pix-ilm[export]') or TorchScript (torch.jit.load, without this package). The file's "
+        "metadata (ONNX metadata_props / TorchScript extra file, key pix2pix_ilm) holds the contract: input "
+        "(N, C, H, W) float32 in [-1, 1] = pixel / 127.5 - 1, the size (the run's crop size, or with --dynamic "
+        "any multiple of the generator's size step), channels, direction and the run's preprocessing.",
+    ),
+    "import": Command(
+        _cmd_import,
+        ImportConfig,
+        "import a model trained with the pix2pix reference code",
+        "Make a run folder (config.json, latest.pt) from latest_net_G.pth [and latest_net_D.pth] of "
+        "junyanz/pytorch-CycleGAN-and-pix2pix, given the options it was trained with; every key and shape is "
+        "checked. test, eval, export, translate and train --continue --dataroot DIR then take it like any run.",
     ),
     "eval": Command(
         _cmd_eval,

@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | None = None, **kw: Any) -> Any:
     """A dataclass field carrying its command-line help (and choices, flag name, ``metavar``, ``required``,
-    ``append`` for a repeatable flag of a tuple field)."""
+    ``append`` for a repeatable flag of a tuple field, ``positional`` for a tuple field given as arguments)."""
     return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, **kw})
 
 
@@ -66,6 +66,10 @@ def add_dataclass_arguments(
             kwargs["metavar"] = f.metadata.get("metavar") or (
                 None if kwargs.get("choices") else f.name.upper()
             )
+        if f.metadata.get("positional"):  # tuple[str, ...] as the command's arguments
+            kwargs.pop("dest"), kwargs.pop("required", None)
+            parser.add_argument(f.name, **kwargs)
+            continue
         names = [flag_name(f)]
         if "-" in names[0][2:]:
             names.append("--" + f.name)  # also accept the junyanz spelling, e.g. --netG_norm
