@@ -184,6 +184,13 @@ class TrainConfig(DataOptions, NetworkOptions):
     display_port: int = opt(8097, "visdom port")
     display_env: str = opt("", "visdom environment (default: the run name)")
     no_html: bool = opt(False, "do not write web/index.html")
+    tensorboard: bool = opt(
+        False,
+        "also write TensorBoard event files to <run folder>/tensorboard/ (view with tensorboard --logdir "
+        "checkpoints/RUN/tensorboard): losses and learning rate with each loss_log.jsonl entry (--print-freq), "
+        "real_A | fake_B | real_B every --display-freq iterations, independent of visdom; needs the optional "
+        "extra: pip install 'pix2pix-ilm[tensorboard]'",
+    )
     loss_plot: str = opt(
         "linear", "y axis of web/loss.png (GAN terms and L1 in separate panels)", choices=LOSS_PLOT_SCALES
     )

@@ -1,5 +1,6 @@
-"""What a run shows while it trains: progress, ``loss_log.jsonl``, visdom previews, the run's web page. Each is
-a :class:`ReportSink`; :class:`Reporter` decides when, and is the only reader of the losses on the device."""
+"""What a run shows while it trains: progress, ``loss_log.jsonl``, visdom previews, the run's web page,
+TensorBoard event files. Each is a :class:`ReportSink`; :class:`Reporter` decides when, and is the only reader
+of the losses on the device."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pix2pix_ilm.config import TrainConfig
@@ -123,7 +125,38 @@ class WebPage(ReportSink):
         self.pages.finish(done, self.counters.iteration, stopped=bool(total) and done < total)
 
 
+class TensorBoard(ReportSink):
+    """Event files in ``tensorboard/`` (``--tensorboard``): ``loss/<name>`` and ``lr`` with each log entry, one
+    real_A | fake_B | real_B image (the batch's first sample) with each preview; the step is the iteration."""
+
+    def __init__(self, config: TrainConfig, counters: Counters) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # optional: pix2pix-ilm[tensorboard]
+
+        self.counters = counters  # the loop's own, updated in place
+        # Resumed: TensorBoard hides what a crashed run wrote after its checkpoint, as loss_log.jsonl drops it.
+        purge = counters.iteration + 1 if counters.iteration else None
+        self.writer = SummaryWriter(log_dir=str(config.run_dir / "tensorboard"), purge_step=purge)
+
+    def log(self, entry: dict[str, Any]) -> None:
+        step = entry["iteration"]
+        self.writer.add_scalar("lr", entry["lr"], step)
+        for name, value in entry.items():
+            if name not in LOG_FIELDS:
+                self.writer.add_scalar(f"loss/{name}", value, step)
+
+    def preview(self, epoch: int, epoch_progress: float, visuals: Visuals, losses: dict[str, float]) -> None:
+        from pix2pix_ilm.viz.images import tensor_to_image
+
+        row = np.concatenate([tensor_to_image(visuals[k][0]) for k in PREVIEW_KEYS], axis=1)
+        self.writer.add_image(PREVIEW_TAG, row, self.counters.iteration, dataformats="HWC")
+
+    def close(self) -> None:
+        self.writer.close()  # flushes
+
+
 LOG_FIELDS = ("iteration", "epoch", "epoch_progress", "lr", "time")
+PREVIEW_KEYS = ("real_A", "fake_B", "real_B")
+PREVIEW_TAG = "images/" + "|".join(PREVIEW_KEYS)
 
 
 def default_sinks(config: TrainConfig, total_iterations: int, counters: Counters) -> list[ReportSink]:
@@ -133,6 +166,7 @@ def default_sinks(config: TrainConfig, total_iterations: int, counters: Counters
         LossLog(config.run_dir / "loss_log.jsonl"),
         *([] if config.no_display else [VisdomPreviews(config)]),
         *([] if config.no_html else [WebPage(config, counters)]),
+        *([TensorBoard(config, counters)] if config.tensorboard else []),
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import math
 import os
@@ -125,6 +126,8 @@ def _option_problems(config: TrainConfig) -> list[str]:
         )
     if not config.progress_interval > 0:
         problems.append(f"--progress-interval must be > 0 seconds, got {config.progress_interval}")
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        problems.append("--tensorboard needs the tensorboard package: pip install 'pix2pix-ilm[tensorboard]'")
     if not config.save_latest_minutes >= 0:
         problems.append(f"--save-latest-minutes must be >= 0, got {config.save_latest_minutes}")
     if not (config.lr > 0 and math.isfinite(config.lr)):
