@@ -1,0 +1,93 @@
+"""``translate`` and :class:`Translator`: plain images of any size in, PNGs of the same size out; the same
+pixels from the command, from Python and as ``test --single`` writes them; an ONNX file instead of a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pix2pix_ilm.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def photo(facades_dir, tmp_path):
+    """A 300x200 JPEG: the B half (labels) of a facades test pair, resized."""
+    with Image.open(facades_dir / "test" / "3.jpg") as pair:
+        image = pair.crop((256, 0, 512, 256)).resize((300, 200), Image.BICUBIC)
+    path = tmp_path / "inputs" / "labels.jpg"
+    path.parent.mkdir()
+    image.save(path, quality=95)
+    return path
+
+
+def test_translate_a_jpeg_from_the_command_line_and_from_python(runs, photo, tmp_path):
+    from pix2pix_ilm import Translator
+
+    _, ckpt = runs
+    out = tmp_path / "out"
+    assert (
+        main(["translate", "--name", "ilm", "--checkpoints-dir", str(ckpt), str(photo), "--out", str(out)])
+        == 0
+    )
+    with Image.open(out / "labels.png") as written:
+        assert written.size == (300, 200) and written.format == "PNG"
+        pixels = np.asarray(written.convert("RGB"))
+    with Image.open(photo) as source:
+        api = np.asarray(Translator.from_run(ckpt / "ilm")(source))
+    assert np.array_equal(api, pixels)
+    # The same as test --single (its preprocessing, output resized back to the input's size).
+    results = tmp_path / "results"
+    common = ["--name", "ilm", "--checkpoints-dir", str(ckpt), "--results-dir", str(results)]
+    assert (
+        main(["test", *common, "--dataroot", str(photo.parent.parent), "--phase", "inputs", "--single"]) == 0
+    )
+    with Image.open(results / "ilm" / "inputs_latest_single" / "images" / "labels_fake_B.png") as single:
+        assert np.array_equal(np.asarray(single.convert("RGB")), pixels)
+
+
+def test_translate_with_an_exported_onnx_file_and_a_folder(runs, photo, tmp_path):
+    pytest.importorskip("onnxruntime")
+    _, ckpt = runs
+    onnx_file = tmp_path / "ilm.onnx"
+    assert main(["export", "--name", "ilm", "--checkpoints-dir", str(ckpt), "--out", str(onnx_file)]) == 0
+    second = photo.parent / "second.png"
+    Image.open(photo).transpose(Image.FLIP_LEFT_RIGHT).save(second)
+    assert (
+        main(["translate", "--onnx", str(onnx_file), str(photo.parent), "--out", str(tmp_path / "onnx")]) == 0
+    )
+    assert (
+        main(
+            [
+                "translate",
+                "--name",
+                "ilm",
+                "--checkpoints-dir",
+                str(ckpt),
+                str(photo.parent),
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
+    for name in ("labels.png", "second.png"):
+        with Image.open(tmp_path / "onnx" / name) as a, Image.open(tmp_path / "run" / name) as b:
+            diff = np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int))
+            assert a.size == (300, 200) and diff.max() <= 1  # fp32 in two runtimes: at most one level apart
+
+
+def test_bad_inputs_get_one_line(runs, photo, tmp_path, capsys):
+    _, ckpt = runs
+    text = photo.parent / "notes.jpg"
+    text.write_text("not an image")
+    args = ["translate", "--name", "ilm", "--checkpoints-dir", str(ckpt), "--out", str(tmp_path / "o")]
+    assert main([*args, str(text)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "notes.jpg" in err and "cannot decode" in err and "\n" not in err
+    assert main([*args, str(tmp_path / "missing.jpg")]) == 2
+    assert "input not found" in capsys.readouterr().err
+    assert main(["translate", str(photo), "--out", str(tmp_path / "o")]) == 2
+    assert "either --name RUN" in capsys.readouterr().err
