@@ -17,21 +17,12 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from pix2pix_ilm import __version__
-from pix2pix_ilm.config import (
-    BenchConfig,
-    EvalConfig,
-    ExportConfig,
-    ImportConfig,
-    ModelsConfig,
-    Table6Config,
-    TestConfig,
-    TrainConfig,
-    TranslateConfig,
-    VisdomConfig,
-)
+from pix2pix_ilm.config import BenchConfig, ModelsConfig, TestConfig, TrainConfig, VisdomConfig
+from pix2pix_ilm.deploy.options import ExportConfig, ImportConfig, TranslateConfig
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.evaluation.options import EvalConfig, Table6Config
 from pix2pix_ilm.flags import add_dataclass_arguments, dataclass_from_args
+from pix2pix_ilm.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,7 +14,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pix2pix_ilm import __version__
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.files import atomic_write_bytes
 from pix2pix_ilm.flags import config_from_dict, opt
@@ -25,6 +24,7 @@ from pix2pix_ilm.models.norm_specs import (
     ILM_VARIANCES,
     NORM_NAMES,
 )
+from pix2pix_ilm.version import __version__
 
 GAN_MODES = ("vanilla", "lsgan", "wgangp")
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
@@ -35,9 +35,7 @@ TEST_PRECISIONS = ("run", "fp32", "bf16")
 VALIDATION_MODES = ("header", "full")
 LOSS_PLOT_SCALES = ("linear", "log")
 LR_SCHEDULES = ("pix2pix", "delayed")
-TABLE6_PRESETS = ("quick", "paper")
-TABLE6_ROWS = ("in_in", "ilmin_in", "ilmin_ilmin", "ilmin_in_authors", "ilmin_ilmin_authors", "in_ilmin")
-_PROGRESS_HELP = (
+PROGRESS_HELP = (
     "when stderr is not a terminal (a log file, nohup, CI): seconds between progress lines (count, losses, "
     "it/s, ETA); on a terminal a progress bar is shown instead"
 )
@@ -195,7 +193,7 @@ class TrainConfig(DataOptions, NetworkOptions):
         "linear", "y axis of web/loss.png (GAN terms and L1 in separate panels)", choices=LOSS_PLOT_SCALES
     )
     no_progress: bool = opt(False, "no progress bar or progress lines")
-    progress_interval: float = opt(30.0, _PROGRESS_HELP)
+    progress_interval: float = opt(30.0, PROGRESS_HELP)
     continue_train: bool = opt(False, "resume the run from its latest.pt", flag="--continue")
     overwrite: bool = opt(False, "delete an existing run of the same name and start again")
 
@@ -237,7 +235,7 @@ class TestConfig:
     skip_bad_images: bool = opt(False, "skip images that cannot be decoded instead of stopping")
     validate_images: str = opt("header", _VALIDATE_HELP, choices=VALIDATION_MODES)
     no_progress: bool = opt(False, "no progress bar or progress lines")
-    progress_interval: float = opt(30.0, _PROGRESS_HELP)
+    progress_interval: float = opt(30.0, PROGRESS_HELP)
 
 
 @dataclass
@@ -266,135 +264,6 @@ class BenchConfig:
     json_path: str | None = opt(
         None, "also write the JSON report (the last line of the output) here", flag="--json"
     )
-
-
-@dataclass
-class Table6Config:
-    """Options of ``pix2pix-ilm table6``; the protocol and its presets: docs/table6.md."""
-
-    dataroot: str | None = opt(
-        None, "facades folder (train/, test/); default: $PIX2PIX_ILM_FACADES, else datasets/facades, fetched"
-    )
-    out: str = opt("results/table6", "output folder")
-    preset: str = opt("quick", "training setting: quick (small, for a CPU) or paper", choices=TABLE6_PRESETS)
-    seeds: tuple[int, ...] = opt((0,), "training seeds", metavar="SEED")
-    configs: tuple[str, ...] = opt(
-        TABLE6_ROWS[:3],
-        "rows: " + ", ".join(TABLE6_ROWS) + " or all",
-        choices=(*TABLE6_ROWS, "all"),
-        metavar="ROW",
-    )
-    eval_split: str = opt(
-        "paper",
-        "paper: train/201-400; test: test/; both: each run on both",
-        choices=("paper", "test", "both"),
-    )
-    no_train: bool = opt(False, "only test and score the runs already trained; list the others as missing")
-    retrain: bool = opt(False, "train again the runs in --out that were trained with other options")
-    jobs: int = opt(1, "training runs at a time, child processes sharing the CPU threads or the GPU")
-    dry_run: bool = opt(False, "print the plan (runs, options, commands) and write nothing")
-    lpips_backbone: str | None = opt(None, "local AlexNet weights for LPIPS (see 'eval --help')")
-    test_dropout: str = opt("on", "dropout at test time, as in the pix2pix code", choices=("on", "off"))
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
-    overrides: tuple[str, ...] = opt(
-        (), "training option, e.g. n_epochs=2 (repeatable)", flag="--set", metavar="KEY=VALUE", append=True
-    )
-    eval_limit: int | None = opt(None, "evaluate only the first N images")
-    score_epochs: tuple[int, ...] = opt(
-        (),
-        "also score each run's checkpoints of these epochs (kept while training) and report every metric along "
-        "training: mean +- std per epoch, paired differences to IN / IN with intervals, table6_epochs.png",
-        metavar="EPOCH",
-    )
-    budget_min: float = opt(
-        0.0,
-        "finish within M minutes: after the first runs' first minute (a tenth of M, between 10 s and 1 min) the "
-        "whole table is projected from their speed and a measured scoring time; it is kept, fitted with fewer "
-        "epochs (the same for every run, said in the table's header), or refused with the projection; 0: no "
-        "budget",
-        metavar="M",
-    )
-    no_progress: bool = opt(False, "no progress bars or progress lines")
-    progress_interval: float = opt(30.0, _PROGRESS_HELP)
-
-
-@dataclass
-class EvalConfig:
-    """Options of ``pix2pix-ilm eval``."""
-
-    results_dir: str = opt("", "a test output folder, e.g. results/RUN/test_latest", required=True)
-    metrics: str = opt("rmse,rmse_rgb,ssim,lpips", "comma-separated metric names")
-    lpips_backbone: str | None = opt(
-        None,
-        "local ImageNet AlexNet weights for LPIPS (torchvision's alexnet-owt-*.pth or a features-only file); "
-        "default: $PIX2PIX_ILM_LPIPS_BACKBONE, else lpips' own download",
-    )
-    json: str | None = opt(None, "where to write the scores (default: <results-dir>/metrics.json)")
-    device: str = opt("auto", "device for LPIPS: cpu, cuda, cuda:N or auto")
-    batch_size: int = opt(16, "images per LPIPS batch")
-
-
-EXPORT_FORMATS = ("onnx", "torchscript")
-
-
-@dataclass
-class ExportConfig:
-    """Options of ``pix2pix-ilm export``."""
-
-    name: str = opt("", "run name (a folder under --checkpoints-dir)", required=True)
-    checkpoints_dir: str = opt("checkpoints", "folder holding the run folders")
-    epoch: str = opt("latest", "which checkpoint: latest or an epoch number")
-    format: str = opt("onnx", "onnx (needs the export extra) or torchscript", choices=EXPORT_FORMATS)
-    out: str = opt("", "the file to write, e.g. facades.onnx", required=True)
-    dynamic: bool = opt(
-        False,
-        "any input height and width that are multiples of the generator's size step (2^depth for a U-Net, 4 "
-        "for a ResNet) and any batch size; default: the run's crop size",
-    )
-
-
-@dataclass
-class TranslateConfig:
-    """Options of ``pix2pix-ilm translate``."""
-
-    inputs: tuple[str, ...] = opt(
-        (), "image files or folders of images", positional=True, metavar="IMAGE_OR_DIR"
-    )
-    out: str = opt("", "folder for the outputs, one <stem>.png per input", required=True)
-    name: str | None = opt(None, "run name (a folder under --checkpoints-dir); or --onnx")
-    checkpoints_dir: str = opt("checkpoints", "folder holding the run folders")
-    epoch: str = opt("latest", "which checkpoint: latest or an epoch number")
-    onnx: str | None = opt(None, "an exported .onnx file to run with onnxruntime instead of a run")
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto (a run only)")
-
-
-REFERENCE_NORMS = ("instance", "batch")
-
-
-@dataclass
-class ImportConfig:
-    """Options of ``pix2pix-ilm import``: a model trained with the pix2pix reference code."""
-
-    name: str = opt("", "run name for the new run folder", required=True)
-    checkpoints_dir: str = opt("checkpoints", "folder holding the run folders")
-    G: str = opt("", "the reference's generator file, e.g. latest_net_G.pth", required=True, flag="--G")
-    D: str | None = opt(None, "its discriminator file (latest_net_D.pth); default: a new D, initialised")
-    netG: str = opt("unet_256", "the reference's --netG")
-    ngf: int = opt(64, "the reference's --ngf")
-    netD: str = opt("basic", "the reference's --netD")
-    n_layers_D: int = opt(3, "the reference's --n_layers_D")
-    ndf: int = opt(64, "the reference's --ndf")
-    norm: str = opt("instance", "the reference's --norm (in G and D)", choices=REFERENCE_NORMS)
-    direction: str = opt("AtoB", "the reference's --direction", choices=DIRECTIONS)
-    input_nc: int = opt(3, "the reference's --input_nc")
-    output_nc: int = opt(3, "the reference's --output_nc")
-    no_dropout: bool = opt(False, "the reference's --no_dropout")
-    load_size: int = opt(286, "the reference's --load_size")
-    crop_size: int = opt(256, "the reference's --crop_size")
-    epochs_done: int = opt(0, "epochs the reference run trained (for the schedule of train --continue)")
-    n_epochs: int = opt(100, "--n-epochs of the imported run (train --continue may change it)")
-    n_epochs_decay: int = opt(100, "--n-epochs-decay of the imported run")
-    overwrite: bool = opt(False, "replace an existing run of the same name")
 
 
 @dataclass

@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from pix2pix_ilm import __version__
 from pix2pix_ilm.bench.measure import measure_row, peak_gflops
 from pix2pix_ilm.config import BenchConfig, TrainConfig, config_to_dict
 from pix2pix_ilm.device import resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.norm_specs import NORM_NAMES, NORMS
+from pix2pix_ilm.version import __version__
 
 #: A setting other than ``default`` turns on exactly its features: fp32, contiguous and eager otherwise.
 FEATURES: dict[str, dict[str, Any]] = {

@@ -11,12 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pix2pix_ilm import __version__
-from pix2pix_ilm.config import ExportConfig, TrainConfig
+from pix2pix_ilm.config import TrainConfig
+from pix2pix_ilm.deploy.options import ExportConfig
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.norms import ILMNorm
 from pix2pix_ilm.training.inference import checkpoint_path, load_generator_for_inference, trained_counters
+from pix2pix_ilm.version import __version__
 
 CONTRACT_KEY = "pix2pix_ilm"
 """The metadata key (ONNX ``metadata_props``, TorchScript extra file ``pix2pix_ilm.json``) of the contract."""

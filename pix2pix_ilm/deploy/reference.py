@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pix2pix_ilm.config import ImportConfig, TrainConfig, config_to_dict
+from pix2pix_ilm.config import TrainConfig, config_to_dict
+from pix2pix_ilm.deploy.options import ImportConfig
 from pix2pix_ilm.errors import UsageError, first_line
 
 # The reference's module names where ours differ (ResnetBlock.conv_block, PixelDiscriminator.net).

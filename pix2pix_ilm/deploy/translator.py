@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pix2pix_ilm.config import TranslateConfig
 from pix2pix_ilm.data.images import list_images, load_rgb
 from pix2pix_ilm.data.transforms import TransformSpec, to_tensor
 from pix2pix_ilm.deploy.export import CONTRACT_KEY, EXPORT_EXTRA
+from pix2pix_ilm.deploy.options import TranslateConfig
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.viz.images import save_image, tensor_to_image
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from pix2pix_ilm.config import EvalConfig
 from pix2pix_ilm.data.images import load_rgb, natural_key
 from pix2pix_ilm.device import resolve_device
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.lpips_alexnet import ALEXNET_OWT_URL, resolve_lpips_backbone
 from pix2pix_ilm.evaluation.metrics import SSIM_SETTINGS, EvalOptions, get_metric, parse_metric_names
+from pix2pix_ilm.evaluation.options import EvalConfig
 from pix2pix_ilm.files import atomic_write_text
 from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
 from pix2pix_ilm.viz.plots import render_score_strips, save_png

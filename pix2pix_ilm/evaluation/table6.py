@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pix2pix_ilm.config import Table6Config, TestConfig, TrainConfig, config_to_dict, load_run_config
+from pix2pix_ilm.config import TestConfig, TrainConfig, config_to_dict, load_run_config
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, scoring_seconds
+from pix2pix_ilm.evaluation.options import Table6Config
+from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, check_disk_space, scoring_seconds
 from pix2pix_ilm.evaluation.table6_curves import epoch_tables, format_epochs, write_epoch_figure
 from pix2pix_ilm.evaluation.table6_jobs import child_env, run_finished, say, train_command, train_runs
 from pix2pix_ilm.evaluation.table6_report import format_table, split_rows, write_figure, write_sample_grids
@@ -173,36 +174,6 @@ def _split_size(config: Table6Config, dataroot: Path, split: str) -> int:
     )
 
 
-def check_disk_space(runs: list[TrainConfig], out: Path) -> None:
-    """Refuse before training when the runs' checkpoints would not fit on ``out``'s disk: each keeps
-    ``latest.pt``, its kept epochs and, while saving, one temporary copy (G, D and Adam's two moments)."""
-    import torch
-
-    from pix2pix_ilm.models.networks import discriminator_from_config, generator_from_config
-
-    need = 0
-    for run in runs:
-        with torch.device("meta"):
-            parameters = sum(
-                p.numel()
-                for net in (generator_from_config(run), discriminator_from_config(run))
-                for p in net.parameters()
-            )
-        kept = run.total_epochs // run.save_epoch_freq if run.save_epoch_freq else 1
-        need += 3 * 4 * parameters * (2 + kept)
-    folder = next(p for p in (out, *out.parents) if p.exists())
-    free = shutil.disk_usage(folder).free
-    if need > free:
-        raise UsageError(
-            f"the runs' checkpoints need about {_size(need)} and {folder} has {_size(free)} free; "
-            "free some space, choose another --out, or keep fewer epochs (--set save_epoch_freq=0)"
-        )
-
-
-def _size(count: int) -> str:
-    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.2g} MiB"
-
-
 def train_config(config: Table6Config, row: Configuration, seed: int, dataroot: Path) -> TrainConfig:
     return TrainConfig(
         dataroot=str(dataroot),
@@ -337,35 +308,35 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
             atomic_write_text(Path(config.out) / PLAN_FILE, json.dumps(planner.plan, indent=2) + "\n")
             config = _with_budget_plan(config)
             runs = [(row, train_config(config, row, run.seed, dataroot)) for row, run in runs]
-    records, missing = [], []
-    for row, run in runs:
-        if not run_finished(run):
-            missing.append(run.name)
-            continue
-        timing = run.run_dir / "table6_timing.json"
-        records.append(
-            {
-                "config": row.slug,
-                "label": row.label,
-                "seed": run.seed,
-                "name": run.name,
-                "paper": PAPER_TABLE6.get(row.paper_row),
-                "train_seconds": json.loads(timing.read_text())["train_seconds"] if timing.is_file() else 0.0,
-                "splits": {split: score_run(config, run, split) for split in splits},
-            }
-        )
-        records[-1]["epochs"] = {
-            str(e): records[-1]["splits"]
-            if e == run.total_epochs
-            else {split: score_run(config, run, split, e) for split in splits}
-            for e in config.score_epochs
-            if e <= run.total_epochs
-        }
+    records = [_record(config, row, run, splits) for row, run in runs if run_finished(run)]
+    missing = [run.name for _, run in runs if not run_finished(run)]
     if not records:
         raise UsageError(f"no trained run to score in {config.out} (missing: {', '.join(missing)})")
     summary = summarize(config, records, missing, dataroot, time.time() - started)
     write_outputs(summary, Path(config.out))
     return summary
+
+
+def _record(config: Table6Config, row: Configuration, run: TrainConfig, splits: list[str]) -> dict[str, Any]:
+    """One trained run: what it is, its training time, its scores per split (and per --score-epochs epoch)."""
+    timing = run.run_dir / "table6_timing.json"
+    scores = {split: score_run(config, run, split) for split in splits}
+    return {
+        "config": row.slug,
+        "label": row.label,
+        "seed": run.seed,
+        "name": run.name,
+        "paper": PAPER_TABLE6.get(row.paper_row),
+        "train_seconds": json.loads(timing.read_text())["train_seconds"] if timing.is_file() else 0.0,
+        "splits": scores,
+        "epochs": {
+            str(e): scores
+            if e == run.total_epochs
+            else {split: score_run(config, run, split, e) for split in splits}
+            for e in config.score_epochs
+            if e <= run.total_epochs
+        },
+    }
 
 
 def summarize(

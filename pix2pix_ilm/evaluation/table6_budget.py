@@ -1,5 +1,6 @@
-"""``table6 --budget-min``: measure the first runs' speed, project the whole table, then keep the schedule, fit
-it with fewer epochs, or refuse with the projection (docs/table6.md)."""
+"""What Table 6 may spend: ``--budget-min`` (measure the first runs' speed, project the whole table, then keep
+the schedule, fit it with fewer epochs, or refuse with the projection) and the disk its checkpoints need
+(docs/table6.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -162,3 +164,33 @@ class BudgetPlanner:
         return [
             dataclasses.replace(r, n_epochs=n_epochs, n_epochs_decay=fitted - n_epochs) for r in self.runs
         ]
+
+
+def check_disk_space(runs: list[TrainConfig], out: Path) -> None:
+    """Refuse before training when the runs' checkpoints would not fit on ``out``'s disk: each keeps
+    ``latest.pt``, its kept epochs and, while saving, one temporary copy (G, D and Adam's two moments)."""
+    import torch
+
+    from pix2pix_ilm.models.networks import discriminator_from_config, generator_from_config
+
+    need = 0
+    for run in runs:
+        with torch.device("meta"):
+            parameters = sum(
+                p.numel()
+                for net in (generator_from_config(run), discriminator_from_config(run))
+                for p in net.parameters()
+            )
+        kept = run.total_epochs // run.save_epoch_freq if run.save_epoch_freq else 1
+        need += 3 * 4 * parameters * (2 + kept)
+    folder = next(p for p in (out, *out.parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise UsageError(
+            f"the runs' checkpoints need about {_size(need)} and {folder} has {_size(free)} free; "
+            "free some space, choose another --out, or keep fewer epochs (--set save_epoch_freq=0)"
+        )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.2g} MiB"

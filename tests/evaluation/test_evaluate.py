@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pix2pix_ilm.config import EvalConfig
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation import evaluate
+from pix2pix_ilm.evaluation.options import EvalConfig
 
 
 def _write_pair(images: Path, stem: str, fake: np.ndarray, real: np.ndarray) -> None:

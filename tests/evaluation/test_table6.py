@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from pix2pix_ilm.cli import build_parser, main
-from pix2pix_ilm.config import TABLE6_PRESETS, TABLE6_ROWS, TrainConfig
+from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation import table6, table6_jobs
+from pix2pix_ilm.evaluation.options import TABLE6_PRESETS, TABLE6_ROWS
 from pix2pix_ilm.evaluation.table6 import CONFIGURATIONS, PAPER_TABLE6, PRESETS, parse_overrides
 from pix2pix_ilm.evaluation.table6_report import t_interval, verdict
 from pix2pix_ilm.flags import dataclass_from_args

@@ -14,7 +14,7 @@ import pytest
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation import table6
+from pix2pix_ilm.evaluation import table6, table6_budget
 from pix2pix_ilm.evaluation.table6_budget import BudgetPlanner, Measured, measure, project
 from tests.evaluation.test_table6 import LONG, children, tiny_facades  # noqa: F401 (fixture)
 
@@ -70,7 +70,7 @@ def test_the_planner_keeps_fits_or_refuses_from_the_logs(tmp_path, capsys):
 def test_a_table_finishes_inside_its_budget(facades_dir, lpips_backbone, tmp_path, capsys, children):  # noqa: F811
     data = tiny_facades(facades_dir, tmp_path / "facades")
     out = tmp_path / "table6"
-    args = ["table6", "--dataroot", str(data), "--out", str(out), "--eval-split", "both", "--eval-limit", "2"]
+    args = ["table6", "--dataroot", str(data), "--out", str(out), "--eval-split", "paper", "--eval-limit", "2"]
     args += ["--lpips-backbone", str(lpips_backbone), "--jobs", "2", "--seeds", "0", "1"]
     args += ["--configs", "in_in", "ilmin_in", *LONG, "--budget-min", "2"]  # 2000 epochs: 10 h
     started = time.monotonic()
@@ -102,7 +102,7 @@ def test_checkpoints_that_do_not_fit_on_the_disk_are_refused_before_training(
 ):
     data = tiny_facades(facades_dir, tmp_path / "facades")
     real = shutil.disk_usage
-    monkeypatch.setattr(table6.shutil, "disk_usage", lambda p: real(p)._replace(free=10_000))
+    monkeypatch.setattr(table6_budget.shutil, "disk_usage", lambda p: real(p)._replace(free=10_000))
     args = ["table6", "--dataroot", str(data), "--out", str(tmp_path / "t6"), *LONG]
     args += ["--lpips-backbone", str(lpips_backbone), "--set", "save_epoch_freq=100"]
     with pytest.raises(UsageError, match=r"checkpoints need about \d+ MiB and .* has 0\.0095 MiB free"):
@@ -112,7 +112,7 @@ def test_checkpoints_that_do_not_fit_on_the_disk_are_refused_before_training(
 
 def _config(args: list[str]):
     from pix2pix_ilm.cli import build_parser
-    from pix2pix_ilm.config import Table6Config
+    from pix2pix_ilm.evaluation.options import Table6Config
     from pix2pix_ilm.flags import dataclass_from_args
 
     return dataclass_from_args(Table6Config, build_parser().parse_args(args))

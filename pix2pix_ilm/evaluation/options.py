@@ -1,0 +1,77 @@
+"""Options of the eval and table6 commands (see :mod:`pix2pix_ilm.config` for how options become flags); no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pix2pix_ilm.config import PROGRESS_HELP
+from pix2pix_ilm.flags import opt
+
+TABLE6_PRESETS = ("quick", "paper")
+TABLE6_ROWS = ("in_in", "ilmin_in", "ilmin_ilmin", "ilmin_in_authors", "ilmin_ilmin_authors", "in_ilmin")
+
+
+@dataclass
+class Table6Config:
+    """Options of ``pix2pix-ilm table6``; the protocol and its presets: docs/table6.md."""
+
+    dataroot: str | None = opt(
+        None, "facades folder (train/, test/); default: $PIX2PIX_ILM_FACADES, else datasets/facades, fetched"
+    )
+    out: str = opt("results/table6", "output folder")
+    preset: str = opt("quick", "training setting: quick (small, for a CPU) or paper", choices=TABLE6_PRESETS)
+    seeds: tuple[int, ...] = opt((0,), "training seeds", metavar="SEED")
+    configs: tuple[str, ...] = opt(
+        TABLE6_ROWS[:3],
+        "rows: " + ", ".join(TABLE6_ROWS) + " or all",
+        choices=(*TABLE6_ROWS, "all"),
+        metavar="ROW",
+    )
+    eval_split: str = opt(
+        "paper",
+        "paper: train/201-400; test: test/; both: each run on both",
+        choices=("paper", "test", "both"),
+    )
+    no_train: bool = opt(False, "only test and score the runs already trained; list the others as missing")
+    retrain: bool = opt(False, "train again the runs in --out that were trained with other options")
+    jobs: int = opt(1, "training runs at a time, child processes sharing the CPU threads or the GPU")
+    dry_run: bool = opt(False, "print the plan (runs, options, commands) and write nothing")
+    lpips_backbone: str | None = opt(None, "local AlexNet weights for LPIPS (see 'eval --help')")
+    test_dropout: str = opt("on", "dropout at test time, as in the pix2pix code", choices=("on", "off"))
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    overrides: tuple[str, ...] = opt(
+        (), "training option, e.g. n_epochs=2 (repeatable)", flag="--set", metavar="KEY=VALUE", append=True
+    )
+    eval_limit: int | None = opt(None, "evaluate only the first N images")
+    score_epochs: tuple[int, ...] = opt(
+        (),
+        "also score each run's checkpoints of these epochs (kept while training) and report every metric along "
+        "training: mean +- std per epoch, paired differences to IN / IN with intervals, table6_epochs.png",
+        metavar="EPOCH",
+    )
+    budget_min: float = opt(
+        0.0,
+        "finish within M minutes: after the first runs' first minute (a tenth of M, between 10 s and 1 min) the "
+        "whole table is projected from their speed and a measured scoring time; it is kept, fitted with fewer "
+        "epochs (the same for every run, said in the table's header), or refused with the projection; 0: no "
+        "budget",
+        metavar="M",
+    )
+    no_progress: bool = opt(False, "no progress bars or progress lines")
+    progress_interval: float = opt(30.0, PROGRESS_HELP)
+
+
+@dataclass
+class EvalConfig:
+    """Options of ``pix2pix-ilm eval``."""
+
+    results_dir: str = opt("", "a test output folder, e.g. results/RUN/test_latest", required=True)
+    metrics: str = opt("rmse,rmse_rgb,ssim,lpips", "comma-separated metric names")
+    lpips_backbone: str | None = opt(
+        None,
+        "local ImageNet AlexNet weights for LPIPS (torchvision's alexnet-owt-*.pth or a features-only file); "
+        "default: $PIX2PIX_ILM_LPIPS_BACKBONE, else lpips' own download",
+    )
+    json: str | None = opt(None, "where to write the scores (default: <results-dir>/metrics.json)")
+    device: str = opt("auto", "device for LPIPS: cpu, cuda, cuda:N or auto")
+    batch_size: int = opt(16, "images per LPIPS batch")
