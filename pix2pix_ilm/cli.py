@@ -152,7 +152,7 @@ COMMANDS: dict[str, Command] = {
         _cmd_train,
         TrainConfig,
         "train a pix2pix model",
-        "Train pix2pix on aligned A|B images. Writes <checkpoints-dir>/<name>/: config.json, latest.pt, "
+        "Train pix2pix on aligned A|B images or paired A/B folders (--dataset-mode). Writes <checkpoints-dir>/<name>/: config.json, latest.pt, "
         "epoch_<n>.pt, loss_log.jsonl, web/index.html.",
     ),
     "test": Command(

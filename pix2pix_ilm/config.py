@@ -33,6 +33,7 @@ DIRECTIONS = ("AtoB", "BtoA")
 PRECISIONS = ("auto", "fp32", "bf16")
 TEST_PRECISIONS = ("run", "fp32", "bf16")
 VALIDATION_MODES = ("header", "full")
+DATASET_MODES, CHANNELS = ("aligned", "paired"), (1, 3)
 LOSS_PLOT_SCALES = ("linear", "log")
 LR_SCHEDULES = ("pix2pix", "delayed")
 PROGRESS_HELP = (
@@ -59,12 +60,16 @@ _VALIDATE_HELP = (
 class DataOptions:
     """Where the images come from and how they are prepared."""
 
-    dataroot: str = opt(
-        "", "folder with <phase>/ subfolders of aligned A|B images (required; --continue: the run's own)"
-    )
+    dataroot: str = opt("", "folder laid out as --dataset-mode says (required; --continue: the run's own)")
     phase: str = opt("train", "subfolder of --dataroot to read (train, val, test, ...)")
+    dataset_mode: str = opt(
+        "aligned",
+        "aligned: <phase>/ holds A|B images side by side; paired: A images in <phase>_A/ and B in <phase>_B/, "
+        "matched by file stem (docs/data.md)",
+        choices=DATASET_MODES,
+    )
     direction: str = opt(
-        "AtoB", "AtoB: left half is the input; BtoA: right half is the input", choices=DIRECTIONS
+        "AtoB", "AtoB: A (the left half, or <phase>_A/) is the input; BtoA: B is", choices=DIRECTIONS
     )
     preprocess: str = opt("resize_and_crop", "how images are scaled and cropped", choices=PREPROCESS_MODES)
     load_size: int = opt(286, "scale images to this size (before cropping)")
@@ -76,8 +81,8 @@ class DataOptions:
         "START:END slice of the naturally sorted file list (1.jpg, 2.jpg, ..., 10.jpg), e.g. 0:200 for the "
         "first 200 images; Python slice semantics",
     )
-    input_nc: int = opt(3, "channels of the input image")
-    output_nc: int = opt(3, "channels of the output image")
+    input_nc: int = opt(3, "channels of the input image: 3 (RGB) or 1 (grey)", choices=CHANNELS)
+    output_nc: int = opt(3, "channels of the output image: 3 (RGB) or 1 (grey)", choices=CHANNELS)
     skip_bad_images: bool = opt(
         False, "skip images that cannot be decoded (with a warning) instead of stopping"
     )
@@ -211,7 +216,7 @@ class TestConfig:
     """Options of ``pix2pix-ilm test``; the architecture comes from the run's ``config.json``."""
 
     name: str = opt("", "run name (a folder under --checkpoints-dir)", required=True)
-    dataroot: str = opt("", "folder with <phase>/ subfolders of images", required=True)
+    dataroot: str = opt("", "folder with <phase>/ (paired runs: <phase>_A/, <phase>_B/)", required=True)
     checkpoints_dir: str = opt("checkpoints", "folder holding the run folders")
     phase: str = opt("test", "subfolder of --dataroot to read")
     epoch: str = opt("latest", "which checkpoint: latest or an epoch number")

@@ -98,7 +98,7 @@ def parse_field_value(cls: type, name: str, text: str) -> Any:
     except ValueError as err:
         raise UsageError(f"{name}: {err}") from err
     if choices and value not in choices:
-        raise UsageError(f"{name}: expected one of {', '.join(choices)}, got {text!r}")
+        raise UsageError(f"{name}: expected one of {', '.join(map(str, choices))}, got {text!r}")
     return value
 
 

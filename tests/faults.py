@@ -95,6 +95,23 @@ def write_folder(root: Path, phase: str, files: dict[str, bytes | Image.Image]) 
     return root
 
 
+def write_paired(root: Path, phase: str, images: dict[str, Image.Image], grey: bool = False) -> Path:
+    """Split each A|B image into ``<phase>_A/<stem>`` and ``<phase>_B/<stem>`` (A as .jpg and B as .png for
+    every other stem, the other way round for the rest; ``grey``: single-channel files)."""
+    for i, (stem, image) in enumerate(images.items()):
+        half = image.width // 2
+        sides = {
+            "A": image.crop((0, 0, half, image.height)),
+            "B": image.crop((half, 0, image.width, image.height)),
+        }
+        extensions = {"A": ".jpg", "B": ".png"} if i % 2 == 0 else {"A": ".png", "B": ".jpg"}
+        for side, part in sides.items():
+            write_folder(
+                root, f"{phase}_{side}", {stem + extensions[side]: part.convert("L") if grey else part}
+            )
+    return root
+
+
 def good_pairs(pairs, *keys: str) -> dict[str, Image.Image]:
     return {f"{key}.jpg": pairs[key] for key in keys}
 

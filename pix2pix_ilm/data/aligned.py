@@ -9,9 +9,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
-from pix2pix_ilm.data.images import load_rgb, record_bad_images
+from pix2pix_ilm.data.images import Item, load_rgb, record_bad_images
 from pix2pix_ilm.data.transforms import TransformSpec, to_tensor
 from pix2pix_ilm.errors import UsageError
 
@@ -29,7 +30,7 @@ class _ImageFolderDataset(Dataset, abc.ABC):
     ``"substitute"`` (training) uses the next good image with the same augmentation; ``"drop"`` (test) gives
     ``None``, which :func:`collate_skipping_none` drops."""
 
-    def __init__(self, paths: Sequence[Path], bad_image: str) -> None:
+    def __init__(self, paths: Sequence[Item], bad_image: str) -> None:
         if bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"bad_image must be one of {BAD_IMAGE_POLICIES}, got {bad_image!r}")
         self.paths = list(paths)
@@ -73,11 +74,12 @@ class _ImageFolderDataset(Dataset, abc.ABC):
 
 class AlignedDataset(_ImageFolderDataset):
     """Images holding A (left) and B (right) side by side; items are ``(index, augmentation_seed)`` from
-    :class:`EpochBatchSampler`, or a plain index without randomness (test)."""
+    :class:`EpochBatchSampler`, or a plain index without randomness (test). A and B get the same crop and flip,
+    then become ``input_nc`` / ``output_nc`` channels (1: grey)."""
 
     def __init__(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[Item],
         transform: TransformSpec,
         direction: str = "AtoB",
         input_nc: int = 3,
@@ -91,7 +93,8 @@ class AlignedDataset(_ImageFolderDataset):
         self.direction = direction
         self.input_nc, self.output_nc = input_nc, output_nc
 
-    def _load_item(self, index: int, seed: int | None) -> dict:
+    def _read(self, index: int) -> tuple[Image.Image, Image.Image, Path]:
+        """Item ``index``'s A and B images (before ``direction``) and the file that names it."""
         path = self.paths[index]
         image = load_rgb(path)
         width, height = image.size
@@ -100,8 +103,11 @@ class AlignedDataset(_ImageFolderDataset):
                 f"aligned image {path} is {width}x{height}: its width must be twice its height (A|B side by side)"
             )
         half = width // 2
-        left, right = image.crop((0, 0, half, height)), image.crop((half, 0, width, height))
-        real_a, real_b = (left, right) if self.direction == "AtoB" else (right, left)
+        return image.crop((0, 0, half, height)), image.crop((half, 0, width, height)), path
+
+    def _load_item(self, index: int, seed: int | None) -> dict:
+        image_a, image_b, path = self._read(index)
+        real_a, real_b = (image_a, image_b) if self.direction == "AtoB" else (image_b, image_a)
         rng = torch.Generator().manual_seed(seed) if seed is not None else None
         try:
             real_a, real_b = self.transform.apply([real_a, real_b], rng)

@@ -7,6 +7,7 @@ import struct
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -21,6 +22,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".
 # What PIL may raise on a damaged or hostile file (OSError: unidentified, truncated, broken data stream;
 # DecompressionBombError: a header claiming a gigantic size).
 _UNDECODABLE = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, DecompressionBombError)
+_GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "F")
+
+Item = Path | tuple[Path, Path]
+"""One sample's files: an aligned A|B image, or the A and B images of a pair."""
+T = TypeVar("T")
 
 
 def natural_key(name: str) -> list:
@@ -28,19 +34,20 @@ def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def phase_folder(dataroot: Path | str, phase: str) -> Path:
-    """``<dataroot>/<phase>``, or a :class:`UsageError` saying what is wrong and which subfolders exist."""
-    root = Path(dataroot)
+def phase_folder(dataroot: Path | str, phase: str, suffix: str = "") -> Path:
+    """``<dataroot>/<phase><suffix>`` (suffix ``_A`` / ``_B``: paired folders), or a :class:`UsageError` saying
+    what is wrong and which subfolders exist."""
+    root, name = Path(dataroot), f"{phase}{suffix}"
     if root.is_file():
-        raise UsageError(f"--dataroot {root} is a file; it must be a folder holding {phase}/")
+        raise UsageError(f"--dataroot {root} is a file; it must be a folder holding {name}/")
     if not root.is_dir():
         raise UsageError(f"--dataroot {root} is not a folder")
-    folder = root / phase
+    folder = root / name
     if not folder.is_dir():
         subfolders = sorted(p.name + "/" for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         found = f"it has {', '.join(subfolders)}" if subfolders else "it has no subfolders"
         what = "is a file, not a folder" if folder.exists() else "not found"
-        raise UsageError(f"{folder} {what}: --phase {phase} needs {root}/{phase}/ ({found})")
+        raise UsageError(f"{folder} {what}: --phase {phase} needs {root}/{name}/ ({found})")
     return folder
 
 
@@ -73,6 +80,15 @@ def load_rgb(path: Path, channels: int = 3) -> Image.Image:
         raise UsageError(f"cannot decode image {path}: {err}") from err
 
 
+def is_grey(path: Path) -> bool:
+    """Whether the file holds a single-channel (grey) image, from its header."""
+    try:
+        with Image.open(path) as img:
+            return img.mode in _GREY_MODES
+    except _UNDECODABLE as err:
+        raise UsageError(f"cannot decode image {path}: {err}") from err
+
+
 def image_header(path: Path) -> tuple[tuple[int, int], str]:
     """((width, height), PIL format name) from the file header, without decoding the pixels."""
     try:
@@ -93,8 +109,8 @@ def _ends_with_trailer(path: Path, image_format: str) -> bool:
         return handle.read().rstrip(b"\x00 \t\r\n").endswith(trailer)
 
 
-def select_files(files: list[Path], subset: slice | None, max_size: int | None) -> list[Path]:
-    """Apply ``--subset`` (a slice of the naturally sorted list) then ``--max-dataset-size``."""
+def select_files(files: list[T], subset: slice | None, max_size: int | None) -> list[T]:
+    """Apply ``--subset`` (a slice of the naturally sorted list of files or pairs) then ``--max-dataset-size``."""
     if subset is not None:
         files = files[subset]
     if max_size is not None:
@@ -111,9 +127,9 @@ def check_image(
     mode: str = "header",
     transform: TransformSpec | None = None,
     size_multiple: int = 1,
-) -> None:
-    """:class:`UsageError` naming ``path`` if it cannot be used: unreadable, not 2:1 when ``aligned``, too
-    small for ``transform``; ``mode="header"`` decodes only files that lack their end marker."""
+) -> tuple[int, int]:
+    """Its (width, height), or a :class:`UsageError` naming ``path`` if it cannot be used: unreadable, not 2:1
+    when ``aligned``, too small for ``transform``; ``mode="header"`` decodes only files that lack their end marker."""
     (width, height), image_format = image_header(path)
     if width < 1 or height < 1:
         raise UsageError(f"image {path} is empty ({width}x{height})")
@@ -129,6 +145,27 @@ def check_image(
         if problem:
             what = f"each half ({part_w}x{height})" if aligned else "it"
             raise UsageError(f"image {path} is {width}x{height}: {what} {problem}")
+    return width, height
+
+
+def check_item(
+    item: Item, *, aligned: bool, mode: str, transform: TransformSpec | None, size_multiple: int
+) -> None:
+    """:func:`check_image` of one image, or of both images of a pair, which must then be the same size."""
+    paths, aligned = ([item], aligned) if isinstance(item, Path) else (list(item), False)
+    sizes = [
+        check_image(p, aligned=aligned, mode=mode, transform=transform, size_multiple=size_multiple)
+        for p in paths
+    ]
+    if len(paths) == 2:
+        check_same_size(paths, sizes)
+
+
+def check_same_size(pair: Sequence[Path], sizes: Sequence[tuple[int, int]]) -> None:
+    """:class:`UsageError` naming both files of a pair whose images differ in size."""
+    if sizes[0] != sizes[1]:
+        (a_w, a_h), (b_w, b_h) = sizes
+        raise UsageError(f"paired images differ in size: {pair[0]} is {a_w}x{a_h}, {pair[1]} is {b_w}x{b_h}")
 
 
 NAMED_BAD_IMAGES = 20
@@ -145,37 +182,41 @@ def record_bad_images(path: Path | None, reasons: Sequence[str]) -> None:
             f.writelines(f"{reason}\n" for reason in reasons)
 
 
+def named(reasons: Sequence[str]) -> str:
+    """The first :data:`NAMED_BAD_IMAGES` reasons joined by ``; ``, then how many more there are."""
+    more = len(reasons) - NAMED_BAD_IMAGES
+    return "; ".join(reasons[:NAMED_BAD_IMAGES]) + (f"; and {more} more" if more > 0 else "")
+
+
 def validate_images(
-    paths: Sequence[Path],
+    paths: Sequence[T],
     *,
     aligned: bool,
     skip_bad: bool,
     mode: str = "header",
     transform: TransformSpec | None = None,
     size_multiple: int = 1,
-) -> tuple[list[Path], list[str]]:
-    """The usable ``paths`` and the reasons the others were skipped, checked before any work as
-    ``--validate-images`` asks; a bad file is an error naming it, or with ``skip_bad`` skipped with one warning."""
+) -> tuple[list[T], list[str]]:
+    """The usable ``paths`` (files, or pairs of files) and the reasons the others were skipped, checked before any
+    work as ``--validate-images`` asks; a bad file is an error naming it, or with ``skip_bad`` skipped with one
+    warning."""
     if mode not in VALIDATION_MODES:
         raise UsageError(f"--validate-images must be one of {', '.join(VALIDATION_MODES)}, got {mode!r}")
-    good: list[Path] = []
+    good: list[T] = []
     bad: list[str] = []
     for path in paths:
         try:
-            check_image(path, aligned=aligned, mode=mode, transform=transform, size_multiple=size_multiple)
+            check_item(path, aligned=aligned, mode=mode, transform=transform, size_multiple=size_multiple)
             good.append(path)
         except UsageError as err:
             bad.append(str(err))
-    named = "; ".join(bad[:NAMED_BAD_IMAGES]) + (
-        f"; and {len(bad) - NAMED_BAD_IMAGES} more" if len(bad) > NAMED_BAD_IMAGES else ""
-    )
     if bad and not skip_bad:
         raise UsageError(
-            f"{len(bad)} bad image(s) of {len(paths)}: {named} (use --skip-bad-images to skip such files)"
+            f"{len(bad)} bad image(s) of {len(paths)}: {named(bad)} (use --skip-bad-images to skip such files)"
         )
     if bad:
         warnings.warn(
-            f"skipped {len(bad)} bad image(s) of {len(paths)}: {named} (all listed in {BAD_IMAGES_FILE})",
+            f"skipped {len(bad)} bad image(s) of {len(paths)}: {named(bad)} (all listed in {BAD_IMAGES_FILE})",
             stacklevel=2,
         )
     if not good:

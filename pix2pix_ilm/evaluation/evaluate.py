@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pix2pix_ilm.data.images import load_rgb, natural_key
+from pix2pix_ilm.data.images import is_grey, load_rgb, natural_key
 from pix2pix_ilm.device import resolve_device
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.lpips_alexnet import ALEXNET_OWT_URL, resolve_lpips_backbone
@@ -57,8 +57,19 @@ def find_image_pairs(results_dir: str | Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-def _load_pair(fake_path: Path, real_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    fake, real = np.asarray(load_rgb(fake_path)), np.asarray(load_rgb(real_path))
+GREY_NOTE = "every metric on the single channel (rmse_rgb then equals rmse), lpips on it replicated to RGB"
+
+
+def image_channels(pairs: Sequence[tuple[str, Path, Path]]) -> int:
+    """1 when every fake and real image is grey (a run with ``--output-nc 1``), else 3 (grey ones as RGB)."""
+    return 1 if all(is_grey(path) for _, fake, real in pairs for path in (fake, real)) else 3
+
+
+def _load_pair(fake_path: Path, real_path: Path, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as uint8 ``(H, W, channels)``."""
+    fake, real = (np.asarray(load_rgb(path, channels)) for path in (fake_path, real_path))
+    if channels == 1:
+        fake, real = fake[..., None], real[..., None]
     if fake.shape != real.shape:
         raise UsageError(
             f"{fake_path} is {fake.shape[1]}x{fake.shape[0]} but {real_path} is {real.shape[1]}x{real.shape[0]}"
@@ -75,18 +86,19 @@ def evaluate_results_dir(
 ) -> dict[str, Any]:
     """Score each pair of :func:`find_image_pairs`, ``batch_size`` pairs read at a time.
 
-    Returns ``{"n", "metrics", "mean", "std", "per_image"}`` (``std`` over the images with ddof 0;
-    ``per_image``: ``{stem: {metric: score}}``).
+    Returns ``{"n", "channels", "metrics", "mean", "std", "per_image"}`` (``channels``: see
+    :func:`image_channels`; ``std`` over the images with ddof 0; ``per_image``: ``{stem: {metric: score}}``).
     """
     metric_list = parse_metric_names(metric_names)
     if int(batch_size) < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     pairs = find_image_pairs(results_dir)
+    channels = image_channels(pairs)
     options = EvalOptions(lpips_backbone=lpips_backbone, device=device)
     scorers = {name: get_metric(name).make_scorer(options) for name in metric_list}
     columns: dict[str, list[float]] = {name: [] for name in metric_list}
     for i in range(0, len(pairs), int(batch_size)):
-        loaded = [_load_pair(fake, real) for _, fake, real in pairs[i : i + int(batch_size)]]
+        loaded = [_load_pair(fake, real, channels) for _, fake, real in pairs[i : i + int(batch_size)]]
         # Equal-sized neighbours are stacked so that each scorer sees whole batches.
         for _, run in itertools.groupby(loaded, key=lambda pair: pair[0].shape):
             fake, real = (np.stack(images) for images in zip(*run, strict=True))
@@ -99,7 +111,14 @@ def evaluate_results_dir(
     per_image = {
         stem: {name: columns[name][i] for name in metric_list} for i, (stem, _, _) in enumerate(pairs)
     }
-    return {"n": len(pairs), "metrics": metric_list, "mean": mean, "std": std, "per_image": per_image}
+    return {
+        "n": len(pairs),
+        "channels": channels,
+        "metrics": metric_list,
+        "mean": mean,
+        "std": std,
+        "per_image": per_image,
+    }
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -130,9 +149,16 @@ def score_to_json(
     metric_list = parse_metric_names(metrics)
     device_name = str(resolve_device(device)) if "lpips" in metric_list else "cpu"
     result = evaluate_results_dir(results_dir, metric_list, lpips_backbone, device_name, batch_size)
-    settings: dict[str, Any] = {"std": "population (ddof=0) over images", "pixel_range": [0, 255]}
+    grey = result["channels"] == 1
+    settings: dict[str, Any] = {
+        "std": "population (ddof=0) over images",
+        "pixel_range": [0, 255],
+        "channels": result["channels"],
+    } | ({"grey": GREY_NOTE} if grey else {})
     if "ssim" in metric_list:
-        settings["ssim"] = {k: v for k, v in SSIM_SETTINGS.items() if k != "channel_axis"} | {"color": "rgb"}
+        settings["ssim"] = {k: v for k, v in SSIM_SETTINGS.items() if k != "channel_axis"} | {
+            "color": "grey" if grey else "rgb"
+        }
     if "lpips" in metric_list:
         backbone = resolve_lpips_backbone(lpips_backbone)
         settings["lpips"] = {
@@ -141,14 +167,14 @@ def score_to_json(
             "input_range": [-1, 1],
             "backbone": str(backbone) if backbone is not None else ALEXNET_OWT_URL,
             "device": device_name,
-        }
+        } | ({"input": "the grey image replicated to RGB"} if grey else {})
 
     def finite(scores: dict[str, float]) -> dict[str, float | None]:
         return {k: v if math.isfinite(v) else None for k, v in scores.items()}
 
     document = {
         "results_dir": str(results_dir),
-        **result,
+        **{key: value for key, value in result.items() if key != "channels"},  # said in settings
         "mean": finite(result["mean"]),
         "std": finite(result["std"]),
         "per_image": {stem: finite(scores) for stem, scores in result["per_image"].items()},

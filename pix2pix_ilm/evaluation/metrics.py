@@ -17,7 +17,7 @@ from pix2pix_ilm.device import resolve_device
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.lpips_alexnet import build_lpips
 
-# (fake[N,H,W,3] uint8, real[N,H,W,3] uint8) -> scores[N] float64
+# (fake[N,H,W,C] uint8, real[N,H,W,C] uint8) -> scores[N] float64, C = 3 (RGB) or 1 (grey)
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
@@ -95,12 +95,12 @@ def _squared_error(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
 
 
 def rmse(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
-    """Root-mean-square error per image on 0–255 values; ``fake``/``real`` are ``[N,H,W,3]``."""
+    """Root-mean-square error per image on 0–255 values; ``fake``/``real`` are ``[N,H,W,C]``."""
     return np.sqrt(_squared_error(fake, real))
 
 
 def rmse_rgb(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
-    """Root-mean-square Euclidean colour distance per pixel, = √3 × :func:`rmse` (docs/metrics.md)."""
+    """Root-mean-square Euclidean colour distance per pixel, = √C × :func:`rmse` (docs/metrics.md)."""
     diff = fake.astype(np.float64) - real.astype(np.float64)
     return np.sqrt(np.sum(diff * diff, axis=(1, 2, 3)) / (fake.shape[1] * fake.shape[2]))
 
@@ -130,7 +130,7 @@ SSIM_SETTINGS: dict[str, Any] = {
 
 
 def ssim(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
-    """Structural similarity per image (RGB, 7×7 uniform window, data range 255)."""
+    """Structural similarity per image (each channel's, averaged; 7×7 uniform window, data range 255)."""
     from skimage.metrics import structural_similarity
 
     if min(fake.shape[1:3]) < SSIM_SETTINGS["win_size"]:
@@ -162,13 +162,15 @@ def _make_lpips(options: EvalOptions) -> Scorer:
 
 
 def lpips_scorer(model: torch.nn.Module, device: str | torch.device = "cpu") -> Scorer:
-    """A batched LPIPS scorer around an already built model (see :func:`build_lpips`)."""
+    """A batched LPIPS scorer around an already built model (see :func:`build_lpips`); grey images are
+    replicated to RGB."""
     device = torch.device(device)
 
     def score(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
         def to_tensor(images: np.ndarray) -> torch.Tensor:
             tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-            return tensor.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+            tensor = tensor.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+            return tensor.expand(-1, 3, -1, -1) if tensor.shape[1] == 1 else tensor
 
         with torch.inference_mode():
             distance = model(to_tensor(fake), to_tensor(real))

@@ -35,14 +35,8 @@ from pix2pix_ilm.config import (
     plain_name_problem,
 )
 from pix2pix_ilm.data.aligned import AlignedDataset, SingleDataset, collate_skipping_none
-from pix2pix_ilm.data.images import (
-    BAD_IMAGES_FILE,
-    list_images,
-    phase_folder,
-    record_bad_images,
-    select_files,
-    validate_images,
-)
+from pix2pix_ilm.data.images import BAD_IMAGES_FILE, record_bad_images, select_files, validate_images
+from pix2pix_ilm.data.paired import PairedDataset, phase_items
 from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import autocast, resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
@@ -142,7 +136,7 @@ def translate(
 
 
 def run_test(options: TestConfig) -> Path:
-    """Translate the images of ``<dataroot>/<phase>``; returns the output folder.
+    """Translate the images of ``--phase`` (in the run's ``--dataset-mode`` layout); returns the output folder.
 
     The folder holds exactly this test's results: they are written beside it and replace the previous ones
     (scores included) only once complete, so ``eval`` can never mix images of two tests.
@@ -152,8 +146,7 @@ def run_test(options: TestConfig) -> Path:
     generator, config, counters = load_generator_for_inference(run_dir, options.epoch, options.device)
     if options.precision != "run":
         config = dataclasses.replace(config, precision=options.precision)
-    folder = phase_folder(options.dataroot, options.phase)
-    loader, skipped = _test_loader(options, config, folder)
+    loader, skipped, source = _test_loader(options, config)
     suffix = "_single" if options.single else ""
     out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}{suffix}"
     labels = ("fake_B",) if options.single else ("real_A", "fake_B", "real_B")
@@ -168,7 +161,7 @@ def run_test(options: TestConfig) -> Path:
         mode = "train-mode dropout" if options.train_mode_dropout else "eval mode"
         info: dict[str, Any] = {
             "title": f"{options.name}: {options.phase}, {short}",
-            "description": f"{len(stems)} images of {folder}, translated with {full}; {mode}.",
+            "description": f"{len(stems)} images of {source}, translated with {full}; {mode}.",
             "checkpoint": checkpoint,
             "trained": trained_counters(counters, config.total_epochs),
             "labels": list(labels),
@@ -191,12 +184,14 @@ def _check_test_options(options: TestConfig) -> None:
         raise UsageError("; ".join(p for p in problems if p))
 
 
-def _test_loader(options: TestConfig, config: TrainConfig, folder: Path) -> tuple[DataLoader, list[str]]:
-    """The checked images of ``folder`` as batches, preprocessed as in training but without randomness, and the
-    reasons for the files skipped as bad."""
-    files = select_files(list_images(folder), parse_subset(options.subset), options.num_test)
+def _test_loader(options: TestConfig, config: TrainConfig) -> tuple[DataLoader, list[str], str]:
+    """The checked images of ``--phase`` as batches, preprocessed as in training but without randomness, the
+    reasons for the files skipped as bad, and where they were read (``--single``: a plain folder of inputs)."""
+    paired = config.dataset_mode == "paired" and not options.single
+    source, items = phase_items(options.dataroot, options.phase, paired)
+    files = select_files(items, parse_subset(options.subset), options.num_test)
     if not files:
-        raise UsageError(f"no images in {folder}")
+        raise UsageError(f"no images in {source}")
     transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, flip=False, train=False)
     depth = unet_depth(config.netG)
     files, skipped = validate_images(
@@ -211,13 +206,13 @@ def _test_loader(options: TestConfig, config: TrainConfig, folder: Path) -> tupl
     if options.single:
         dataset: Dataset = SingleDataset(files, transform, config.input_nc, bad_image=bad_image)
     else:
-        dataset = AlignedDataset(
+        dataset = (PairedDataset if paired else AlignedDataset)(
             files, transform, config.direction, config.input_nc, config.output_nc, bad_image=bad_image
         )
     loader = DataLoader(
         dataset, batch_size=options.batch_size, shuffle=False, collate_fn=collate_skipping_none
     )
-    return loader, skipped
+    return loader, skipped, source
 
 
 def _translate_all(
@@ -246,7 +241,7 @@ def _translate_all(
         for i, path in enumerate(batch["path"]):
             stem = Path(path).stem
             for label in labels:
-                image = tensor_to_image(visuals[label][i])
+                image = tensor_to_image(visuals[label][i], keep_grey=True)
                 if options.single:  # back to the input's own size and aspect ratio
                     size = (int(batch["size"][0][i]), int(batch["size"][1][i]))
                     image = np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))

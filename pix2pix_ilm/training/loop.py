@@ -23,14 +23,8 @@ from pix2pix_ilm.data.aligned import (
     AlignedDataset,
     EpochBatchSampler,
 )
-from pix2pix_ilm.data.images import (
-    BAD_IMAGES_FILE,
-    list_images,
-    phase_folder,
-    record_bad_images,
-    select_files,
-    validate_images,
-)
+from pix2pix_ilm.data.images import BAD_IMAGES_FILE, record_bad_images, select_files, validate_images
+from pix2pix_ilm.data.paired import PairedDataset, phase_items
 from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError
@@ -118,12 +112,13 @@ def _train(config: TrainConfig, explicit: set[str] | None) -> Path:
 
 
 def training_dataset(config: TrainConfig) -> tuple[AlignedDataset, list[str]]:
-    """The checked aligned images of ``<dataroot>/<phase>`` (every file validated before any work), and the
-    reasons for the files skipped as bad."""
-    folder = phase_folder(config.dataroot, config.phase)
-    files = select_files(list_images(folder), parse_subset(config.subset), config.max_dataset_size)
+    """The checked images of ``--phase`` in the ``--dataset-mode`` layout (every file validated before any
+    work), and the reasons for the files skipped as bad."""
+    paired = config.dataset_mode == "paired"
+    source, items = phase_items(config.dataroot, config.phase, paired)
+    files = select_files(items, parse_subset(config.subset), config.max_dataset_size)
     if not files:
-        raise UsageError(f"no images in {folder} (after --subset/--max-dataset-size)")
+        raise UsageError(f"no images in {source} (after --subset/--max-dataset-size)")
     transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, not config.no_flip, True)
     depth = unet_depth(config.netG)
     files, skipped = validate_images(
@@ -135,7 +130,7 @@ def training_dataset(config: TrainConfig) -> tuple[AlignedDataset, list[str]]:
         size_multiple=2**depth if depth is not None else 4,
     )
     bad_image = "substitute" if config.skip_bad_images else "error"
-    dataset = AlignedDataset(
+    dataset = (PairedDataset if paired else AlignedDataset)(
         files, transform, config.direction, config.input_nc, config.output_nc, bad_image=bad_image
     )
     return dataset, skipped

@@ -16,8 +16,9 @@ from pix2pix_ilm.files import atomic_write_bytes
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def tensor_to_image(t: torch.Tensor) -> np.ndarray:
-    """``(C, H, W)``, ``(1, C, H, W)`` or ``(H, W)`` in [-1, 1] (C = 1 or 3) -> uint8 ``(H, W, 3)``.
+def tensor_to_image(t: torch.Tensor, *, keep_grey: bool = False) -> np.ndarray:
+    """``(C, H, W)``, ``(1, C, H, W)`` or ``(H, W)`` in [-1, 1] (C = 1 or 3) -> uint8 ``(H, W, 3)``, or with
+    ``keep_grey`` a one-channel image as ``(H, W)``.
 
     Clamped (NaN as 0), then ``round((x + 1) / 2 * 255)`` with ties to even: −1 → 0, 0 → 128, 1 → 255.
     """
@@ -36,6 +37,8 @@ def tensor_to_image(t: torch.Tensor) -> np.ndarray:
     x = torch.nan_to_num(x, nan=0.0).clamp(-1.0, 1.0)
     pixels = torch.round((x + 1.0) / 2.0 * 255.0).to(torch.uint8)
     if pixels.shape[0] == 1:
+        if keep_grey:
+            return np.ascontiguousarray(pixels[0].numpy())
         pixels = pixels.expand(3, -1, -1)
     return np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
 
@@ -55,8 +58,10 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def save_image(image: np.ndarray, path: PathLike, *, fsync: bool = True) -> None:
-    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as a PNG, atomically; parent folders are created."""
-    array = np.ascontiguousarray(as_rgb(image))
+    """Write a uint8 ``(H, W, 3)`` array as an RGB PNG, or an ``(H, W)`` one as a grey (mode L) PNG, atomically;
+    parent folders are created."""
+    rgb = as_rgb(image)
+    array = np.ascontiguousarray(rgb[:, :, 0] if image.ndim == 2 else rgb)
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue(), fsync=fsync)

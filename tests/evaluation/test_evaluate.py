@@ -115,3 +115,32 @@ def test_run_eval_writes_json(
 
     with pytest.raises(UsageError, match="unknown metric 'fid'"):
         evaluate.run_eval(EvalConfig(str(results), "fid", None, None, "cpu", 16))
+
+
+def test_grey_images_are_scored_on_their_channel_and_lpips_on_it_replicated(
+    tmp_path: Path, lpips_backbone: Path
+) -> None:
+    """Grey PNGs score as their RGB copies do (every channel the same), except rmse_rgb: sqrt(3) x smaller."""
+    rng = np.random.default_rng(5)
+    for stem in ("1", "2"):
+        real = rng.integers(20, 230, size=(64, 64), dtype=np.uint8)
+        fake = np.clip(real.astype(int) + rng.integers(-30, 30, size=real.shape), 0, 255).astype(np.uint8)
+        _write_pair(tmp_path / "grey" / "images", stem, fake, real)
+        _write_pair(
+            tmp_path / "rgb" / "images", stem, *(np.repeat(x[..., None], 3, axis=2) for x in (fake, real))
+        )
+    metrics = "rmse,rmse_rgb,mae,psnr,ssim,lpips"
+    grey = evaluate.evaluate_results_dir(tmp_path / "grey", metrics, lpips_backbone)
+    rgb = evaluate.evaluate_results_dir(tmp_path / "rgb", metrics, lpips_backbone)
+    assert (grey["channels"], rgb["channels"]) == (1, 3)
+    for stem in ("1", "2"):
+        g, c = grey["per_image"][stem], rgb["per_image"][stem]
+        for name in ("rmse", "mae", "psnr", "ssim"):
+            assert g[name] == pytest.approx(c[name], rel=1e-12), name
+        assert g["lpips"] == pytest.approx(c["lpips"], rel=1e-5)  # float32, another memory layout
+        assert g["rmse_rgb"] == pytest.approx(g["rmse"]) and c["rmse_rgb"] == pytest.approx(
+            math.sqrt(3) * c["rmse"]
+        )
+    mixed = tmp_path / "rgb" / "images" / "1_real_B.png"
+    Image.open(tmp_path / "grey" / "images" / "1_real_B.png").save(mixed)  # one grey file among RGB ones
+    assert evaluate.evaluate_results_dir(tmp_path / "rgb", "rmse")["channels"] == 3

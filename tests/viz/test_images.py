@@ -29,6 +29,8 @@ def test_tensor_to_image_gray_batch_and_errors() -> None:
     color = torch.rand(3, 5, 6) * 2 - 1
     assert np.array_equal(tensor_to_image(color), tensor_to_image(color.unsqueeze(0)))
     assert np.array_equal(tensor_to_image(color.double()), tensor_to_image(color))
+    assert np.array_equal(tensor_to_image(gray, keep_grey=True), image[..., 0])  # (H, W): one channel kept
+    assert np.array_equal(tensor_to_image(color, keep_grey=True), tensor_to_image(color))
     with pytest.raises(ValueError, match="batch"):
         tensor_to_image(torch.zeros(2, 3, 4, 4))
     with pytest.raises(ValueError, match="C = 1 or 3"):
@@ -46,9 +48,9 @@ def test_save_image_round_trip(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file left behind
 
     gray = rng.integers(0, 256, size=(4, 5), dtype=np.uint8)
-    save_image(gray, path)  # overwrites
+    save_image(gray, path)  # overwrites, as a single-channel PNG
     with Image.open(path) as loaded:
-        assert np.array_equal(np.asarray(loaded), np.repeat(gray[:, :, None], 3, axis=2))
+        assert loaded.mode == "L" and np.array_equal(np.asarray(loaded), gray)
 
     tensor = torch.rand(3, 6, 6) * 2 - 1
     save_image(tensor_to_image(tensor), tmp_path / "t.png")
