@@ -70,7 +70,7 @@ def test_the_planner_keeps_fits_or_refuses_from_the_logs(tmp_path, capsys):
 def test_a_table_finishes_inside_its_budget(facades_dir, lpips_backbone, tmp_path, capsys, children):  # noqa: F811
     data = tiny_facades(facades_dir, tmp_path / "facades")
     out = tmp_path / "table6"
-    args = ["table6", "--dataroot", str(data), "--out", str(out), "--eval-split", "paper", "--eval-limit", "2"]
+    args = ["table6", "--dataroot", str(data), "--out", str(out), "--eval-limit", "2"]
     args += ["--lpips-backbone", str(lpips_backbone), "--jobs", "2", "--seeds", "0", "1"]
     args += ["--configs", "in_in", "ilmin_in", *LONG, "--budget-min", "2"]  # 2000 epochs: 10 h
     started = time.monotonic()
