@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from pix2pix_ilm.cli import main
@@ -51,3 +53,34 @@ def test_use_a_trained_model_examples_run_as_written(runs, facades_dir, tmp_path
         assert cli.size == api.size == (180, 120) and list(cli.getdata()) == list(
             api.convert(cli.mode).getdata()
         )
+
+
+# Appended to the README's commands: the same jobs on tiny networks and one epoch.
+SMALL = ["--netG", "unet_32", "--ngf", "4", "--ndf", "4", "--load-size", "36", "--crop-size", "32"]
+TINY_RUN = [*SMALL, "--n-epochs", "1", "--n-epochs-decay", "1", "--no-display", "--no-progress"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_your_data_examples_run_as_written(pairs, lpips_backbone, tmp_path, monkeypatch):
+    from tests.deploy.test_reference import NGF, reference_patchgan, reference_unet
+    from tests.faults import write_paired
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIX2PIX_ILM_LPIPS_BACKBONE", str(lpips_backbone))
+    edges = tmp_path / "datasets" / "edges"
+    write_paired(edges, "train", {k: pairs[k] for k in ("train1", "train2", "train3")}, grey=True)
+    write_paired(edges, "test", {k: pairs[k] for k in ("test1", "test2")}, grey=True)
+    torch.save(reference_unet(NGF, 5), "latest_net_G.pth")
+    torch.save(reference_patchgan(NGF), "latest_net_D.pth")
+    extra = {"train": TINY_RUN, "import": SMALL[:6]}
+    commands = [
+        line for block in readme_blocks("Your data")["sh"] for line in block.splitlines() if line.strip()
+    ]
+    assert [shlex.split(line)[1] for line in commands] == ["train", "test", "eval", "import"]
+    for line in commands:
+        argv = shlex.split(line)
+        assert main([*argv[1:], *extra.get(argv[1], [])]) == 0, line
+    with Image.open(next((tmp_path / "results/edges/test_latest/images").glob("*_fake_B.png"))) as image:
+        assert image.mode == "L"
+    assert json.loads(Path("results/edges/test_latest/metrics.json").read_text())["n"] == 2
+    assert (tmp_path / "checkpoints" / "facades_ref" / "latest.pt").is_file()

@@ -91,3 +91,21 @@ def test_bad_inputs_get_one_line(runs, photo, tmp_path, capsys):
     assert "input not found" in capsys.readouterr().err
     assert main(["translate", str(photo), "--out", str(tmp_path / "o")]) == 2
     assert "either --name RUN" in capsys.readouterr().err
+
+
+def test_a_grey_run_translates_and_exports_in_one_channel(runs, photo, tmp_path):
+    pytest.importorskip("onnxruntime")
+    data, _ = runs
+    ckpt = tmp_path / "ckpt"
+    grey = ["--input-nc", "1", "--output-nc", "1", "--netG", "unet_32", "--ngf", "4", "--ndf", "4"]
+    grey += ["--load-size", "36", "--crop-size", "32", "--n-epochs", "1", "--n-epochs-decay", "1"]
+    grey += ["--no-display", "--no-progress", "--dataroot", str(data), "--checkpoints-dir", str(ckpt)]
+    assert main(["train", "--name", "grey", *grey]) == 0
+    common = ["--checkpoints-dir", str(ckpt), str(photo), "--out"]
+    assert main(["translate", "--name", "grey", *common, str(tmp_path / "run")]) == 0
+    onnx_file = tmp_path / "grey.onnx"
+    assert main(["export", "--name", "grey", "--checkpoints-dir", str(ckpt), "--out", str(onnx_file)]) == 0
+    assert main(["translate", "--onnx", str(onnx_file), *common[2:], str(tmp_path / "onnx")]) == 0
+    with Image.open(tmp_path / "run" / "labels.png") as a, Image.open(tmp_path / "onnx" / "labels.png") as b:
+        assert a.mode == b.mode == "L" and a.size == b.size == (300, 200)
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
