@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pix2pix_ilm.config import TrainConfig, config_to_dict
+from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.deploy.options import ImportConfig
 from pix2pix_ilm.errors import UsageError, first_line
 
@@ -69,29 +68,14 @@ def reference_state(path: Path, network: nn.Module, what: str) -> dict[str, torc
 def import_reference(options: ImportConfig) -> Path:
     """Write ``<checkpoints-dir>/<name>/`` (config.json, latest.pt) from the reference's files; returns it."""
     from pix2pix_ilm.models.pix2pix import Pix2PixModel
-    from pix2pix_ilm.training.checkpoint import save_checkpoint
+    from pix2pix_ilm.training.distributed import Distributed
     from pix2pix_ilm.training.run_dir import check_train_config, start_run_folder
-    from pix2pix_ilm.training.state import CHECKPOINT_FORMAT, Counters
+    from pix2pix_ilm.training.state import CheckpointSaver, Counters
 
-    config = TrainConfig(
-        name=options.name,
-        checkpoints_dir=options.checkpoints_dir,
-        netG=options.netG,
-        ngf=options.ngf,
-        netD=options.netD,
-        n_layers_D=options.n_layers_D,
-        ndf=options.ndf,
-        netG_norm=options.norm,
-        netD_norm=options.norm,
-        direction=options.direction,
-        input_nc=options.input_nc,
-        output_nc=options.output_nc,
-        no_dropout=options.no_dropout,
-        load_size=options.load_size,
-        crop_size=options.crop_size,
-        n_epochs=options.n_epochs,
-        n_epochs_decay=options.n_epochs_decay,
-    )
+    # Every option of the reference run that is one of ours too, by name; its one --norm for G and D.
+    shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(options)}
+    given = {name: getattr(options, name) for name in shared - {"overwrite"}}
+    config = TrainConfig(**given, netG_norm=options.norm, netD_norm=options.norm)
     check_train_config(dataclasses.replace(config, dataroot="-"))  # the data comes with train --continue
     if config.run_dir.exists() and not options.overwrite:
         raise UsageError(f"{config.run_dir} already exists; use --overwrite to replace it, or another --name")
@@ -105,15 +89,8 @@ def import_reference(options: ImportConfig) -> Path:
     if options.overwrite and config.run_dir.exists():
         shutil.rmtree(config.run_dir)
     start_run_folder(config, resumed_at=None)
-    counters = Counters(epoch=options.epochs_done + 1)
-    state = model.state_dict() | {
-        "format": CHECKPOINT_FORMAT,
-        "config": config_to_dict(config),
-        "counters": asdict(counters),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cpu_ranks": [torch.get_rng_state()],
-    }
-    save_checkpoint(state, config.run_dir / "latest.pt")
+    saver = CheckpointSaver(model, config, Distributed(rank=0, world=1, device=torch.device("cpu")))
+    saver.save_latest(Counters(epoch=options.epochs_done + 1))  # G, D, fresh Adam, counters, RNG: as train
     d_source = f"D from {options.D}" if options.D else "a new D"
     print(f"imported G from {options.G} and {d_source} -> {config.run_dir}")
     return config.run_dir

@@ -48,8 +48,8 @@ class Translator:
             raise UsageError(f"running an ONNX file needs onnxruntime: {EXPORT_EXTRA}") from err
         if not Path(path).is_file():
             raise UsageError(f"ONNX file not found: {path}")
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        meta = session.get_modelmeta().custom_metadata_map.get(CONTRACT_KEY)
+        runtime = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        meta = runtime.get_modelmeta().custom_metadata_map.get(CONTRACT_KEY)
         if meta is None:
             raise UsageError(f"{path} was not exported by pix2pix-ilm (no {CONTRACT_KEY} metadata)")
         contract = json.loads(meta)
@@ -59,7 +59,7 @@ class Translator:
         )
 
         def network(x: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+            return torch.from_numpy(runtime.run(None, {"input": x.numpy()})[0])
 
         return cls(network, transform, contract["input_nc"], contract["output_nc"])
 
