@@ -32,7 +32,11 @@ class Table6Config:
         "paper: train/201-400; test: test/; both: each run on both",
         choices=("paper", "test", "both"),
     )
-    no_train: bool = opt(False, "only test and score the runs already trained; list the others as missing")
+    no_train: bool = opt(
+        False,
+        "only test and score the runs already trained; runs whose folders are gone are taken from --out's "
+        "table6.json when trained with the same options; list the others as missing",
+    )
     retrain: bool = opt(False, "train again the runs in --out that were trained with other options")
     jobs: int = opt(1, "training runs at a time, child processes sharing the CPU threads or the GPU")
     dry_run: bool = opt(False, "print the plan (runs, options, commands) and write nothing")

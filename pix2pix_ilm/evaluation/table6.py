@@ -22,7 +22,13 @@ from pix2pix_ilm.evaluation.options import Table6Config
 from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, check_disk_space, scoring_seconds
 from pix2pix_ilm.evaluation.table6_curves import epoch_tables, format_epochs, write_epoch_figure
 from pix2pix_ilm.evaluation.table6_jobs import child_env, run_finished, say, train_command, train_runs
-from pix2pix_ilm.evaluation.table6_report import format_table, split_rows, write_figure, write_sample_grids
+from pix2pix_ilm.evaluation.table6_report import (
+    format_table,
+    saved_runs,
+    split_rows,
+    write_figure,
+    write_sample_grids,
+)
 from pix2pix_ilm.files import atomic_write_text
 from pix2pix_ilm.flags import parse_field_value
 from pix2pix_ilm.stats import CONFIDENCE
@@ -308,8 +314,17 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
             atomic_write_text(Path(config.out) / PLAN_FILE, json.dumps(planner.plan, indent=2) + "\n")
             config = _with_budget_plan(config)
             runs = [(row, train_config(config, row, run.seed, dataroot)) for row, run in runs]
-    records = [_record(config, row, run, splits) for row, run in runs if run_finished(run)]
-    missing = [run.name for _, run in runs if not run_finished(run)]
+    saved = (
+        saved_runs(Path(config.out), preset_options(config), splits, config.score_epochs)
+        if config.no_train
+        else {}
+    )
+    records = [
+        _record(config, row, run, splits) if run_finished(run) else saved[run.name]
+        for row, run in runs
+        if run_finished(run) or run.name in saved
+    ]
+    missing = [run.name for _, run in runs if not run_finished(run) and run.name not in saved]
     if not records:
         raise UsageError(f"no trained run to score in {config.out} (missing: {', '.join(missing)})")
     summary = summarize(config, records, missing, dataroot, time.time() - started)

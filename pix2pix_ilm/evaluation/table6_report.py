@@ -175,12 +175,38 @@ def _labelled_grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: P
     save_png(fig, path)
 
 
+def saved_runs(
+    out: Path, options: dict[str, Any], splits: list[str], epochs: list[int]
+) -> dict[str, dict[str, Any]]:
+    """The runs in ``out/table6.json`` trained with ``options`` and scored on ``splits`` at ``epochs``, by name,
+    cut to those splits: ``--no-train`` reports them when their checkpoints and results are gone."""
+    path = out / "table6.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved.get("preset_options") != options:
+        return {}
+    total = options["n_epochs"] + options["n_epochs_decay"]
+    wanted = [str(e) for e in epochs if e <= total]
+    return {
+        run["name"]: {
+            **run,
+            "splits": {s: run["splits"][s] for s in splits},
+            "epochs": {e: {s: run.get("epochs", {})[e][s] for s in splits} for e in wanted},
+        }
+        for run in saved["runs"]
+        if set(splits) <= set(run["splits"])
+        and all(set(splits) <= set(run.get("epochs", {}).get(e, {})) for e in wanted)
+    }
+
+
 def write_sample_grids(out: Path, runs: list[dict[str, Any]], count: int = 4) -> None:
     """``samples_<config>.png`` per row's first seed, and ``samples.png`` of every row on the same images."""
     first = {}
     for run in runs:
         split, scores = next(iter(run["splits"].items()))
-        first.setdefault(run["config"], (run, split, Path(scores["result_dir"]) / "images"))
+        if (Path(scores["result_dir"]) / "images").is_dir():  # gone for runs reported from saved scores
+            first.setdefault(run["config"], (run, split, Path(scores["result_dir"]) / "images"))
+    if not first:
+        return
     _, split, images = next(iter(first.values()))
     stems = sorted({p.name.removesuffix("_fake_B.png") for p in images.glob("*_fake_B.png")}, key=natural_key)
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import threading
 import time
@@ -303,3 +304,17 @@ def test_scores_along_training_and_rebuilt_from_saved_scores_alone(
     again = json.loads((out / "table6.json").read_text())
     assert again["epoch_tables"] == summary["epoch_tables"] and again["tables"] == summary["tables"]
     assert (out / "table6_epochs.png").is_file()
+
+    # Only table6.json kept, as a results page commits it: the same tables, rebuilt in another folder.
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    shutil.copy(out / "table6.json", kept)
+    rebuild = [str(kept) if a == str(out) else a for a in args] + ["--no-train"]
+    assert main(rebuild) == 0
+    rebuilt = json.loads((kept / "table6.json").read_text())
+    assert rebuilt["epoch_tables"] == summary["epoch_tables"] and rebuilt["tables"] == summary["tables"]
+    assert rebuilt["missing"] == [] and (kept / "table6_epochs.png").is_file()
+    # Saved scores of other training options are not taken for these.
+    capsys.readouterr()
+    assert main([*rebuild, "--set", "n_epochs=3"]) == 2
+    assert "error: no trained run to score" in capsys.readouterr().err
