@@ -33,9 +33,7 @@ def test_training_survives_its_visdom_server_dying(pairs, tmp_path):
     ckpt = tmp_path / "ckpt"
     port = free_port()
     server = start_visdom_server(port, env_path=tmp_path / "visdom")
-    args = train_args(
-        root, ckpt, "run", "--n-epochs", "100"
-    )  # long enough to outlive the server on a busy machine
+    args = train_args(root, ckpt, "run", "--n-epochs", "25")
     args.remove("--no-display")
     args += ["--display-port", str(port), "--display-freq", "1", "--display-env", "dying"]
     proc = subprocess.Popen(
@@ -57,11 +55,11 @@ def test_training_survives_its_visdom_server_dying(pairs, tmp_path):
         assert VisdomDisplay.IMAGE_WINDOW in windows  # previews arrived while the server was up
     finally:
         stop_visdom_server(server)  # the server dies in the middle of the run
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=600)  # a step is slow on a busy machine
     assert proc.returncode == 0, err
     assert f"lost the connection to visdom server at http://127.0.0.1:{port}" in err
     assert "Traceback" not in err
-    assert load_checkpoint(ckpt / "run" / "latest.pt")["counters"]["iteration"] == 400
+    assert load_checkpoint(ckpt / "run" / "latest.pt")["counters"]["iteration"] == 100
 
 
 def test_visdom_helper_binds_to_loopback_and_says_so(tmp_path):
