@@ -11,6 +11,7 @@ from PIL import Image
 
 from pix2pix_ilm.cli import main
 from tests.faults import good_pairs, train_args, write_folder
+from tests.helpers import unavailable
 
 # Tiny models on a busy 2-core machine run many times faster on one thread than on two competing ones;
 # the variable reaches the subprocesses the tests start (torchrun, killed training runs, visdom).
@@ -29,7 +30,7 @@ def _shared_dir() -> Path:
 def shared_dir() -> Path:
     path = _shared_dir()
     if not path.is_dir():
-        pytest.skip(f"shared data folder {path} is absent (set PIX2PIX_ILM_SHARED to point at it)")
+        unavailable(f"shared data folder {path} is absent (set PIX2PIX_ILM_SHARED to point at it)")
     return path
 
 
@@ -37,7 +38,7 @@ def shared_dir() -> Path:
 def facades_dir(shared_dir: Path) -> Path:
     path = shared_dir / "data" / "facades"
     if not (path / "train").is_dir():
-        pytest.skip(f"facades data set not found at {path}")
+        unavailable(f"facades data set not found at {path}")
     return path
 
 
@@ -45,7 +46,7 @@ def facades_dir(shared_dir: Path) -> Path:
 def cmp_base_dir(shared_dir: Path) -> Path:
     path = shared_dir / "data" / "cmp_facade_base" / "base"
     if not path.is_dir():
-        pytest.skip(f"CMP facade base set not found at {path}")
+        unavailable(f"CMP facade base set not found at {path}")
     return path
 
 
@@ -53,7 +54,7 @@ def cmp_base_dir(shared_dir: Path) -> Path:
 def lpips_backbone(shared_dir: Path) -> Path:
     path = shared_dir / "weights" / "alexnet_owt_features.pth"
     if not path.is_file():
-        pytest.skip(f"LPIPS AlexNet backbone not found at {path}")
+        unavailable(f"LPIPS AlexNet backbone not found at {path}")
     return path
 
 

@@ -9,7 +9,6 @@ In CI (``$CI`` set) a missing Chromium or missing visdom browser files fail the 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.viz.assets import asset_dir, missing_assets, missing_assets_message
 from tests.faults import CHILD_ENV, NET
-from tests.helpers import free_port, start_visdom_server, stop_visdom_server
+from tests.helpers import free_port, start_visdom_server, stop_visdom_server, unavailable
 from tests.viz.browser import Browser, find_chromium
 
 pytestmark = pytest.mark.slow
@@ -42,21 +41,14 @@ VISDOM_PANES = """(() => {
 })()"""
 
 
-def _unavailable(reason: str) -> None:
-    """Fail in CI (its .ci/run installs what is needed), skip on a developer's machine."""
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
     binary = find_chromium()
     if binary is None:
-        _unavailable("no headless Chromium: install Debian's package 'chromium' (apt-get install chromium)")
+        unavailable("no headless Chromium: install Debian's package 'chromium' (apt-get install chromium)")
     missing = missing_assets()
     if missing:
-        _unavailable(missing_assets_message(missing, asset_dir()))
+        unavailable(missing_assets_message(missing, asset_dir()))
     return binary
 
 
