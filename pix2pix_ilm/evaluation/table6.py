@@ -314,11 +314,12 @@ def run_table6(config: Table6Config) -> dict[str, Any] | None:
             atomic_write_text(Path(config.out) / PLAN_FILE, json.dumps(planner.plan, indent=2) + "\n")
             config = _with_budget_plan(config)
             runs = [(row, train_config(config, row, run.seed, dataroot)) for row, run in runs]
-    saved = (
-        saved_runs(Path(config.out), preset_options(config), splits, config.score_epochs)
-        if config.no_train
-        else {}
-    )
+    saved = {}
+    if config.no_train:
+        settings = {"preset_options": preset_options(config), "test_dropout": config.test_dropout}
+        sizes = {split: _split_size(config, dataroot, split) for split in splits}
+        epochs = [str(e) for e in config.score_epochs if e <= runs[0][1].total_epochs]
+        saved = saved_runs(Path(config.out), settings, sizes, epochs)
     records = [
         _record(config, row, run, splits) if run_finished(run) else saved[run.name]
         for row, run in runs

@@ -176,26 +176,23 @@ def _labelled_grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: P
 
 
 def saved_runs(
-    out: Path, options: dict[str, Any], splits: list[str], epochs: list[int]
+    out: Path, settings: dict[str, Any], sizes: dict[str, int], epochs: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """The runs in ``out/table6.json`` trained with ``options`` and scored on ``splits`` at ``epochs``, by name,
-    cut to those splits: ``--no-train`` reports them when their checkpoints and results are gone."""
+    """The runs in ``out/table6.json`` made with ``settings`` and scored on every split of ``sizes`` (with that
+    many images), at the last epoch and at ``epochs``; by name, cut to those splits. ``--no-train`` reports
+    them when their checkpoints and results are gone."""
     path = out / "table6.json"
-    saved = json.loads(path.read_text()) if path.is_file() else {}
-    if saved.get("preset_options") != options:
+    saved = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    if any(saved.get(key) != value for key, value in settings.items()):
         return {}
-    total = options["n_epochs"] + options["n_epochs_decay"]
-    wanted = [str(e) for e in epochs if e <= total]
-    return {
-        run["name"]: {
-            **run,
-            "splits": {s: run["splits"][s] for s in splits},
-            "epochs": {e: {s: run.get("epochs", {})[e][s] for s in splits} for e in wanted},
-        }
-        for run in saved["runs"]
-        if set(splits) <= set(run["splits"])
-        and all(set(splits) <= set(run.get("epochs", {}).get(e, {})) for e in wanted)
-    }
+    found = {}
+    for run in saved["runs"]:
+        scored = {"last": run["splits"], **run.get("epochs", {})}
+        wanted = ["last", *epochs]
+        if all(scored.get(e, {}).get(split, {}).get("n") == n for e in wanted for split, n in sizes.items()):
+            cut = {e: {split: scored[e][split] for split in sizes} for e in wanted}
+            found[run["name"]] = {**run, "splits": cut.pop("last"), "epochs": cut}
+    return found
 
 
 def write_sample_grids(out: Path, runs: list[dict[str, Any]], count: int = 4) -> None:
