@@ -200,8 +200,10 @@ def write_sample_grids(out: Path, runs: list[dict[str, Any]], count: int = 4) ->
     first = {}
     for run in runs:
         split, scores = next(iter(run["splits"].items()))
-        if (Path(scores["result_dir"]) / "images").is_dir():  # gone for runs reported from saved scores
-            first.setdefault(run["config"], (run, split, Path(scores["result_dir"]) / "images"))
+        images = Path(scores["result_dir"]).resolve() / "images"
+        # only this --out's folders: a saved run's recorded folder may since hold another run's images
+        if images.is_relative_to(out.resolve()) and images.is_dir():
+            first.setdefault(run["config"], (run, split, images))
     if not first:
         return
     _, split, images = next(iter(first.values()))

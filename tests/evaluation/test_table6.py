@@ -314,6 +314,7 @@ def test_scores_along_training_and_rebuilt_from_saved_scores_alone(
     rebuilt = json.loads((kept / "table6.json").read_text())
     assert rebuilt["epoch_tables"] == summary["epoch_tables"] and rebuilt["tables"] == summary["tables"]
     assert rebuilt["missing"] == [] and (kept / "table6_epochs.png").is_file()
+    assert not list(kept.glob("samples*.png"))  # images are drawn only from this --out's run folders
     # Saved scores of other training options, test dropout or image counts are not taken for these.
     for other in (["--set", "n_epochs=3"], ["--test-dropout", "off"], ["--eval-limit", "1"]):
         capsys.readouterr()
