@@ -162,9 +162,10 @@ def _make_lpips(options: EvalOptions) -> Scorer:
 
 
 def lpips_scorer(model: torch.nn.Module, device: str | torch.device = "cpu") -> Scorer:
-    """A batched LPIPS scorer around an already built model (see :func:`build_lpips`); grey images are
-    replicated to RGB."""
+    """A batched LPIPS scorer around an already built model (see :func:`build_lpips`), moved to ``device``
+    with its inputs; grey images are replicated to RGB."""
     device = torch.device(device)
+    model = model.to(device)
 
     def score(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
         def to_tensor(images: np.ndarray) -> torch.Tensor:

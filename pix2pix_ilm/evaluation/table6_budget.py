@@ -38,7 +38,7 @@ def scoring_seconds(run: TrainConfig, lpips_model: Any, device: str) -> tuple[fl
     target = resolve_device(device)
     generator = generator_from_config(run).to(target).eval()
     images = torch.rand(4, run.input_nc, run.crop_size, run.crop_size, device=target) * 2 - 1
-    scorers = {"rmse": rmse, "ssim": ssim, "lpips": lpips_scorer(lpips_model.to(target), target)}
+    scorers = {"rmse": rmse, "ssim": ssim, "lpips": lpips_scorer(lpips_model, target)}
 
     def one_pass(folder: Path) -> tuple[float, float]:
         started = time.perf_counter()
