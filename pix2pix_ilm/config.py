@@ -36,6 +36,7 @@ VALIDATION_MODES = ("header", "full")
 DATASET_MODES, CHANNELS = ("aligned", "paired"), (1, 3)
 LOSS_PLOT_SCALES = ("linear", "log")
 LR_SCHEDULES = ("pix2pix", "delayed")
+AUTO_ON_OFF = ("auto", "on", "off")
 PROGRESS_HELP = (
     "when stderr is not a terminal (a log file, nohup, CI): seconds between progress lines (count, losses, "
     "it/s, ETA); on a terminal a progress bar is shown instead"
@@ -91,6 +92,13 @@ class DataOptions:
         None,
         "data-loading worker processes (0: in the training process); default: on CUDA up to 4 persistent "
         "workers (cores - 1) with pinned memory, on the CPU 0",
+    )
+    data_on_device: str = opt(
+        "auto",
+        "keep the training set on the device, decoded and resized once, each step's crop and flip taken there "
+        "(the batches are the DataLoader's, bit for bit): on, off, or auto: on a CUDA device where the set "
+        "takes at most 10%% of its free memory and every image decodes. config.json records what ran",
+        choices=AUTO_ON_OFF,
     )
 
 
@@ -167,6 +175,13 @@ class TrainConfig(DataOptions, NetworkOptions):
         False,
         "torch.compile the generator and discriminator (off by default: tens of seconds to minutes of "
         "compiling per process, docs/gpu.md)",
+    )
+    cuda_graph: str = opt(
+        "auto",
+        "capture the whole training step (G, D and both Adam updates) as one CUDA graph after a few eager "
+        "steps, then replay it: on, off, or auto: on with CUDA, except with --compile, --gan-mode wgangp or "
+        "torchrun, where the step runs eager (docs/gpu.md). config.json records what ran",
+        choices=AUTO_ON_OFF,
     )
     sync_batch: bool = opt(False, "with batch norm under torchrun: synchronise statistics across processes")
     print_freq: int = opt(
@@ -263,9 +278,23 @@ class BenchConfig:
     ndf: int = opt(64, "discriminator width")
     batch_size: int = opt(1, "images per training step and per inference forward")
     device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
-    warmup: int = opt(3, "untimed training steps before the timed ones (compile compiles here)")
+    warmup: int = opt(
+        3,
+        "untimed training steps before the timed ones (compile compiles here; a CUDA graph is captured here)",
+    )
     min_time: float = opt(10.0, "seconds of timed training steps per row, and again of inference forwards")
     seed: int = opt(0, "seed of the weights and the random input images")
+    runs: int = opt(
+        1,
+        "runs measured at once, each in its own process as table6 --jobs trains them (seeds --seed, --seed + 1, "
+        "...): their timed steps start together; total it/s adds their rates",
+    )
+    runs_as: str = opt(
+        "processes",
+        "how --runs run at once: processes (one each, as table6 --jobs), or streams (all in one process, each "
+        "step captured as a CUDA graph and replayed on a CUDA stream of its own; CUDA only)",
+        choices=("processes", "streams"),
+    )
     json_path: str | None = opt(
         None, "also write the JSON report (the last line of the output) here", flag="--json"
     )

@@ -78,9 +78,10 @@ def with_device_defaults(config: Config, device: torch.device) -> Config:
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on ``device`` for ``--precision bf16``; for fp32 nothing, and on CUDA no TF32 either
-    (cuDNN's convolutions use it by default, so fp32 would not be strict). ``auto`` must be resolved."""
+    (cuDNN's convolutions use it by default, so fp32 would not be strict). ``auto`` must be resolved.
+    Without autocast's cache of cast weights: a captured CUDA graph would replay casts of stale weights."""
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
     if precision == "fp32":
         return _no_tf32() if device.type == "cuda" else contextlib.nullcontext()
     raise ValueError(f"precision {precision!r} is not resolved for a device (see with_device_defaults)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def five_facades(facades_dir: Path, tmp_path_factory) -> Path:
+    """A data root whose train/ holds the first five facades pairs (full size, 512x256)."""
+    root = tmp_path_factory.mktemp("facades5")
+    (root / "train").mkdir()
+    for n in range(1, 6):
+        shutil.copy(facades_dir / "train" / f"{n}.jpg", root / "train" / f"{n}.jpg")
+    return root

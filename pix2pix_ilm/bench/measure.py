@@ -101,37 +101,97 @@ def _host_syncs(fn: Callable[[], Any], device: torch.device) -> int | None:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def measure_row(config: TrainConfig, warmup: int, min_time: float) -> dict[str, Any]:
-    """One row, meant for a fresh process: ``warmup`` untimed steps of the package's training step, timed
-    steps, the step memory, one step's convolution FLOPs, and timed inference forwards (``test``'s)."""
+def _kernel_seconds(fn: Callable[[], Any], device: torch.device, calls: int = 10) -> float | None:
+    """The GPU's kernel time per call of ``fn`` by ``torch.profiler`` (CUPTI's kernel records, inside CUDA
+    graphs too); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize(device)
+    kernel_us = sum(e.self_device_time_total for e in prof.events() if e.device_type == DeviceType.CUDA)
+    return kernel_us / 1e6 / calls
+
+
+def measure_row(
+    config: TrainConfig, warmup: int, min_time: float, start: Any = None, streams: int = 1
+) -> dict[str, Any]:
+    """One row, meant for a fresh process: ``warmup`` untimed steps of the training step as ``train`` runs it
+    (captured as a CUDA graph where ``config.cuda_graph`` says so), timed steps, the step memory, one step's
+    convolution FLOPs, the GPU's kernel time per step, and timed inference forwards (``test``'s). The batch
+    lies on the device, as ``--data-on-device`` keeps it. ``start``: a barrier all runs measured at once
+    pass after their warm-up, so that their timed steps overlap. ``streams`` > 1: that many runs in this
+    process (seeds ``config.seed`` + 0, 1, ...), each step of each captured and replayed on a CUDA stream of
+    its own, one step of every run per timed call."""
     from pix2pix_ilm.heap import retain_freed_memory
     from pix2pix_ilm.models.pix2pix import Pix2PixModel
+    from pix2pix_ilm.training.cuda_graph import WARMUP_STEPS, TrainingStep, resolve_cuda_graph
     from pix2pix_ilm.training.inference import translate
 
     device = resolve_device(config.device)
     if device.type == "cpu":
         retain_freed_memory()  # as the command line's train and test do
     torch.manual_seed(config.seed)
-    model = Pix2PixModel(config, device)
+    captured = resolve_cuda_graph(config, device, 1) == "on"
+    eager = dataclasses.replace(config, compile=False)
+    # Counted eagerly in a model of its own: compiled code and graph replays do not pass their convolutions
+    # through the dispatcher one by one.
     shape = (config.batch_size, config.input_nc, config.crop_size, config.crop_size)
     generator = torch.Generator().manual_seed(config.seed)
-    real_a, real_b = (torch.rand(shape, generator=generator) * 2 - 1 for _ in range(2))
+    real_a, real_b = ((torch.rand(shape, generator=generator) * 2 - 1).to(device) for _ in range(2))
+    flop = conv_flop(lambda: Pix2PixModel(eager, device).optimize_parameters(real_a, real_b))
+    steps = []
+    for offset in range(streams):
+        torch.manual_seed(config.seed + offset)
+        steps.append(TrainingStep(Pix2PixModel(config, device), captured))
+    model = steps[0].model
+    step = steps[0] if streams == 1 else _on_streams(steps)
     memory = _memory_start(device)
-    for _ in range(warmup):
-        model.optimize_parameters(real_a, real_b)
-    step = timed(lambda: model.optimize_parameters(real_a, real_b), min_time)
+    for _ in range(max(warmup, WARMUP_STEPS + 1) if captured else warmup):
+        step(real_a, real_b)
+    if start is not None:
+        start.wait()
+    timed_steps = timed(lambda: step(real_a, real_b), min_time)
     memory = _memory_growth(device, memory)
-    # Counted eagerly: compiled code does not pass its convolutions through the dispatcher one by one.
-    counted = Pix2PixModel(dataclasses.replace(config, compile=False), device) if config.compile else model
-    flop = conv_flop(lambda: counted.optimize_parameters(real_a, real_b))
     infer = timed(lambda: translate(model.generator, real_a, config), min_time)
-    return {
-        "step_s": step.median,
-        "step_iqr_s": step.iqr,
-        "step_times_s": step.times,
+    kernel_s = _kernel_seconds(lambda: step(real_a, real_b), device)
+    per_run = (
+        {}
+        if streams == 1
+        else {
+            "run_step_s": [timed_steps.median] * streams,  # each run takes one step per call
+            "run_kernel_s": [None if kernel_s is None else kernel_s / streams] * streams,
+        }
+    )
+    return per_run | {
+        "step_s": timed_steps.median,
+        "step_iqr_s": timed_steps.iqr,
+        "step_times_s": timed_steps.times,
         "memory_mib": memory,
         "conv_gflop": flop / 1e9,
-        "host_syncs_per_step": _host_syncs(lambda: model.optimize_parameters(real_a, real_b), device),
+        "host_syncs_per_step": _host_syncs(lambda: step(real_a, real_b), device),
+        "kernel_s": kernel_s,
         "infer_s": infer.median,
         "infer_iqr_s": infer.iqr,
     }
+
+
+def _on_streams(steps: list[Any]) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One step of every run, each queued on a CUDA stream of its own: the GPU may run their kernels at once."""
+    streams = [torch.cuda.Stream() for _ in steps]
+
+    def step_all(real_a: torch.Tensor, real_b: torch.Tensor) -> None:
+        main = torch.cuda.current_stream()
+        for step, stream in zip(steps, streams, strict=True):
+            stream.wait_stream(main)
+            with torch.cuda.stream(stream):
+                step(real_a, real_b)
+        for stream in streams:
+            main.wait_stream(stream)
+
+    return step_all

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import platform
+import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -20,6 +22,7 @@ from pix2pix_ilm.device import resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.norm_specs import NORM_NAMES, NORMS
+from pix2pix_ilm.training.cuda_graph import cuda_graph_problem, resolve_cuda_graph
 from pix2pix_ilm.version import __version__
 
 #: A setting other than ``default`` turns on exactly its features: fp32, contiguous and eager otherwise.
@@ -28,6 +31,7 @@ FEATURES: dict[str, dict[str, Any]] = {
     "bf16": {"precision": "bf16"},
     "channels_last": {"channels_last": True},
     "compile": {"compile": True},
+    "cuda_graph": {"cuda_graph": "on"},
 }
 NORM_ALIASES = {"in": "instance", "bn": "batch", "gn": "group", "ln": "layer"}
 NORM_ALIASES |= {f"ilm+{k}": f"ilm_{k}" for k in ("in", "gn", "ln")}
@@ -39,6 +43,7 @@ def parse_setting(name: str) -> dict[str, Any]:
     if name == "default":
         return {}
     overrides: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False}
+    overrides["cuda_graph"] = "off"
     for part in name.split("+"):
         if part not in FEATURES:
             raise UsageError(
@@ -98,17 +103,50 @@ def _check(config: BenchConfig) -> None:
         raise UsageError(
             f"--size {config.size} does not fit --netG {config.netG}: use a multiple of {2**depth}"
         )
-    if config.size < 1 or config.batch_size < 1 or config.warmup < 0 or not config.min_time > 0:
-        raise UsageError("--size and --batch-size must be >= 1, --warmup >= 0, --min-time > 0")
+    if min(config.size, config.batch_size, config.runs) < 1 or config.warmup < 0 or not config.min_time > 0:
+        raise UsageError("--size, --batch-size and --runs must be >= 1, --warmup >= 0, --min-time > 0")
 
 
 def _in_fresh_process(train: TrainConfig, config: BenchConfig) -> dict[str, Any]:
-    """:func:`measure_row` in a new process: nothing (memory peak, caches, threads) carries over between rows."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    """:func:`measure_row` in a new process: nothing (memory peak, caches, threads) carries over between rows.
+    With ``--runs N``, N processes at once (seeds ``--seed`` + 0..N-1), timed from a shared start."""
+    context = multiprocessing.get_context("spawn")
+    if config.runs_as == "streams":
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            try:
+                return pool.submit(
+                    measure_row, train, config.warmup, config.min_time, None, config.runs
+                ).result()
+            except Exception as err:
+                return {"error": f"{type(err).__name__}: {first_line(err)}"}
+    runs = [dataclasses.replace(train, seed=train.seed + i) for i in range(config.runs)]
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ProcessPoolExecutor(len(runs), mp_context=context))
+        # A run that fails before the start breaks the barrier for the others after its timeout.
+        start = (
+            stack.enter_context(context.Manager()).Barrier(len(runs), timeout=600) if len(runs) > 1 else None
+        )
+        futures = [pool.submit(measure_row, run, config.warmup, config.min_time, start) for run in runs]
         try:
-            return pool.submit(measure_row, train, config.warmup, config.min_time).result()
+            results = [future.result() for future in futures]
         except Exception as err:  # the row reports it; the others still run
             return {"error": f"{type(err).__name__}: {first_line(err)}"}
+    return combined(results)
+
+
+def combined(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of runs measured at once: the first run's figures, each run's step and kernel times
+    (``run_step_s``, ``run_kernel_s``) and their means as the row's."""
+    if len(results) == 1:
+        return results[0]
+    step_s = [r["step_s"] for r in results]
+    kernel_s = [r["kernel_s"] for r in results]
+    return results[0] | {
+        "run_step_s": step_s,
+        "run_kernel_s": kernel_s,
+        "step_s": statistics.mean(step_s),
+        "kernel_s": None if None in kernel_s else statistics.mean(kernel_s),
+    }
 
 
 def _figures(row: dict[str, Any], batch: int, peak: float) -> dict[str, Any]:
@@ -116,8 +154,12 @@ def _figures(row: dict[str, Any], batch: int, peak: float) -> dict[str, Any]:
     if "error" in row:
         return row
     gflops = row["conv_gflop"] / row["step_s"]
+    step_s, kernel_s = row.get("run_step_s", [row["step_s"]]), row.get("run_kernel_s", [row["kernel_s"]])
     return row | {
+        "runs": len(step_s),
         "it_s": 1 / row["step_s"],
+        "total_it_s": sum(1 / s for s in step_s),
+        "gpu_busy": None if None in kernel_s else sum(k / s for k, s in zip(kernel_s, step_s, strict=True)),
         "conv_gflops": gflops,
         "peak_share": gflops / peak,
         "infer_img_s": batch / row["infer_s"],
@@ -159,6 +201,14 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         for pair in pairs:
             train = with_device_defaults(_train_config(config, pair, setting), device)
             resolved = {k: getattr(train, k) for k in ("precision", "channels_last", "compile")}
+            problem = cuda_graph_problem(train, device, 1)
+            if setting.get("cuda_graph") == "on" and problem:
+                raise UsageError(f"--settings {name}: the step cannot be captured as a CUDA graph: {problem}")
+            resolved["cuda_graph"] = resolve_cuda_graph(train, device, 1)
+            if config.runs_as == "streams" and resolved["cuda_graph"] != "on":
+                raise UsageError(
+                    f"--runs-as streams replays CUDA graphs; setting {name} runs the step eagerly"
+                )
             described = ", ".join(f"{key} {value}" for key, value in resolved.items())
             print(f"[bench] {name} {_label(pair)}: {described}", file=sys.stderr, flush=True)
             row = {"setting": name, "norms": pair, "label": _label(pair), "resolved": resolved}
@@ -185,7 +235,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"fp32 peak {p['gflops']:.1f} GFLOP/s: best of matrix product {p['mm_size']}² {p['mm_gflops']:.1f} "
         f"and 1x1 convolution 1024->1024 at 32x32 {p['conv1x1_gflops']:.1f}",
         f"{'setting':<20} {'norms':<14} {'step ms':>8} {'IQR':>6} {'it/s':>6} {'ILM cost':>8} "
-        f"{'conv GFLOP/s':>12} {'% peak':>6} {'step MiB':>8} {'infer img/s':>11}",
+        f"{'conv GFLOP/s':>12} {'% peak':>6} {'step MiB':>8} {'infer img/s':>11} {'runs':>4} {'total it/s':>10} "
+        f"{'GPU busy':>8}",
     ]
     for r in report["rows"]:
         head = f"{r['setting']:<20} {r['label']:<14}"
@@ -194,9 +245,11 @@ def format_table(report: dict[str, Any]) -> str:
             continue
         cost = "-" if r["ilm_cost"] is None else f"{r['ilm_cost']:.3f}"
         mib = "-" if r["memory_mib"] is None else f"{r['memory_mib']:.0f}"
+        busy = "-" if r["gpu_busy"] is None else f"{100 * r['gpu_busy']:.0f}%"
         lines.append(
             f"{head} {1e3 * r['step_s']:>8.1f} {1e3 * r['step_iqr_s']:>6.1f} {r['it_s']:>6.2f} {cost:>8} {r['conv_gflops']:>12.1f} "
-            f"{100 * r['peak_share']:>5.0f}% {mib:>8} {r['infer_img_s']:>11.2f}"
+            f"{100 * r['peak_share']:>5.0f}% {mib:>8} {r['infer_img_s']:>11.2f} {r['runs']:>4} {r['total_it_s']:>10.2f} "
+            f"{busy:>8}"
         )
     gflop = next((r["conv_gflop"] for r in report["rows"] if "conv_gflop" in r), None)
     if gflop is not None:

@@ -105,18 +105,25 @@ class AlignedDataset(_ImageFolderDataset):
         half = width // 2
         return image.crop((0, 0, half, height)), image.crop((half, 0, width, height)), path
 
-    def _load_item(self, index: int, seed: int | None) -> dict:
+    def resized(self, index: int) -> tuple[Image.Image, Image.Image, Path]:
+        """Item ``index``'s input and target (after ``direction``), resized as the transform says and in
+        their channel counts: what is left of the transform is its random crop and flip."""
         image_a, image_b, path = self._read(index)
         real_a, real_b = (image_a, image_b) if self.direction == "AtoB" else (image_b, image_a)
+        real_a, real_b = self.transform.resize([real_a, real_b])
+        return (
+            real_a.convert("L") if self.input_nc == 1 else real_a,
+            real_b.convert("L") if self.output_nc == 1 else real_b,
+            path,
+        )
+
+    def _load_item(self, index: int, seed: int | None) -> dict:
+        real_a, real_b, path = self.resized(index)
         rng = torch.Generator().manual_seed(seed) if seed is not None else None
         try:
-            real_a, real_b = self.transform.apply([real_a, real_b], rng)
+            real_a, real_b = self.transform.crop_flip([real_a, real_b], rng)
         except UsageError as err:
             raise UsageError(f"image {path}: {err}") from err
-        if self.input_nc == 1:
-            real_a = real_a.convert("L")
-        if self.output_nc == 1:
-            real_b = real_b.convert("L")
         return {"A": to_tensor(real_a), "B": to_tensor(real_b), "path": str(path), "index": index}
 
 

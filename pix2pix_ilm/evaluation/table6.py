@@ -133,7 +133,7 @@ _HOW_NOT_WHAT = frozenset(
     {"name", "checkpoints_dir", "dataroot", "device", "continue_train", "overwrite", "compile", "num_workers"}
     | {"print_freq", "display_freq", "save_latest_freq", "save_latest_minutes", "save_epoch_freq"}
     | {"no_display", "display_server", "display_port", "display_env", "no_html", "loss_plot", "no_progress"}
-    | {"progress_interval", "validate_images", "sync_batch", "tensorboard"}
+    | {"progress_interval", "validate_images", "sync_batch", "tensorboard", "cuda_graph", "data_on_device"}
 )
 
 

@@ -49,9 +49,17 @@ class Pix2PixModel:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
         self.gan_loss = GANLoss(config.gan_mode)
-        # The fused Adam kernel updates all tensors in one pass; torch has it for CPU and CUDA since 2.4.
+        # The fused Adam kernel updates all tensors in one pass; torch has it for CPU and CUDA since 2.4. Fused,
+        # it is capturable (its step counts on the device) and the learning rate is one tensor on the device,
+        # set in place, so a captured CUDA graph reads it there: float64 on the CPU, the value a float gives;
+        # float32 on CUDA, which its kernel reads.
         fused = self.device.type in ("cpu", "cuda") and torch_at_least(2, 4)
-        adam = {"lr": config.lr, "betas": (config.beta1, 0.999), **({"fused": True} if fused else {})}
+        lr_dtype = torch.float64 if self.device.type == "cpu" else torch.float32
+        self.lr: float | torch.Tensor = (
+            torch.tensor(config.lr, dtype=lr_dtype, device=self.device) if fused else config.lr
+        )
+        adam = {"lr": self.lr, "betas": (config.beta1, 0.999)}
+        adam |= {"fused": True, "capturable": True} if fused else {}
         self.opt_g = torch.optim.Adam(self.generator.parameters(), **adam)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), **adam)
         self.d_has_batch_norm = any(
@@ -89,7 +97,7 @@ class Pix2PixModel:
         # In the G step D's weights are frozen: call the raw module so DDP expects no D gradients.
         self.d_frozen_forward = self._compiled(self.discriminator)
 
-    def _prepare(self, tensor: torch.Tensor) -> torch.Tensor:
+    def prepare(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
     def set_learning_rate(self, epoch: int) -> float:
@@ -98,9 +106,13 @@ class Pix2PixModel:
         lr = config.lr * learning_rate_factor(
             epoch, config.n_epochs, config.n_epochs_decay, config.lr_schedule
         )
+        if isinstance(self.lr, torch.Tensor):
+            self.lr.fill_(lr)
+        else:
+            self.lr = lr
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = self.lr
         return lr
 
     def _set_d_requires_grad(self, requires_grad: bool) -> None:
@@ -145,7 +157,7 @@ class Pix2PixModel:
 
     def optimize_parameters(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """One step: fake_B = G(real_A), one D update, one G update; returns the detached losses."""
-        real_a, real_b = self._prepare(real_a), self._prepare(real_b)
+        real_a, real_b = self.prepare(real_a), self.prepare(real_b)
         self.generator.train()
         self.discriminator.train()
         with self.autocast():
@@ -189,6 +201,8 @@ class Pix2PixModel:
                 for optimizer, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d")):
                     optimizer.load_state_dict(state[key])
                     _state_like_parameters(optimizer)
+                    for group in optimizer.param_groups:  # the one learning-rate tensor again
+                        group["lr"] = self.lr
                 if "rng_gp" in state:
                     self.gp_generator.set_state(state["rng_gp"])
         except (KeyError, RuntimeError, ValueError) as err:

@@ -7,6 +7,7 @@ dropout RNG is saved with every checkpoint, so ``--continue`` reproduces an unin
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ from pix2pix_ilm.data.aligned import (
     AlignedDataset,
     EpochBatchSampler,
 )
+from pix2pix_ilm.data.device_data import DeviceImages, device_images
 from pix2pix_ilm.data.images import BAD_IMAGES_FILE, record_bad_images, select_files, validate_images
 from pix2pix_ilm.data.paired import PairedDataset, phase_items
 from pix2pix_ilm.data.transforms import TransformSpec
@@ -30,6 +32,7 @@ from pix2pix_ilm.device import resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.pix2pix import Pix2PixModel
+from pix2pix_ilm.training.cuda_graph import TrainingStep, resolve_cuda_graph
 from pix2pix_ilm.training.distributed import Distributed
 from pix2pix_ilm.training.reporting import Reporter
 from pix2pix_ilm.training.run_dir import checked_run_config, prepare_run_dir, run_lock, start_run_folder
@@ -56,10 +59,14 @@ def _train(config: TrainConfig, explicit: set[str] | None) -> Path:
     # -- set-up: options, processes, data, run folder
     config = checked_run_config(config, explicit)
     dist = Distributed.set_up(resolve_device(config.device))
-    config = with_device_defaults(config, dist.device)  # precision / channels_last: config.json saves these
+    # precision, channels_last, cuda_graph, data_on_device as they run: config.json saves these
+    config = with_device_defaults(config, dist.device)
+    config = dataclasses.replace(config, cuda_graph=resolve_cuda_graph(config, dist.device, dist.world))
     dataset, skipped = training_dataset(config)
     resume_state = prepare_run_dir(config, may_change_folder=dist.is_main)
     dist.barrier()
+    on_device = device_images(dataset, config.data_on_device, dist.device)
+    config = dataclasses.replace(config, data_on_device="on" if on_device else "off")
 
     # -- model, resumed where the last checkpoint left it
     torch.manual_seed(config.seed)
@@ -77,9 +84,10 @@ def _train(config: TrainConfig, explicit: set[str] | None) -> Path:
             _say_where_it_resumes(config, counters)
     if counters.epoch > config.total_epochs:
         return config.run_dir  # a finished run: nothing left to train
-    batches = TrainingBatches(dataset, config, dist)
+    batches = TrainingBatches(dataset, config, dist, on_device)
     report = Reporter(config, dist, batches_per_epoch(len(dataset), config, dist.world), counters)
     saver = CheckpointSaver(model, config, dist)
+    training_step = TrainingStep(model, captured=config.cuda_graph == "on")
 
     # -- the loop: epochs of GAN steps (D then G, see Pix2PixModel.optimize_parameters)
     with StopRequest(dist) as stop:
@@ -88,7 +96,7 @@ def _train(config: TrainConfig, explicit: set[str] | None) -> Path:
             seed_dropout(config, counters, dist, resume_state)
             resume_state = None
             for batch in batches.epoch(counters):
-                losses = model.optimize_parameters(batch["A"], batch["B"])
+                losses = training_step(batch["A"], batch["B"])
                 counters.step()
                 report.step(counters, lr, losses, model.last_visuals)
                 saver.step(counters)
@@ -162,13 +170,19 @@ def _seed(config: TrainConfig, epoch: int, rank: int) -> None:
 
 
 class TrainingBatches:
-    """This process's batches, epoch after epoch, from one DataLoader, so its workers (persistent where there
-    are any) outlive epochs. Batches do not depend on the workers: each item carries its own seed."""
+    """This process's batches, epoch after epoch: from the set kept on the device (``--data-on-device``), or
+    from one DataLoader, so its workers (persistent where there are any) outlive epochs. Batches do not depend
+    on where they are made: each item carries its own seed."""
 
-    def __init__(self, dataset: AlignedDataset, config: TrainConfig, dist: Distributed) -> None:
+    def __init__(
+        self, dataset: AlignedDataset, config: TrainConfig, dist: Distributed, on_device: DeviceImages | None
+    ) -> None:
         self.sampler = EpochBatchSampler(
             len(dataset), config.batch_size, config.seed, 1, rank=dist.rank, num_replicas=dist.world
         )
+        self.on_device = on_device
+        if on_device is not None:
+            return
         workers = data_workers(config.num_workers, dist.device)
         self.loader = DataLoader(
             dataset,
@@ -184,6 +198,9 @@ class TrainingBatches:
     def epoch(self, counters: Counters) -> Iterator[dict[str, Any]]:
         """The batches of the epoch in progress, from the first one not trained yet."""
         self.sampler.epoch, self.sampler.start_batch = counters.epoch, counters.batches_done
+        if self.on_device is not None:
+            yield from map(self.on_device.batch, self.sampler)
+            return
         iterator = iter(self.loader)
         while True:
             try:

@@ -30,7 +30,12 @@ def test_the_bench_runs_through_the_cli_and_reports_every_figure(tmp_path: Path,
     plain, ilm = report["rows"]
     assert (plain["label"], ilm["label"]) == ("IN/IN", "ILM+IN/ILM+IN")
     for row in (plain, ilm):
-        assert row["resolved"] == {"precision": "fp32", "channels_last": False, "compile": False}
+        assert row["resolved"] == {
+            "precision": "fp32",
+            "channels_last": False,
+            "compile": False,
+            "cuda_graph": "off",
+        }
         assert row["step_s"] > 0 and row["step_iqr_s"] >= 0 and len(row["step_times_s"]) >= 1
         assert row["it_s"] == pytest.approx(1 / row["step_s"])
         assert row["conv_gflop"] > 0 and row["conv_gflops"] == pytest.approx(
@@ -56,6 +61,7 @@ def _fake_row(train, config) -> dict:
         "memory_mib": 10.0,
         "conv_gflop": 2.0,
         "host_syncs_per_step": None,
+        "kernel_s": None,
         "infer_s": 0.1,
         "infer_iqr_s": 0.0,
     }
@@ -123,8 +129,15 @@ def test_settings_and_norm_pairs_are_parsed_and_checked(capsys):
         "precision": "bf16",
         "channels_last": True,
         "compile": False,
+        "cuda_graph": "off",
     }
-    assert parse_setting("fp32") == {"precision": "fp32", "channels_last": False, "compile": False}
+    assert parse_setting("fp32") == {
+        "precision": "fp32",
+        "channels_last": False,
+        "compile": False,
+        "cuda_graph": "off",
+    }
+    assert parse_setting("bf16+cuda_graph")["cuda_graph"] == "on"
     assert list(parse_settings("default, fp32+compile")) == ["default", "fp32+compile"]
     assert parse_norms("IN/IN, ilm+in/instance,GN") == ["instance/instance", "ilm_in/instance", "group/group"]
     bad = [(parse_settings, "fast"), (parse_settings, ","), (parse_settings, "bf16+fast")]
@@ -133,3 +146,33 @@ def test_settings_and_norm_pairs_are_parsed_and_checked(capsys):
             parse(text)
     assert main(["bench", *TINY, "--settings", "bf17"]) == 2
     assert "unknown 'bf17'" in capsys.readouterr().err
+
+
+def test_runs_measured_at_once_add_their_rates_and_gpu_shares():
+    """Two runs at once, by hand: steps of 0.5 s and 0.25 s are 2 + 4 = 6 steps/s together; kernels of 0.25 s
+    and 0.2 s per step keep the GPU busy 50 % + 80 % = 130 % of one run's wall time (overlapping)."""
+    rows = [
+        {"step_s": 0.5, "kernel_s": 0.25, "conv_gflop": 1.0, "infer_s": 0.1},
+        {"step_s": 0.25, "kernel_s": 0.2, "conv_gflop": 1.0, "infer_s": 0.1},
+    ]
+    row = run._figures(run.combined(rows), batch=1, peak=10.0)
+    assert (row["runs"], row["run_step_s"], row["step_s"]) == (2, [0.5, 0.25], 0.375)
+    assert row["total_it_s"] == pytest.approx(6.0) and row["gpu_busy"] == pytest.approx(1.3)
+    alone = run._figures(run.combined(rows[:1]), batch=1, peak=10.0)
+    assert (alone["runs"], alone["total_it_s"], alone["gpu_busy"]) == (1, 2.0, 0.5)
+    assert run._figures(run.combined([{**rows[0], "kernel_s": None}] * 2), 1, 10.0)["gpu_busy"] is None
+
+
+def test_runs_at_once_through_the_cli(capsys):
+    assert main(["bench", *TINY, "--norms", "IN", "--warmup", "1", "--min-time", "0.2", "--runs", "2"]) == 0
+    (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert row["runs"] == 2 and len(row["run_step_s"]) == 2 and all(s > 0 for s in row["run_step_s"])
+    assert row["gpu_busy"] is None  # no GPU: nothing to profile
+    assert main(["bench", *TINY, "--runs", "0"]) == 2
+    assert main(["bench", *TINY, "--runs", "2", "--runs-as", "streams"]) == 2
+    assert "--runs-as streams replays CUDA graphs; setting default runs the step eagerly" in capsys.readouterr().err
+    assert main(["bench", *TINY, "--settings", "bf16+cuda_graph"]) == 2
+    assert (
+        "--settings bf16+cuda_graph: the step cannot be captured as a CUDA graph: it needs a CUDA device"
+        in (capsys.readouterr().err)
+    )

@@ -219,3 +219,72 @@ def test_a_run_saved_before_the_schedule_option_keeps_its_schedule():
     del saved["lr_schedule"]
     assert config_from_dict(TrainConfig, saved).lr_schedule == "delayed"
     assert TrainConfig(name="new").lr_schedule == "pix2pix"
+
+
+# -- the learning rate as one tensor, set in place (what a captured CUDA graph reads) -----------------------
+def _weights(model: Pix2PixModel) -> list[torch.Tensor]:
+    return [p.detach().clone() for net in (model.generator, model.discriminator) for p in net.parameters()]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_learning_rate_tensor_gives_torchs_float_learning_rate_steps_bit_for_bit():
+    """Our Adam (fused, capturable, the learning rate one float64 tensor both optimizers share, filled in place
+    at each epoch) against torch's fused Adam with a plain float learning rate: the same weights, bit for bit,
+    through a change of rate."""
+    config = _tiny(n_epochs=2, n_epochs_decay=3)
+    real_a, real_b = _batch()
+    torch.manual_seed(0)
+    ours = Pix2PixModel(config, CPU)
+    torch.manual_seed(0)
+    reference = Pix2PixModel(config, CPU)
+    for name, net in (("opt_g", reference.generator), ("opt_d", reference.discriminator)):
+        setattr(
+            reference, name, torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.5, 0.999), fused=True)
+        )
+    lr_tensor = ours.lr
+    assert isinstance(lr_tensor, torch.Tensor) and lr_tensor.dtype == torch.float64
+    for epoch in (1, 2, 3):
+        lr = ours.set_learning_rate(epoch)
+        assert lr == pytest.approx(2e-4 * (1, 0.75, 0.5)[epoch - 1])
+        for opt in (reference.opt_g, reference.opt_d):
+            opt.param_groups[0]["lr"] = lr
+        for model in (ours, reference):
+            torch.manual_seed(epoch)  # the same dropout masks
+            model.optimize_parameters(real_a, real_b)
+    assert ours.lr is lr_tensor and float(lr_tensor) == 2e-4 * 0.5
+    assert all(g["lr"] is lr_tensor for opt in (ours.opt_g, ours.opt_d) for g in opt.param_groups)
+    for mine, theirs in zip(_weights(ours), _weights(reference), strict=True):
+        assert torch.equal(mine, theirs)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("saved_lr", ["tensor", "float"], ids=["saved-now", "saved-with-a-float-rate"])
+def test_capturable_optimizer_state_is_saved_and_loaded_exactly(tmp_path, saved_lr):
+    """A checkpoint of the capturable optimizers (their step counts are tensors) read back with
+    weights_only=True continues bit for bit; a checkpoint whose rate is a float (an older one) loads too, and
+    the loaded model keeps its one rate tensor."""
+    from pix2pix_ilm.training.checkpoint import load_checkpoint, save_checkpoint
+
+    config = _tiny(no_dropout=True)
+    real_a, real_b = _batch()
+    torch.manual_seed(0)
+    trained = Pix2PixModel(config, CPU)
+    trained.set_learning_rate(1)
+    for _ in range(2):
+        trained.optimize_parameters(real_a, real_b)
+    state = trained.state_dict()
+    assert state["opt_g"]["state"][0]["step"].tolist() == 2.0
+    if saved_lr == "float":
+        for key in ("opt_g", "opt_d"):
+            state[key]["param_groups"][0]["lr"] = 2e-4
+    save_checkpoint(state, tmp_path / "latest.pt")
+    resumed = Pix2PixModel(config, CPU)
+    rate = resumed.lr
+    resumed.load_state_dict(load_checkpoint(tmp_path / "latest.pt"))
+    resumed.set_learning_rate(1)
+    assert all(g["lr"] is rate for opt in (resumed.opt_g, resumed.opt_d) for g in opt.param_groups)
+    for model in (trained, resumed):
+        model.optimize_parameters(real_a, real_b)
+    assert resumed.opt_g.state[resumed.generator.model.model[0].weight]["step"].tolist() == 3.0
+    for mine, theirs in zip(_weights(resumed), _weights(trained), strict=True):
+        assert torch.equal(mine, theirs)
