@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from pix2pix_ilm.cli import main
+from tests.helpers import require_module
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -28,7 +29,7 @@ def readme_blocks(section: str) -> dict[str, list[str]]:
 
 @pytest.mark.usefixtures("one_thread")
 def test_use_a_trained_model_examples_run_as_written(runs, facades_dir, tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime")
     _, ckpt = runs
     shutil.copytree(ckpt / "ilm", tmp_path / "checkpoints" / "facades_ilm")
     with Image.open(facades_dir / "test" / "5.jpg") as pair:

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from pix2pix_ilm.cli import main
+from tests.helpers import require_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,7 +50,7 @@ def test_translate_a_jpeg_from_the_command_line_and_from_python(runs, photo, tmp
 
 
 def test_translate_with_an_exported_onnx_file_and_a_folder(runs, photo, tmp_path):
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime")
     _, ckpt = runs
     onnx_file = tmp_path / "ilm.onnx"
     assert main(["export", "--name", "ilm", "--checkpoints-dir", str(ckpt), "--out", str(onnx_file)]) == 0
@@ -94,7 +95,7 @@ def test_bad_inputs_get_one_line(runs, photo, tmp_path, capsys):
 
 
 def test_a_grey_run_translates_and_exports_in_one_channel(runs, photo, tmp_path):
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime")
     data, _ = runs
     ckpt = tmp_path / "ckpt"
     grey = ["--input-nc", "1", "--output-nc", "1", "--netG", "unet_32", "--ngf", "4", "--ndf", "4"]
