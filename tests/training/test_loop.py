@@ -131,6 +131,27 @@ def test_train_then_test_without_architecture_flags(small_facades, tmp_path):
     ]
 
 
+def test_train_mode_dropout_is_seeded_and_differs_from_the_deterministic_test(small_facades, tmp_path):
+    """unet_64 has one dropout layer: ``test`` (eval mode) gives the same pixels every time; with
+    --train-mode-dropout the outputs differ from those, repeat with the same --seed and change with another."""
+    ckpt = tmp_path / "ckpt"
+    assert _train(small_facades, ckpt, "ilm", "--n-epochs", "1", "--n-epochs-decay", "0") == 0
+
+    def fakes(name: str, *extra: str) -> np.ndarray:
+        assert _test_run(ckpt, small_facades, tmp_path / name, *extra) == 0
+        images = sorted((tmp_path / name / "ilm" / "test_latest" / "images").glob("*_fake_B.png"))
+        assert len(images) == 3
+        return np.stack([np.asarray(Image.open(path), dtype=int) for path in images])
+
+    deterministic = fakes("eval")
+    assert np.array_equal(fakes("eval_again", "--seed", "5"), deterministic)  # no seed enters eval mode
+    seeded = fakes("dropout", "--train-mode-dropout", "--seed", "1")
+    assert np.array_equal(fakes("dropout_again", "--train-mode-dropout", "--seed", "1"), seeded)
+    other = fakes("dropout_other", "--train-mode-dropout", "--seed", "2")
+    for a, b in ((seeded, deterministic), (other, seeded)):
+        assert np.abs(a - b).mean() > 0.5  # dropout changes the whole output, not a pixel or two
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     state = load_checkpoint(path)
     return {
