@@ -26,7 +26,7 @@ def unavailable(reason: str) -> NoReturn:
     and finds everything a test needs), skip on a developer's machine."""
     if os.environ.get("CI"):
         pytest.fail(reason)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def require_module(name: str) -> ModuleType:
