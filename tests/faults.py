@@ -170,11 +170,13 @@ raise SystemExit(main(sys.argv[3:]))
 """
 
 
-def start_paused_training(args: list[str], at: int, flag: Path) -> subprocess.Popen:
-    """``pix2pix-ilm`` with ``args`` in a child that stops after logging iteration ``at`` until
-    ``flag.with_suffix(".go")`` exists (see ``_PAUSING``)."""
+def start_paused_training(args: list[str], at: int, flag: Path, **env: str) -> subprocess.Popen:
+    """``pix2pix-ilm`` with ``args`` (and ``env`` added to the environment) in a child that stops after logging
+    iteration ``at`` until ``flag.with_suffix(".go")`` exists (see ``_PAUSING``)."""
     command = [sys.executable, "-c", _PAUSING, str(at), str(flag), *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CHILD_ENV)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**CHILD_ENV, **env}
+    )
 
 
 def wait_for_file(path: Path, process: subprocess.Popen | None = None, timeout: float = 120) -> None:
