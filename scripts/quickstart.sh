@@ -5,7 +5,9 @@
 #
 # Data:  $PIX2PIX_ILM_FACADES (a facades folder or facades.tar.gz), else datasets/facades, else a download.
 # LPIPS: $PIX2PIX_ILM_LPIPS_BACKBONE (local AlexNet weights), else lpips' own download, else skipped.
-# Extra arguments are passed to 'pix2pix-ilm train' (e.g. --device cuda --n-epochs 10).
+# Size:  PIX2PIX_ILM_QUICKSTART_SIZE (crop and U-Net, 128; resized to 142/128 of it), _WIDTH (ngf = ndf, 32),
+#        _EPOCHS and _DECAY (2 + 1).
+# Extra arguments are passed to 'pix2pix-ilm train' (e.g. --device cuda --max-dataset-size 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -20,9 +22,14 @@ fi
 dataroot="$("$venv/bin/python" -c 'from pix2pix_ilm.data.facades import ensure_facades; print(ensure_facades("datasets"))' | tail -n 1)"
 echo "[quickstart] facades: $dataroot" >&2
 
-net=(--netG unet_128 --ngf 32 --ndf 32 --load-size 142 --crop-size 128 --direction BtoA
-     --netG-norm ilm_in --netD-norm ilm_in --ilm-group-size 1 --n-epochs 2 --n-epochs-decay 1)
-if [ -f "checkpoints/$name/epoch_3.pt" ]; then
+size="${PIX2PIX_ILM_QUICKSTART_SIZE:-128}"
+width="${PIX2PIX_ILM_QUICKSTART_WIDTH:-32}"
+epochs="${PIX2PIX_ILM_QUICKSTART_EPOCHS:-2}"
+decay="${PIX2PIX_ILM_QUICKSTART_DECAY:-1}"
+net=(--netG "unet_$size" --ngf "$width" --ndf "$width" --load-size $((size * 142 / 128)) --crop-size "$size"
+     --direction BtoA --netG-norm ilm_in --netD-norm ilm_in --ilm-group-size 1
+     --n-epochs "$epochs" --n-epochs-decay "$decay")
+if [ -f "checkpoints/$name/epoch_$((epochs + decay)).pt" ]; then
     echo "[quickstart] checkpoints/$name is trained already (delete it to train again)" >&2
 elif [ -f "checkpoints/$name/latest.pt" ]; then
     "$cli" train --dataroot "$dataroot" --name "$name" --continue --no-display "$@"

@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -143,6 +144,52 @@ def run_cli(*args: str, **popen) -> subprocess.CompletedProcess:
         env=CHILD_ENV,
         **popen,
     )
+
+
+# A training in a child process that holds still at a known step, for signals that must land there: after
+# logging iteration AT (needs the loss log at that step) it touches FLAG.paused and waits for FLAG.go; each
+# signal its stop handler takes touches FLAG.signalled (a second SIGINT / SIGTERM raises before that).
+_PAUSING = """
+import sys, time
+from pathlib import Path
+from pix2pix_ilm.cli import main
+from pix2pix_ilm.training import reporting, stopping
+at, flag = int(sys.argv[1]), Path(sys.argv[2])
+log, handler = reporting.LossLog.log, stopping.StopRequest._handler
+def pausing(self, entry):
+    log(self, entry)
+    if entry["iteration"] == at:
+        flag.with_suffix(".paused").touch()
+        while not flag.with_suffix(".go").exists():
+            time.sleep(0.01)
+def noting(self, signum, frame):
+    handler(self, signum, frame)
+    flag.with_suffix(".signalled").touch()
+reporting.LossLog.log, stopping.StopRequest._handler = pausing, noting
+raise SystemExit(main(sys.argv[3:]))
+"""
+
+
+def start_paused_training(args: list[str], at: int, flag: Path, **env: str) -> subprocess.Popen:
+    """``pix2pix-ilm`` with ``args`` (and ``env`` added to the environment) in a child that stops after logging
+    iteration ``at`` until ``flag.with_suffix(".go")`` exists (see ``_PAUSING``)."""
+    command = [sys.executable, "-c", _PAUSING, str(at), str(flag), *args]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**CHILD_ENV, **env}
+    )
+
+
+def wait_for_file(path: Path, process: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    """Wait until ``path`` exists; the time-out only stops a hung test, and a child that exits first fails."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(
+                f"exited with {process.returncode} before {path.name}: {process.communicate()}"
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout:g} s")
+        time.sleep(0.02)
 
 
 def sha256(path: Path) -> str:

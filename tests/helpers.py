@@ -1,7 +1,9 @@
-"""Helpers shared by several test modules: closed and free ports, a visdom server in a subprocess."""
+"""Helpers shared by several test modules: what to do when something a test needs is missing, closed and free
+ports, a visdom server in a subprocess."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
@@ -11,17 +13,28 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
 from pix2pix_ilm.errors import UsageError
 
 
-def unavailable(reason: str) -> None:
-    """Fail in CI (its .ci/run installs and finds everything a test needs), skip on a developer's machine."""
+def unavailable(reason: str) -> NoReturn:
+    """The one decision for a missing dependency, data file or tool: fail in CI (``.ci/run`` sets ``CI``, installs
+    and finds everything a test needs), skip on a developer's machine."""
     if os.environ.get("CI"):
         pytest.fail(reason)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str) -> ModuleType:
+    """``import name``, or :func:`unavailable` when it is not installed."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        unavailable(f"{name} is not installed ({error}); scripts/setup.sh installs it")
 
 
 def closed_port_url(name: str) -> str:

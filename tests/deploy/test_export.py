@@ -14,6 +14,7 @@ import torch
 
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.training.inference import load_generator_for_inference, translate
+from tests.helpers import require_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,8 +33,7 @@ def _test_inputs(data: Path) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", ["in", "ilm"])
 def test_onnx_and_torchscript_reproduce_the_generator(runs, tmp_path, name):
-    pytest.importorskip("onnxruntime")
-    import onnxruntime
+    onnxruntime = require_module("onnxruntime")
 
     data, ckpt = runs
     generator, config, _ = load_generator_for_inference(ckpt / name, "latest", "cpu")

@@ -1,13 +1,16 @@
 """``translate`` and :class:`Translator`: plain images of any size in, PNGs of the same size out; the same
-pixels from the command, from Python and as ``test --single`` writes them; an ONNX file instead of a run."""
+pixels from the command, from Python and as ``test --single`` writes them, G of the preprocessed input; an ONNX file instead of a run."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pix2pix_ilm.cli import main
+from pix2pix_ilm.training.inference import load_generator_for_inference
+from tests.helpers import require_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,10 +49,19 @@ def test_translate_a_jpeg_from_the_command_line_and_from_python(runs, photo, tmp
     )
     with Image.open(results / "ilm" / "inputs_latest_single" / "images" / "labels_fake_B.png") as single:
         assert np.array_equal(np.asarray(single.convert("RGB")), pixels)
+    # And what they agree on is G applied to the preprocessed input, computed here step by step: the run's test
+    # preprocessing (resize to its 32x32 crop), [-1, 1], G in eval mode, 8-bit, resized back to 300x200.
+    generator, _, _ = load_generator_for_inference(ckpt / "ilm", "latest", "cpu")
+    with Image.open(photo) as source:
+        small = np.asarray(source.convert("RGB").resize((32, 32), Image.BICUBIC), dtype=np.float32)
+    with torch.no_grad():
+        output = generator.eval()(torch.from_numpy(small / 127.5 - 1).permute(2, 0, 1)[None])[0]
+    output = np.rint((output.permute(1, 2, 0).numpy().clip(-1, 1) + 1) * 127.5).astype(np.uint8)
+    assert np.array_equal(np.asarray(Image.fromarray(output).resize((300, 200), Image.BICUBIC)), pixels)
 
 
 def test_translate_with_an_exported_onnx_file_and_a_folder(runs, photo, tmp_path):
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime")
     _, ckpt = runs
     onnx_file = tmp_path / "ilm.onnx"
     assert main(["export", "--name", "ilm", "--checkpoints-dir", str(ckpt), "--out", str(onnx_file)]) == 0
@@ -94,7 +106,7 @@ def test_bad_inputs_get_one_line(runs, photo, tmp_path, capsys):
 
 
 def test_a_grey_run_translates_and_exports_in_one_channel(runs, photo, tmp_path):
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime")
     data, _ = runs
     ckpt = tmp_path / "ckpt"
     grey = ["--input-nc", "1", "--output-nc", "1", "--netG", "unet_32", "--ngf", "4", "--ndf", "4"]

@@ -190,14 +190,13 @@ def test_a_failed_run_ends_the_command_and_stops_the_others(
     broken.mkdir(parents=True)
     (broken / "latest.pt").write_bytes(b"not a checkpoint")  # resumed, and its config.json is missing
     args = ["table6", "--dataroot", str(data), "--out", str(out), "--configs", "in_in", "ilmin_in"]
-    started = time.time()
     assert main([*args, "--lpips-backbone", str(lpips_backbone), "--jobs", "2", *LONG]) == 2
     err = capsys.readouterr().err
     assert "pix2pix-ilm table6: error: ilmin_in_seed0: training failed with exit code 2" in err
     assert "pix2pix-ilm train: error: no trained run at" in err  # the end of the run's log
     assert len(children) == 2 and all(child.poll() is not None for child in children)
     assert children[0].returncode in (-signal.SIGTERM, 128 + signal.SIGTERM)  # stopped, not finished
-    assert time.time() - started < 120 and not (out / "table6.json").exists()
+    assert not (out / "table6.json").exists()
 
 
 def test_ctrl_c_stops_every_run_which_saves_its_checkpoint(
@@ -210,8 +209,8 @@ def test_ctrl_c_stops_every_run_which_saves_its_checkpoint(
     returned = threading.Event()
 
     def interrupt_once_both_train() -> None:
-        deadline = time.time() + 120
-        while time.time() < deadline and not returned.is_set():
+        deadline = time.monotonic() + 600  # only stops a hung test
+        while time.monotonic() < deadline and not returned.is_set():
             if all(log.is_file() and log.read_text() for log in logs):
                 os.kill(os.getpid(), signal.SIGINT)  # as Ctrl+C in a terminal: this process only
                 return

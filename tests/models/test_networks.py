@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -77,11 +79,23 @@ def test_every_combination_trains_one_step(net_g, net_d, norm):
     )
     torch.manual_seed(0)
     model = Pix2PixModel(config)
-    before = [p.detach().clone() for p in model.generator.parameters()]
-    losses = model.optimize_parameters(torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1)
+    nets = (model.generator, model.discriminator)
+    before = [[p.detach().clone() for p in net.parameters()] for net in nets]
+    real_a, real_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    losses = {k: float(v) for k, v in model.optimize_parameters(real_a, real_b).items()}
+    # At N(0, 0.02) init D's logits are near 0, so each BCE term is near log 2, and G's output is near 0, so
+    # G_L1 = 100 * mean |G(A) - B| is near 100 * mean |B| (about 50 for B uniform in [-1, 1]).
     assert set(losses) == {"G_GAN", "G_L1", "D_real", "D_fake"}
-    assert all(torch.isfinite(v) for v in losses.values())
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.generator.parameters(), strict=False))
+    for name in ("G_GAN", "D_real", "D_fake"):
+        assert abs(losses[name] - math.log(2)) < 0.25, (name, losses[name])
+    assert losses["G_L1"] == pytest.approx(100 * float(real_b.abs().mean()), rel=0.1)
+    # Adam's first step moves each weight by lr * g / (|g| + eps): at most lr = 2e-4, the full lr where the
+    # gradient is not tiny; both networks take it.
+    for net, old in zip(nets, before, strict=True):
+        moved = torch.cat(
+            [(p.detach() - q).abs().flatten() for p, q in zip(net.parameters(), old, strict=True)]
+        )
+        assert float(moved.max()) == pytest.approx(2e-4, rel=1e-3)
 
 
 def test_init_types_and_errors():

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from PIL import Image
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.data.aligned import EpochBatchSampler
 from pix2pix_ilm.training.checkpoint import load_checkpoint
-from tests.faults import png_broken_inside
+from tests.faults import png_broken_inside, start_paused_training, wait_for_file
 from tests.helpers import free_port
 
 NET = [
@@ -168,32 +167,22 @@ def test_a_signal_to_one_process_stops_all_of_them_after_the_same_step(facades_d
     for n in ("1", "2", "3", "4"):
         shutil.copy(facades_dir / "train" / f"{n}.jpg", data / "train" / f"{n}.jpg")
     ckpt = tmp_path / "ckpt"
-    args = [*ARGS, "--n-epochs", "50", "--print-freq", "1", "--batch-size", "1", "--device", "cpu"]
+    args = [*ARGS, "--n-epochs", "3", "--print-freq", "1", "--batch-size", "1", "--device", "cpu"]
     args += ["--dataroot", str(data), "--name", "stop", "--checkpoints-dir", str(ckpt)]
-    port = str(free_port())
-    procs = []
-    for rank in (0, 1):
-        env = {
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-        }
-        cmd = [sys.executable, "-m", "pix2pix_ilm", "train", *args]
-        procs.append(
-            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        )
+    port, flag = str(free_port()), tmp_path / "pause"
+    world = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    # The main process holds still after logging step 3; the other waits for it in a collective, where the
+    # signal is pending until the main process goes on: it is seen after step 3 or, if the other process had
+    # already agreed to go on, after step 4.
+    procs = [
+        start_paused_training(["train", *args], 3, flag, RANK=str(rank), LOCAL_RANK=str(rank), **world)
+        for rank in (0, 1)
+    ]
     log = ckpt / "stop" / "loss_log.jsonl"
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and all(p.poll() is None for p in procs):
-            if log.is_file() and len(log.read_text().splitlines()) >= 3:
-                procs[1].send_signal(signal.SIGTERM)  # the other process gets no signal
-                break
-            time.sleep(0.05)
+        wait_for_file(flag.with_suffix(".paused"), procs[0], timeout=240)
+        procs[1].send_signal(signal.SIGTERM)  # the other process gets no signal
+        flag.with_suffix(".go").touch()
         outputs = [p.communicate(timeout=120) for p in procs]
     finally:
         for p in procs:
@@ -204,6 +193,7 @@ def test_a_signal_to_one_process_stops_all_of_them_after_the_same_step(facades_d
     saved = [re.search(r"SIGTERM: stopped after iteration (\d+); saved", err) for _, err in outputs]
     assert saved[0] and not saved[1], outputs  # the main process saves and says so, once
     stopped = int(saved[0].group(1))
+    assert stopped in (3, 4)
     state = load_checkpoint(ckpt / "stop" / "latest.pt")
     assert state["counters"]["iteration"] == stopped
     logged = [json.loads(line)["iteration"] for line in log.read_text().splitlines()]

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skimage.metrics import structural_similarity
 
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.training.checkpoint import load_checkpoint, save_checkpoint
+from tests.faults import start_paused_training, wait_for_file
 
 NET = [
     "--netG",
@@ -104,7 +104,21 @@ def test_train_then_test_without_architecture_flags(small_facades, tmp_path):
     assert main(["eval", "--results-dir", str(out), "--metrics", "rmse,ssim,psnr,mae"]) == 0
     scores = json.loads((out / "metrics.json").read_text())
     assert scores["n"] == 3 and set(scores["per_image"]) == {"1", "2", "3"}
-    assert 0 < scores["mean"]["rmse"] < 255 and -1 <= scores["mean"]["ssim"] <= 1
+    # The scores of the written images, computed here: RMSE, MAE and PSNR on 8-bit RGB, SSIM by scikit-image.
+    expected = {"rmse": [], "mae": [], "psnr": [], "ssim": []}
+    for stem in ("1", "2", "3"):
+        with (
+            Image.open(out / "images" / f"{stem}_fake_B.png") as f,
+            Image.open(out / "images" / f"{stem}_real_B.png") as r,
+        ):
+            fake, real = np.asarray(f, dtype=np.float64), np.asarray(r, dtype=np.float64)
+        mse = np.mean((fake - real) ** 2)
+        expected["rmse"].append(np.sqrt(mse))
+        expected["mae"].append(np.mean(np.abs(fake - real)))
+        expected["psnr"].append(10 * np.log10(255**2 / mse))
+        expected["ssim"].append(structural_similarity(fake, real, channel_axis=2, data_range=255))
+    for metric, values in expected.items():
+        assert scores["mean"][metric] == pytest.approx(np.mean(values), rel=1e-6), metric
 
     # An older epoch by number, and --single on a folder of plain images.
     single = tmp_path / "single" / "test"
@@ -115,6 +129,27 @@ def test_train_then_test_without_architecture_flags(small_facades, tmp_path):
     assert sorted(p.name for p in (results / "ilm" / "test_2_single" / "images").iterdir()) == [
         "label map_fake_B.png"
     ]
+
+
+def test_train_mode_dropout_is_seeded_and_differs_from_the_deterministic_test(small_facades, tmp_path):
+    """unet_64 has one dropout layer: ``test`` (eval mode) gives the same pixels every time; with
+    --train-mode-dropout the outputs differ from those, repeat with the same --seed and change with another."""
+    ckpt = tmp_path / "ckpt"
+    assert _train(small_facades, ckpt, "ilm", "--n-epochs", "1", "--n-epochs-decay", "0") == 0
+
+    def fakes(name: str, *extra: str) -> np.ndarray:
+        assert _test_run(ckpt, small_facades, tmp_path / name, *extra) == 0
+        images = sorted((tmp_path / name / "ilm" / "test_latest" / "images").glob("*_fake_B.png"))
+        assert len(images) == 3
+        return np.stack([np.asarray(Image.open(path), dtype=int) for path in images])
+
+    deterministic = fakes("eval")
+    assert np.array_equal(fakes("eval_again", "--seed", "5"), deterministic)  # no seed enters eval mode
+    seeded = fakes("dropout", "--train-mode-dropout", "--seed", "1")
+    assert np.array_equal(fakes("dropout_again", "--train-mode-dropout", "--seed", "1"), seeded)
+    other = fakes("dropout_other", "--train-mode-dropout", "--seed", "2")
+    for a, b in ((seeded, deterministic), (other, seeded)):
+        assert np.abs(a - b).mean() > 0.5  # dropout changes the whole output, not a pixel or two
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -157,35 +192,24 @@ def test_resume_is_exact(small_facades, tmp_path, norms, workers):
     assert log == [1, 2, 3, 4]
 
 
-def _run_until_killed(args: list[str], log: Path, iteration: int, sig: int) -> int:
-    """Start training in a subprocess and send ``sig`` once the loss log reaches ``iteration``."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pix2pix_ilm", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if log.is_file() and len(log.read_text().splitlines()) >= iteration:
-            proc.send_signal(sig)
-            break
-        time.sleep(0.02)
-    _, err = proc.communicate(timeout=120)
-    return proc.returncode
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_resume_after_kill_is_exact(small_facades, tmp_path, sig):
-    """Killed mid-epoch (at whatever step the signal lands), --continue ends with the straight run's weights."""
+    """Killed mid-epoch, --continue ends with the straight run's weights. The child holds still after logging
+    iteration 2 (before saving it), so the signal lands there on any machine."""
     ckpt = tmp_path / "ckpt"
     common = ["--n-epochs", "2", "--n-epochs-decay", "0", "--netG-norm", "ilm_in", "--save-latest-freq", "1"]
     assert _train(small_facades, ckpt, "straight", *common) == 0
-    args = _train_args(small_facades, ckpt, "killed", *TINY, *common)
-    code = _run_until_killed(args, ckpt / "killed" / "loss_log.jsonl", 2, sig)
-    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + signal.SIGTERM)
+    flag = tmp_path / "pause"
+    proc = start_paused_training(_train_args(small_facades, ckpt, "killed", *TINY, *common), 2, flag)
+    wait_for_file(flag.with_suffix(".paused"), proc)
+    proc.send_signal(sig)
+    if sig == signal.SIGTERM:  # taken by the stop handler: the step is finished, saved, and the run exits
+        wait_for_file(flag.with_suffix(".signalled"), proc)
+        flag.with_suffix(".go").touch()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + signal.SIGTERM), err
     done = load_checkpoint(ckpt / "killed" / "latest.pt")["counters"]["iteration"]
-    assert 1 <= done < 8, "the signal should land before the run ends"
+    assert done == (1 if sig == signal.SIGKILL else 2)  # SIGKILL: iteration 2 was never saved
     assert _resume(small_facades, ckpt, "killed", "--no-progress") == 0
     straight, resumed = _weights(ckpt / "straight" / "latest.pt"), _weights(ckpt / "killed" / "latest.pt")
     for key in straight:

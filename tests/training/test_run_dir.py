@@ -7,8 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +19,9 @@ from tests.faults import (
     good_pairs,
     run_cli,
     sha256,
+    start_paused_training,
     train_args,
+    wait_for_file,
     write_folder,
 )
 
@@ -168,13 +168,6 @@ def _start(*args: str) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CHILD_ENV)
 
 
-def _wait_for_lock(lock: Path, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while not (lock.is_file() and lock.read_text().strip()):
-        assert process.poll() is None and time.monotonic() < deadline, "the run never took its lock"
-        time.sleep(0.05)
-
-
 def test_two_trainings_of_one_run_started_together_one_is_refused(pairs, tmp_path):
     root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1", "train2"))
     ckpt = tmp_path / "ckpt"
@@ -191,8 +184,9 @@ def test_two_trainings_of_one_run_started_together_one_is_refused(pairs, tmp_pat
 def test_a_running_training_holds_its_folder_and_a_killed_one_does_not(pairs, tmp_path):
     root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1", "train2"))
     ckpt, lock = tmp_path / "ckpt", tmp_path / "ckpt" / ".x.lock"
-    first = _start(*train_args(root, ckpt, "x", "--n-epochs", "40"))
-    _wait_for_lock(lock, first)
+    first = start_paused_training(train_args(root, ckpt, "x"), 1, tmp_path / "pause")  # holds still at step 1
+    wait_for_file(tmp_path / "pause.paused", first)
+    assert lock.is_file()
     second = run_cli(*train_args(root, ckpt, "x", "--overwrite"))
     assert second.returncode == 2
     assert second.stderr.strip().splitlines() == [

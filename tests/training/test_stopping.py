@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -15,13 +12,14 @@ from pix2pix_ilm.cli import main
 from pix2pix_ilm.training.checkpoint import load_checkpoint, save_checkpoint
 from pix2pix_ilm.training.stopping import DIVERGED_EXIT_CODE
 from tests.faults import (
-    CHILD_ENV,
     cli_error,
     good_pairs,
     iterations,
+    start_paused_training,
     temp_files,
     train_args,
     trained_run,
+    wait_for_file,
     write_folder,
 )
 
@@ -29,32 +27,38 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sigint_finishes_the_step_saves_and_exits_cleanly(pairs, tmp_path):
+    """SIGINT lands while step 3 is in progress (the child holds still after logging it): the step is finished,
+    saved, and the run exits."""
     root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1", "train2", "train3", "train4"))
-    ckpt = tmp_path / "ckpt"
-    log = ckpt / "run" / "loss_log.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pix2pix_ilm", *train_args(root, ckpt, "run", "--n-epochs", "40")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=CHILD_ENV,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if log.is_file() and len(log.read_text().splitlines()) >= 3:
-            proc.send_signal(signal.SIGINT)
-            break
-        time.sleep(0.02)
+    ckpt, flag = tmp_path / "ckpt", tmp_path / "pause"
+    proc = start_paused_training(train_args(root, ckpt, "run", "--n-epochs", "40"), 3, flag)
+    wait_for_file(flag.with_suffix(".paused"), proc)
+    proc.send_signal(signal.SIGINT)
+    wait_for_file(flag.with_suffix(".signalled"), proc)
+    flag.with_suffix(".go").touch()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT, err  # the shell's convention for "ended by SIGINT"
-    match = re.search(r"SIGINT: stopped after iteration (\d+); saved (.*latest\.pt)", err)
-    assert match and "Traceback" not in err, err
-    stopped = int(match.group(1))
-    assert 3 <= stopped < 160
-    state = load_checkpoint(ckpt / "run" / "latest.pt")
-    assert state["counters"]["iteration"] == stopped
-    assert iterations(ckpt / "run")[-1] == stopped  # the step in progress was finished and logged
+    assert "SIGINT: stopped after iteration 3; saved " in err and "Traceback" not in err, err
+    assert load_checkpoint(ckpt / "run" / "latest.pt")["counters"]["iteration"] == 3
+    assert iterations(ckpt / "run")[-1] == 3  # the step in progress was finished and logged
     assert temp_files(ckpt) == []
+
+
+def test_a_second_sigint_aborts_at_once_without_saving(pairs, tmp_path):
+    """The child holds still after logging step 3, before saving it: the first SIGINT asks for a stop at the end
+    of the step; the second aborts there and then, without finishing the step or saving."""
+    root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1", "train2", "train3", "train4"))
+    ckpt, flag = tmp_path / "ckpt", tmp_path / "pause"
+    proc = start_paused_training(train_args(root, ckpt, "run", "--save-latest-freq", "1"), 3, flag)
+    wait_for_file(flag.with_suffix(".paused"), proc)
+    proc.send_signal(signal.SIGINT)
+    wait_for_file(flag.with_suffix(".signalled"), proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)  # never told to go on: it must end by itself
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "pix2pix-ilm train: interrupted", err
+    assert "Traceback" not in err
+    assert load_checkpoint(ckpt / "run" / "latest.pt")["counters"]["iteration"] == 2  # step 3 was not saved
+    assert iterations(ckpt / "run") == [1, 2, 3] and temp_files(ckpt) == []
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(pairs, tmp_path, capsys):

@@ -8,24 +8,22 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.training import run_dir
 from pix2pix_ilm.training.checkpoint import load_checkpoint, save_checkpoint
 from pix2pix_ilm.training.reporting import PREVIEW_TAG
 from tests.faults import cli_error, good_pairs, train_args, write_folder
-
-pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tests.helpers import require_module
 
 LOSSES = ("G_GAN", "G_L1", "D_real", "D_fake")
 # 2 epochs of 4 steps; losses at the first step, every 3rd and each epoch's end, images every 2nd.
 CADENCE = ["--n-epochs-decay", "1", "--print-freq", "3", "--display-freq", "2", "--save-epoch-freq", "1"]
 
 
-def _events(run: Path) -> EventAccumulator:
-    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+def _events(run: Path):
+    accumulator = require_module("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     return events
 

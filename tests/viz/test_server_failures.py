@@ -12,12 +12,7 @@ from pathlib import Path
 import pytest
 
 from pix2pix_ilm.training.checkpoint import load_checkpoint
-from tests.faults import (
-    CHILD_ENV,
-    good_pairs,
-    train_args,
-    write_folder,
-)
+from tests.faults import good_pairs, start_paused_training, train_args, wait_for_file, write_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,33 +28,26 @@ def test_training_survives_its_visdom_server_dying(pairs, tmp_path):
     ckpt = tmp_path / "ckpt"
     port = free_port()
     server = start_visdom_server(port, env_path=tmp_path / "visdom")
-    args = train_args(root, ckpt, "run", "--n-epochs", "25")
+    args = train_args(root, ckpt, "run", "--n-epochs", "2")
     args.remove("--no-display")
     args += ["--display-port", str(port), "--display-freq", "1", "--display-env", "dying"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pix2pix_ilm", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=CHILD_ENV,
-    )
+    flag = tmp_path / "pause"
+    proc = start_paused_training(args, 3, flag)  # holds still after logging step 3
     try:
-        log = ckpt / "run" / "loss_log.jsonl"
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if log.is_file() and len(log.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.02)
+        wait_for_file(flag.with_suffix(".paused"), proc)
         client = visdom.Visdom(port=port, use_incoming_socket=False, raise_exceptions=True)
-        windows = json.loads(client.get_window_data(win=None, env="dying"))
-        assert VisdomDisplay.IMAGE_WINDOW in windows  # previews arrived while the server was up
+        deadline = time.monotonic() + 120  # previews arrived while the server was up
+        while VisdomDisplay.IMAGE_WINDOW not in json.loads(client.get_window_data(win=None, env="dying")):
+            assert time.monotonic() < deadline, "no preview reached the server"
+            time.sleep(0.1)
     finally:
         stop_visdom_server(server)  # the server dies in the middle of the run
+        flag.with_suffix(".go").touch()
     _, err = proc.communicate(timeout=600)  # a step is slow on a busy machine
     assert proc.returncode == 0, err
     assert f"lost the connection to visdom server at http://127.0.0.1:{port}" in err
     assert "Traceback" not in err
-    assert load_checkpoint(ckpt / "run" / "latest.pt")["counters"]["iteration"] == 100
+    assert load_checkpoint(ckpt / "run" / "latest.pt")["counters"]["iteration"] == 8
 
 
 def test_visdom_helper_binds_to_loopback_and_says_so(tmp_path):
