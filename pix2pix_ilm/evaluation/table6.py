@@ -31,6 +31,7 @@ from pix2pix_ilm.evaluation.table6_report import (
 )
 from pix2pix_ilm.files import atomic_write_text
 from pix2pix_ilm.flags import parse_field_value
+from pix2pix_ilm.locks import held
 from pix2pix_ilm.stats import CONFIDENCE
 
 
@@ -262,7 +263,19 @@ def print_plan(
 
 
 def run_table6(config: Table6Config) -> dict[str, Any] | None:
-    """Train, test and score the chosen rows for every seed; write the table to ``--out`` (or print the plan)."""
+    """Train, test and score the chosen rows for every seed; write the table to ``--out`` (or print the plan).
+    One table6 at a time per ``--out``."""
+    if config.dry_run:
+        return _run_table6(config)
+    busy = (
+        f"--out {config.out} is in use by another table6 (pid "
+        + "{pid}); wait for it to end, or use another --out"
+    )
+    with held(Path(config.out) / ".table6.lock", busy):
+        return _run_table6(config)
+
+
+def _run_table6(config: Table6Config) -> dict[str, Any] | None:
     from pix2pix_ilm.evaluation.lpips_alexnet import build_lpips
     from pix2pix_ilm.training.run_dir import check_train_config
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -184,8 +185,19 @@ class Reporter:
 
     def step(self, counters: Counters, lr: float, losses: dict[str, torch.Tensor], visuals: Visuals) -> None:
         self._report(counters, lr, losses, visuals)
-        for sink in self.sinks:
-            sink.step(counters)
+        self._each("step", counters)
+
+    def _each(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` of every sink. A sink that cannot write (a full disk, a folder made read-only) is
+        dropped with one warning: training goes on, and the checkpoints say whether the disk still takes them."""
+        for sink in list(self.sinks):
+            try:
+                getattr(sink, hook)(*args)
+            except OSError as err:
+                self.sinks.remove(sink)
+                warnings.warn(
+                    f"{type(sink).__name__} stopped: {err}; training goes on without it", RuntimeWarning, 2
+                )
 
     def _report(
         self, counters: Counters, lr: float, losses: dict[str, torch.Tensor], visuals: Visuals
@@ -208,11 +220,10 @@ class Reporter:
             "time": round(time.time() - self.start_time, 3),
             **values,
         }
-        for sink in self.sinks:
-            if log_due:
-                sink.log(entry)
-            if preview_due:
-                sink.preview(counters.epoch, epoch_progress, visuals, values)
+        if log_due:
+            self._each("log", entry)
+        if preview_due:
+            self._each("preview", counters.epoch, epoch_progress, visuals, values)
 
     def _checked_values(self, losses: dict[str, torch.Tensor], counters: Counters) -> dict[str, float]:
         values = {k: float(v) for k, v in losses.items()}
@@ -226,9 +237,7 @@ class Reporter:
         return values
 
     def epoch_end(self, epoch: int, visuals: Visuals) -> None:
-        for sink in self.sinks:
-            sink.epoch_end(epoch, visuals)
+        self._each("epoch_end", epoch, visuals)
 
     def close(self) -> None:
-        for sink in self.sinks:
-            sink.close()
+        self._each("close")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import json
 import math
@@ -26,6 +25,7 @@ from pix2pix_ilm.config import (
     save_run_config,
 )
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.locks import held
 from pix2pix_ilm.models.networks import discriminator_from_config, generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
 from pix2pix_ilm.viz.pages import read_loss_log
@@ -40,35 +40,11 @@ def run_lock(config: TrainConfig) -> Iterator[None]:
         yield
         return
     path = Path(config.checkpoints_dir) / f".{config.name}.lock"
-    made = not path.parent.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle, _removed_on_error(path if made else None):
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "?"
-            raise UsageError(
-                f"run folder {config.run_dir} is in use by another training process (pid {owner}); "
-                "wait for it to end, or use another --name"
-            ) from None
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+    busy = (
+        f"run folder {config.run_dir} is in use by another training process (pid " + "{pid}); wait for it to "
+    )
+    with held(path, busy + "end, or use another --name"):
         yield
-
-
-@contextlib.contextmanager
-def _removed_on_error(lock: Path | None) -> Iterator[None]:
-    """A run that fails before writing anything (bad data, ...) leaves no checkpoints folder it made."""
-    try:
-        yield
-    except BaseException:
-        if lock is not None:
-            with contextlib.suppress(OSError):
-                lock.unlink()
-                lock.parent.rmdir()  # only if nothing else is in it
-        raise
 
 
 def checked_run_config(config: TrainConfig, explicit: set[str] | None = None) -> TrainConfig:

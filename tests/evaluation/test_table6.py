@@ -45,7 +45,7 @@ def children(monkeypatch) -> list:
 
     def start(*args):
         child = real_start(*args)
-        started.append(child[0])
+        started.append(child.process)
         return child
 
     monkeypatch.setattr(table6_jobs, "_start", start)

@@ -112,3 +112,26 @@ def test_log_file_progress_warnings_and_readable_results(pairs, tmp_path):
     modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in written}
     expected = {name: 0o755 if (tmp_path / name).is_dir() else 0o644 for name in modes}
     assert modes == expected
+
+
+def test_a_page_that_cannot_be_written_costs_a_warning_not_the_run(pairs, tmp_path):
+    """The loss plot's file becomes a folder (as unwritable as a full disk) before a resumed epoch: one
+    warning, the run trains on to its end and saves; the next resume, with the file writable, writes it."""
+    from pix2pix_ilm.cli import main
+    from tests.faults import train_args
+
+    data = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1", "train2"))
+    ckpt, plot = tmp_path / "ckpt", tmp_path / "ckpt" / "r" / "web" / "loss.png"
+    args = train_args(data, ckpt, "r", "--display-freq", "1", "--n-epochs-decay", "0")
+    assert main([*args, "--n-epochs", "1"]) == 0
+    plot.unlink()
+    plot.mkdir()
+    with pytest.warns(
+        RuntimeWarning, match="WebPage stopped: .*loss.png.*; training goes on without it"
+    ) as caught:
+        assert main([*args, "--n-epochs", "2", "--continue"]) == 0
+    assert sum("WebPage stopped" in str(w.message) for w in caught) == 1
+    assert (ckpt / "r" / "epoch_2.pt").is_file()
+    plot.rmdir()
+    assert main([*args, "--n-epochs", "3", "--continue"]) == 0
+    assert plot.is_file()
