@@ -137,9 +137,10 @@ def check_output_files(
             raise UsageError(
                 f"{flag}: {file} is the input {source}; outputs never replace inputs: give another"
             )
-        if file.is_dir():
+        real = file.resolve()  # what the write will replace: ``a/../b`` is ``b`` even where ``a`` is missing
+        if real.is_dir():
             raise UsageError(f"{flag} {file} is a folder; give a file name")
-        if file.exists() and not overwrite:
+        if real.exists() and not overwrite:
             raise UsageError(f"{file} exists; use --overwrite to replace it, or give another {flag}")
     for file in files:
         check_folder(file.parent, flag, shown=file)

@@ -165,10 +165,10 @@ def score_to_json(
     target = Path(json_path) if json_path else Path(results_dir) / "metrics.json"
     pairs = find_image_pairs(results_dir)
     inputs = [Path(results_dir) / TEST_INFO, *(path for _, fake, real in pairs for path in (fake, real))]
-    if target.suffix == ".png":
-        raise UsageError(f"--json {target}: its plot would take the same name; give a .json name")
     own = overwrite or not json_path  # the folder's own scores are replaced by each eval
     check_output_files([target, target.with_suffix(".png")], "--json", inputs, overwrite=own)
+    if target.suffix == ".png":
+        raise UsageError(f"--json {target}: its plot would take the same name; give a .json name")
     device_name = str(resolve_device(device)) if "lpips" in metric_list else "cpu"
     result = evaluate_results_dir(results_dir, metric_list, lpips_backbone, device_name, batch_size)
     grey = result["channels"] == 1
