@@ -269,6 +269,7 @@ class BenchConfig:
     json_path: str | None = opt(
         None, "also write the JSON report (the last line of the output) here", flag="--json"
     )
+    overwrite: bool = opt(False, "replace the --json file if it exists")
 
 
 @dataclass

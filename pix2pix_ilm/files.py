@@ -109,6 +109,11 @@ def check_folder(folder: Path | str, flag: str, shown: Path | None = None) -> Pa
     return folder
 
 
+def data_folders(dataroot: Path | str, phase: str) -> list[Path]:
+    """The folders a command reads its data from: ``dataroot`` and its phase folders (aligned and paired)."""
+    return [Path(dataroot), *(Path(dataroot) / f"{phase}{suffix}" for suffix in ("", "_A", "_B"))]
+
+
 def check_output_folder(
     folder: Path | str, flag: str, inputs: Iterable[Path | str] = (), *, replaced: bool = False
 ) -> Path:

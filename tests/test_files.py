@@ -191,6 +191,7 @@ def test_every_command_refuses_a_read_only_folder_in_one_line(trained):
                 "--out",
                 str(read_only / "t6"),
             ],
+            "bench": ["bench", "--json", str(read_only / "bench.json")],
         }
         commands["train"] += ["--checkpoints-dir", str(read_only)]
         commands["import"] += ["--checkpoints-dir", str(read_only / "ckpt")]
@@ -204,3 +205,16 @@ def test_every_command_refuses_a_read_only_folder_in_one_line(trained):
             if path.is_dir():
                 path.chmod(0o755)
         shutil.rmtree(base)
+
+
+def test_bench_checks_its_report_file_before_measuring(tmp_path, capsys, monkeypatch):
+    from pix2pix_ilm.bench import run
+    from tests.faults import cli_error
+
+    monkeypatch.setattr(run, "resolve_device", lambda name: pytest.fail("measured before the check"))
+    report = tmp_path / "bench.json"
+    report.write_text("mine")
+    assert "bench.json exists; use --overwrite" in cli_error(capsys, "bench", "--json", str(report))
+    assert "is a folder" in cli_error(capsys, "bench", "--json", str(tmp_path), "--overwrite")
+    assert "which is a file" in cli_error(capsys, "bench", "--json", str(report / "b.json"))
+    assert report.read_text() == "mine"

@@ -75,7 +75,7 @@ def export_generator(options: ExportConfig) -> Path:
             raise UsageError(f"--format onnx needs {' and '.join(missing)}: {EXPORT_EXTRA}")
     run_dir = Path(options.checkpoints_dir) / options.name
     checkpoint = checkpoint_path(run_dir, options.epoch)
-    run_files = [run_dir / "config.json", checkpoint, checkpoint.with_name(checkpoint.name + ".sha256")]
+    run_files = [*run_dir.glob("*"), checkpoint]  # the run's files, none of them replaced
     (out,) = check_output_files([options.out], "--out", run_files, overwrite=options.overwrite)
     generator, config, counters = load_generator_for_inference(run_dir, options.epoch, "cpu")
     generator = plain_graph(generator.float().eval())

@@ -107,7 +107,8 @@ def run_translate(options: TranslateConfig) -> Path:
     if bool(options.name) == bool(options.onnx):
         raise UsageError("give either --name RUN (a trained run) or --onnx FILE (an exported model)")
     files = _inputs(options.inputs)
-    out = check_output_folder(options.out, "--out", options.inputs)
+    # Not even the folder of an input file: a second translate of that folder would take the outputs as inputs.
+    out = check_output_folder(options.out, "--out", [*options.inputs, *(path.parent for path in files)])
     check_output_files(
         [out / f"{path.stem}.png" for path in files], "--out", files, overwrite=options.overwrite
     )

@@ -36,7 +36,7 @@ from pix2pix_ilm.data.paired import PairedDataset, phase_items
 from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import autocast, resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
-from pix2pix_ilm.files import atomic_write_text, check_output_folder, replacing_folder
+from pix2pix_ilm.files import atomic_write_text, check_output_folder, data_folders, replacing_folder
 from pix2pix_ilm.models.networks import generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
 from pix2pix_ilm.viz.images import save_image, tensor_to_image
@@ -141,7 +141,8 @@ def run_test(options: TestConfig) -> Path:
     run_dir = Path(options.checkpoints_dir) / options.name
     suffix = "_single" if options.single else ""
     out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}{suffix}"
-    check_output_folder(out_dir, "--results-dir", [options.dataroot, run_dir], replaced=True)
+    inputs = [*data_folders(options.dataroot, options.phase), run_dir]
+    check_output_folder(out_dir, "--results-dir", inputs, replaced=True)
     generator, config, counters = load_generator_for_inference(run_dir, options.epoch, options.device)
     if options.precision != "run":
         config = dataclasses.replace(config, precision=options.precision)

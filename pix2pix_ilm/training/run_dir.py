@@ -26,7 +26,7 @@ from pix2pix_ilm.config import (
     save_run_config,
 )
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.files import atomic_write_text, check_folder, check_output_folder
+from pix2pix_ilm.files import atomic_write_text, check_folder, check_output_folder, data_folders
 from pix2pix_ilm.models.networks import discriminator_from_config, generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
 from pix2pix_ilm.viz.pages import read_loss_log
@@ -79,7 +79,8 @@ def checked_run_config(config: TrainConfig, explicit: set[str] | None = None) ->
     check_folder(config.checkpoints_dir, "--checkpoints-dir")  # before --continue reads the run folder
     config = resolve_run_config(config, explicit)
     _raise_problems(_option_problems(config))
-    check_output_folder(config.run_dir, "--checkpoints-dir", [config.dataroot], replaced=True)
+    inputs = data_folders(config.dataroot, config.phase)
+    check_output_folder(config.run_dir, "--checkpoints-dir", inputs, replaced=True)
     return config
 
 

@@ -128,6 +128,7 @@ def test_outputs_never_replace_inputs_or_existing_files_unasked(runs, photo, tmp
     for out in (inputs, tmp_path / "inputs" / ".." / "inputs"):
         assert "is the input" in cli_error(capsys, *run, str(inputs), "--out", str(out))
     assert "is the input" in cli_error(capsys, *run, str(inputs / "second.png"), "--out", str(inputs))
+    assert "is the input" in cli_error(capsys, *run, str(photo), "--out", str(inputs))  # photo's own folder
     assert _digests(inputs) == before
     # --out a file, below a file: one line naming it, before any work.
     assert "is a file, not a folder" in cli_error(capsys, *run, str(photo), "--out", str(photo))

@@ -112,3 +112,39 @@ def test_the_results_folder_is_checked_before_the_model_loads(trained, tmp_path,
     assert (tmp_path / "file").read_text() == "mine"
     msg = cli_error(capsys, *args_for_test(data, ckpt, tmp_path / "r", "--num-test", "0"))
     assert "--num-test must be >= 1, got 0" in msg and "max-dataset-size" not in msg
+
+
+def test_a_damaged_config_json_is_one_line_naming_it(trained, tmp_path, capsys):
+    data, ckpt = trained
+    copy = tmp_path / "ckpt"
+    shutil.copytree(ckpt, copy)
+    config = copy / "base" / "config.json"
+    for content in (b'{"config": {"netG": ', b"\xff\xfe\x00garbage", b'{"environment": {}}', b"[1, 2]"):
+        config.write_bytes(content)
+        for args in (
+            args_for_test(data, copy, tmp_path / "results"),
+            [
+                "export",
+                "--name",
+                "base",
+                "--checkpoints-dir",
+                str(copy),
+                "--format",
+                "torchscript",
+                "--out",
+                str(tmp_path / "g.pt"),
+            ],
+            [
+                "train",
+                "--dataroot",
+                str(data),
+                "--name",
+                "base",
+                "--checkpoints-dir",
+                str(copy),
+                "--continue",
+            ],
+        ):
+            msg = cli_error(capsys, *args)
+            assert str(config) in msg and "not a valid run config" in msg, msg
+    assert not (tmp_path / "results").exists() and not (tmp_path / "g.pt").exists()

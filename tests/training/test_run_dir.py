@@ -240,5 +240,8 @@ def test_the_run_folder_is_checked_before_any_work_and_never_holds_the_data(trai
     for extra in ([], ["--overwrite"], ["--continue"]):
         msg = cli_error(capsys, *train_args(run / "data", tmp_path / "ckpt", "run", *extra))
         assert "holds the input" in msg or "--continue: no checkpoint" in msg, msg
+    # A run folder that is the data's phase folder: nothing written into it.
+    msg = cli_error(capsys, *train_args(run / "data", run / "data", "train"))
+    assert "is the input" in msg and "train" in msg
     assert {p.name: sha256(p) for p in (run / "data" / "train").iterdir()} == before
     assert sorted(p.name for p in run.iterdir()) == ["data"]
