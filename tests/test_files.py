@@ -196,7 +196,15 @@ def test_every_command_refuses_a_read_only_folder_in_one_line(trained):
         commands["train"] += ["--checkpoints-dir", str(read_only)]
         commands["import"] += ["--checkpoints-dir", str(read_only / "ckpt")]
         commands["eval"] += ["--metrics", "rmse", "--json", str(read_only / "scores.json")]
-        for name, (code, err) in _as_nobody(base, commands).items():
+        secret = base / "secret.png"  # an input nobody may read
+        shutil.copy(next((base / "data" / "test").iterdir()), secret)
+        secret.chmod(0o200)
+        commands["unreadable"] = ["translate", *run, str(secret), "--out", str(base / "home" / "out")]
+        results = _as_nobody(base, commands)
+        code, err = results.pop("unreadable")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"cannot read image {secret}: permission denied" in err, err
+        for name, (code, err) in results.items():
             assert code == 2 and len(err.strip().splitlines()) == 1, (name, code, err)
             assert "not writable" in err and str(read_only) in err and "Traceback" not in err, (name, err)
         assert list(read_only.iterdir()) == []

@@ -62,6 +62,12 @@ def list_images(folder: Path | str) -> list[Path]:
     return sorted(files, key=lambda path: natural_key(path.name))
 
 
+def _image_error(path: Path, err: BaseException) -> UsageError:
+    if isinstance(err, PermissionError):
+        return UsageError(f"cannot read image {path}: permission denied (check the file's permissions)")
+    return UsageError(f"cannot decode image {path}: {err}")
+
+
 def to_8bit(img: Image.Image, channels: int = 3) -> Image.Image:
     """An image as 8-bit RGB (or L for 1 channel), the one conversion of every input, from a file or from
     Python: alpha dropped, palette and CMYK converted, 16- and 32-bit integer images scaled to 8 bits (their
@@ -83,7 +89,7 @@ def load_rgb(path: Path, channels: int = 3) -> Image.Image:
             img.load()
             return to_8bit(img, channels)
     except _UNDECODABLE as err:
-        raise UsageError(f"cannot decode image {path}: {err}") from err
+        raise _image_error(path, err) from err
 
 
 def is_grey(path: Path) -> bool:
@@ -92,7 +98,7 @@ def is_grey(path: Path) -> bool:
         with Image.open(path) as img:
             return img.mode in _GREY_MODES
     except _UNDECODABLE as err:
-        raise UsageError(f"cannot decode image {path}: {err}") from err
+        raise _image_error(path, err) from err
 
 
 def image_header(path: Path) -> tuple[tuple[int, int], str]:
@@ -101,7 +107,7 @@ def image_header(path: Path) -> tuple[tuple[int, int], str]:
         with Image.open(path) as img:
             return img.size, img.format or ""
     except _UNDECODABLE as err:
-        raise UsageError(f"cannot decode image {path}: {err}") from err
+        raise _image_error(path, err) from err
 
 
 def _ends_with_trailer(path: Path, image_format: str) -> bool:
