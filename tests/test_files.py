@@ -200,7 +200,15 @@ def test_every_command_refuses_a_read_only_folder_in_one_line(trained):
         shutil.copy(next((base / "data" / "test").iterdir()), secret)
         secret.chmod(0o200)
         commands["unreadable"] = ["translate", *run, str(secret), "--out", str(base / "home" / "out")]
+        scored = (
+            base / "results" / "base" / "test_latest"
+        )  # its page would get the scores: not writable either
+        commands["page"] = ["eval", "--results-dir", str(scored), "--metrics", "rmse"]
+        commands["page"] += ["--json", str(base / "home" / "scores.json")]
         results = _as_nobody(base, commands)
+        code, err = results.pop("page")
+        assert code == 2 and f"--results-dir {scored}: {scored} is not writable" in err, err
+        assert not (base / "home" / "scores.json").exists()
         code, err = results.pop("unreadable")
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert f"cannot read image {secret}: permission denied" in err, err

@@ -18,7 +18,7 @@ from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.evaluation.lpips_alexnet import ALEXNET_OWT_URL, resolve_lpips_backbone
 from pix2pix_ilm.evaluation.metrics import SSIM_SETTINGS, EvalOptions, get_metric, parse_metric_names
 from pix2pix_ilm.evaluation.options import EvalConfig
-from pix2pix_ilm.files import atomic_write_text, check_output_files
+from pix2pix_ilm.files import atomic_write_text, check_folder, check_output_files
 from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
 from pix2pix_ilm.viz.plots import render_score_strips, save_png
 
@@ -169,6 +169,8 @@ def score_to_json(
     check_output_files([target, target.with_suffix(".png")], "--json", inputs, overwrite=own)
     if target.suffix == ".png":
         raise UsageError(f"--json {target}: its plot would take the same name; give a .json name")
+    if (Path(results_dir) / TEST_INFO).is_file():  # its page gets the scores
+        check_folder(results_dir, "--results-dir")
     device_name = str(resolve_device(device)) if "lpips" in metric_list else "cpu"
     result = evaluate_results_dir(results_dir, metric_list, lpips_backbone, device_name, batch_size)
     grey = result["channels"] == 1
