@@ -97,9 +97,8 @@ def import_reference(options: ImportConfig) -> Path:
     with replacing_folder(config.run_dir, in_place=True):  # a failed import leaves no folder behind
         start_run_folder(config, resumed_at=None)
         saver = CheckpointSaver(model, config, Distributed(rank=0, world=1, device=torch.device("cpu")))
-        saver.save_latest(
-            Counters(epoch=options.epochs_done + 1)
-        )  # G, D, fresh Adam, counters, RNG: as train
+        # G, D, fresh Adam, counters, RNG: as train writes them
+        saver.save_latest(Counters(epoch=options.epochs_done + 1))
     d_source = f"D from {options.D}" if options.D else "a new D"
     print(f"imported G from {options.G} and {d_source} -> {config.run_dir}")
     return config.run_dir
