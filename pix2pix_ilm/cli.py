@@ -2,8 +2,9 @@
 
 Each subcommand's flags are the fields of its options dataclass (:mod:`pix2pix_ilm.config`), parsed once here;
 the command calls one function of the module that owns the job with that dataclass. A
-:class:`~pix2pix_ilm.errors.UsageError` becomes one line on stderr and exit code 2; anything else is a bug and
-keeps its traceback. Building the parser imports no torch, so ``--help`` is instant.
+:class:`~pix2pix_ilm.errors.UsageError`, or an ``OSError`` on a named file (a permission, a full disk), becomes
+one line on stderr and exit code 2; anything else is a bug and keeps its traceback. Building the parser imports
+no torch, so ``--help`` is instant.
 """
 
 from __future__ import annotations
