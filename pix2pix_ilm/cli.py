@@ -2,8 +2,9 @@
 
 Each subcommand's flags are the fields of its options dataclass (:mod:`pix2pix_ilm.config`), parsed once here;
 the command calls one function of the module that owns the job with that dataclass. A
-:class:`~pix2pix_ilm.errors.UsageError` becomes one line on stderr and exit code 2; anything else is a bug and
-keeps its traceback. Building the parser imports no torch, so ``--help`` is instant.
+:class:`~pix2pix_ilm.errors.UsageError`, or an ``OSError`` on a named file (a permission, a full disk), becomes
+one line on stderr and exit code 2; anything else is a bug and keeps its traceback. Building the parser imports
+no torch, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from pix2pix_ilm.config import BenchConfig, ModelsConfig, TestConfig, TrainConfig, VisdomConfig
 from pix2pix_ilm.deploy.options import ExportConfig, ImportConfig, TranslateConfig
-from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.evaluation.options import EvalConfig, Table6Config
 from pix2pix_ilm.flags import add_dataclass_arguments, dataclass_from_args
 from pix2pix_ilm.version import __version__
@@ -305,6 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command.run(options, explicit)
     except UsageError as err:
         print(f"pix2pix-ilm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.filename is None:
+            raise
+        # A file the system refuses that no check foresaw (a permission, a full disk): the user's to fix.
+        reason = err.strerror or first_line(err)
+        print(
+            f"pix2pix-ilm {args.command}: error: {err.filename}: {reason} (check the path, its permissions and "
+            "the free space)",
+            file=sys.stderr,
+        )
         return 2
     except Exception as err:
         from pix2pix_ilm.training.stopping import TrainingDiverged, TrainingStopped

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.files import atomic_write_bytes
 from pix2pix_ilm.flags import config_from_dict, opt
 from pix2pix_ilm.models.norm_specs import (
@@ -298,6 +298,7 @@ class BenchConfig:
     json_path: str | None = opt(
         None, "also write the JSON report (the last line of the output) here", flag="--json"
     )
+    overwrite: bool = opt(False, "replace the --json file if it exists")
 
 
 @dataclass
@@ -356,10 +357,12 @@ def load_run_config(run_dir: Path) -> TrainConfig:
             f"no trained run at {run_dir}: {path.name} not found (check --name and --checkpoints-dir)"
         )
     try:
-        payload = json.loads(path.read_text())
+        payload = json.loads(path.read_text(encoding="utf-8"))
         return config_from_dict(TrainConfig, payload["config"], source=str(path))
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise UsageError(f"{path} is not a valid run config: {err}") from err
+    except (OSError, ValueError, KeyError, TypeError) as err:  # unreadable, not JSON (or UTF-8), not a config
+        raise UsageError(
+            f"{path} is not a valid run config ({first_line(err)}); restore it from a backup, or train the run again"
+        ) from err
 
 
 def plain_name_problem(flag: str, value: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -58,3 +59,25 @@ def test_continue_takes_options_typed_in_any_spelling(pairs, tmp_path, typed):
     assert main([*args, *typed, "--no-progress"]) == 0
     assert json.loads((run / "config.json").read_text())["config"]["n_epochs_decay"] == 1
     assert load_checkpoint(run / "latest.pt")["counters"] == {"epoch": 3, "batches_done": 0, "iteration": 4}
+
+
+def test_a_file_the_system_refuses_is_one_line_naming_it(monkeypatch, capsys):
+    from pix2pix_ilm import cli
+
+    def refused(config, explicit):
+        raise PermissionError(13, "Permission denied", "/data/out/model.onnx")
+
+    monkeypatch.setitem(cli.COMMANDS, "models", dataclasses.replace(cli.COMMANDS["models"], run=refused))
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("pix2pix-ilm models: error: /data/out/model.onnx: Permission denied")
+        and "\n" not in err
+    )
+
+    def bug(config, explicit):
+        raise OSError("no file involved: a bug keeps its traceback")
+
+    monkeypatch.setitem(cli.COMMANDS, "models", dataclasses.replace(cli.COMMANDS["models"], run=bug))
+    with pytest.raises(OSError, match="a bug keeps its traceback"):
+        main(["models"])

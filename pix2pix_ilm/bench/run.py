@@ -20,6 +20,7 @@ from pix2pix_ilm.bench.measure import measure_row, peak_gflops
 from pix2pix_ilm.config import BenchConfig, TrainConfig, config_to_dict
 from pix2pix_ilm.device import resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
+from pix2pix_ilm.files import atomic_write_text, check_output_files
 from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.norm_specs import NORM_NAMES, NORMS
 from pix2pix_ilm.training.cuda_graph import cuda_graph_problem, resolve_cuda_graph
@@ -191,6 +192,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Measure every ``--settings`` × ``--norms`` row; print the table, then the report as one JSON line."""
     started = time.perf_counter()
     _check(config)
+    if config.json_path:  # before minutes of measuring
+        check_output_files([config.json_path], "--json", overwrite=config.overwrite)
     device = resolve_device(config.device)
     settings = parse_settings(config.settings)
     pairs = parse_norms(config.norms)
@@ -219,8 +222,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     print(format_table(report))
     line = json.dumps(report)
     if config.json_path:
-        Path(config.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(config.json_path).write_text(line + "\n")
+        atomic_write_text(config.json_path, line + "\n")
     print(line)
     return report
 

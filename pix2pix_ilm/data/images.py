@@ -62,22 +62,34 @@ def list_images(folder: Path | str) -> list[Path]:
     return sorted(files, key=lambda path: natural_key(path.name))
 
 
+def _image_error(path: Path, err: BaseException) -> UsageError:
+    if isinstance(err, PermissionError):
+        return UsageError(f"cannot read image {path}: permission denied (check the file's permissions)")
+    return UsageError(f"cannot decode image {path}: {err}")
+
+
+def to_8bit(img: Image.Image, channels: int = 3) -> Image.Image:
+    """An image as 8-bit RGB (or L for 1 channel), the one conversion of every input, from a file or from
+    Python: alpha dropped, palette and CMYK converted, 16- and 32-bit integer images scaled to 8 bits (their
+    top 8 bits), not clipped; float images clipped to [0, 255]."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(img, dtype=np.int64)
+        shift = 8 if img.mode.startswith("I;16") or array.max() < 65536 else 24
+        img = Image.fromarray(np.clip(array >> shift, 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        array = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
+    return img.convert("L" if channels == 1 else "RGB")
+
+
 def load_rgb(path: Path, channels: int = 3) -> Image.Image:
-    """Decode an image fully as RGB (or L for 1 channel); alpha is dropped, 16- and 32-bit integer images
-    are scaled to 8 bits (their top 8 bits), not clipped."""
+    """Decode an image file fully, converted by :func:`to_8bit`."""
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(img, dtype=np.int64)
-                shift = 8 if img.mode.startswith("I;16") or array.max() < 65536 else 24
-                img = Image.fromarray(np.clip(array >> shift, 0, 255).astype(np.uint8), mode="L")
-            elif img.mode == "F":
-                array = np.asarray(img, dtype=np.float32)
-                img = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
-            return img.convert("L" if channels == 1 else "RGB")
+            return to_8bit(img, channels)
     except _UNDECODABLE as err:
-        raise UsageError(f"cannot decode image {path}: {err}") from err
+        raise _image_error(path, err) from err
 
 
 def is_grey(path: Path) -> bool:
@@ -86,7 +98,7 @@ def is_grey(path: Path) -> bool:
         with Image.open(path) as img:
             return img.mode in _GREY_MODES
     except _UNDECODABLE as err:
-        raise UsageError(f"cannot decode image {path}: {err}") from err
+        raise _image_error(path, err) from err
 
 
 def image_header(path: Path) -> tuple[tuple[int, int], str]:
@@ -95,7 +107,7 @@ def image_header(path: Path) -> tuple[tuple[int, int], str]:
         with Image.open(path) as img:
             return img.size, img.format or ""
     except _UNDECODABLE as err:
-        raise UsageError(f"cannot decode image {path}: {err}") from err
+        raise _image_error(path, err) from err
 
 
 def _ends_with_trailer(path: Path, image_format: str) -> bool:
@@ -196,10 +208,11 @@ def validate_images(
     mode: str = "header",
     transform: TransformSpec | None = None,
     size_multiple: int = 1,
+    listed_in_file: bool = True,
 ) -> tuple[list[T], list[str]]:
     """The usable ``paths`` (files, or pairs of files) and the reasons the others were skipped, checked before any
     work as ``--validate-images`` asks; a bad file is an error naming it, or with ``skip_bad`` skipped with one
-    warning."""
+    warning (that points to :data:`BAD_IMAGES_FILE` where ``listed_in_file``)."""
     if mode not in VALIDATION_MODES:
         raise UsageError(f"--validate-images must be one of {', '.join(VALIDATION_MODES)}, got {mode!r}")
     good: list[T] = []
@@ -215,8 +228,9 @@ def validate_images(
             f"{len(bad)} bad image(s) of {len(paths)}: {named(bad)} (use --skip-bad-images to skip such files)"
         )
     if bad:
+        listed = f" (all listed in {BAD_IMAGES_FILE})" if listed_in_file else ""
         warnings.warn(
-            f"skipped {len(bad)} bad image(s) of {len(paths)}: {named(bad)} (all listed in {BAD_IMAGES_FILE})",
+            f"skipped {len(bad)} bad image(s) of {len(paths)}: {named(bad)}{listed}",
             stacklevel=2,
         )
     if not good:

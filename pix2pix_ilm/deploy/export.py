@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from torch import nn
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.deploy.options import ExportConfig
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.files import atomic_path, check_output_files
 from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.norms import ILMNorm
 from pix2pix_ilm.training.inference import checkpoint_path, load_generator_for_inference, trained_counters
@@ -72,20 +74,20 @@ def export_generator(options: ExportConfig) -> Path:
         if missing:
             raise UsageError(f"--format onnx needs {' and '.join(missing)}: {EXPORT_EXTRA}")
     run_dir = Path(options.checkpoints_dir) / options.name
+    checkpoint = checkpoint_path(run_dir, options.epoch)
+    run_files = [*run_dir.glob("*"), checkpoint]  # the run's files, none of them replaced
+    (out,) = check_output_files([options.out], "--out", run_files, overwrite=options.overwrite)
     generator, config, counters = load_generator_for_inference(run_dir, options.epoch, "cpu")
     generator = plain_graph(generator.float().eval())
-    meta = contract(
-        config, options.name, checkpoint_path(run_dir, options.epoch).name, counters, options.dynamic
-    )
+    meta = contract(config, options.name, checkpoint.name, counters, options.dynamic)
     # A dynamic export is traced at two size steps: at one, a U-Net's innermost map is 1x1, which fixes the size.
     side = 2 * size_multiple(config.netG) if options.dynamic else config.crop_size
     example = torch.rand(1, config.input_nc, side, side) * 2 - 1
-    out = Path(options.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if options.format == "onnx":
-        _export_onnx(generator, example, meta, out, options.dynamic)
-    else:
-        _export_torchscript(generator, example, meta, out)
+    with atomic_path(out) as tmp:
+        if options.format == "onnx":
+            _export_onnx(generator, example, meta, tmp, options.dynamic)
+        else:
+            _export_torchscript(generator, example, meta, tmp)
     print(f"exported {options.name} ({meta['checkpoint']}) to {out} ({options.format})")
     return out
 
@@ -107,6 +109,7 @@ def _export_onnx(
         input_names=["input"],
         output_names=["output"],
         dynamic_shapes=shapes,
+        verbose=False,
     )
     model = program.model_proto
     entry = model.metadata_props.add()
@@ -115,6 +118,10 @@ def _export_onnx(
 
 
 def _export_torchscript(generator: nn.Module, example: torch.Tensor, meta: dict[str, Any], out: Path) -> None:
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Known and harmless: torch's notices that TorchScript is deprecated (it still loads everywhere), and
+        # the tracer's note on the layers' channel checks, which hold for the one input size traced.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+        warnings.filterwarnings("ignore", "Converting a tensor to a Python boolean", torch.jit.TracerWarning)
         traced = torch.jit.trace(generator, example, check_trace=False)
-    torch.jit.save(traced, str(out), _extra_files={f"{CONTRACT_KEY}.json": json.dumps(meta)})
+        torch.jit.save(traced, str(out), _extra_files={f"{CONTRACT_KEY}.json": json.dumps(meta)})

@@ -24,6 +24,7 @@ class ExportConfig:
         "any input height and width that are multiples of the generator's size step (2^depth for a U-Net, 4 "
         "for a ResNet) and any batch size; default: the run's crop size",
     )
+    overwrite: bool = opt(False, "replace --out if it exists (never a file of the run)")
 
 
 @dataclass
@@ -39,6 +40,10 @@ class TranslateConfig:
     epoch: str = opt("latest", "which checkpoint: latest or an epoch number")
     onnx: str | None = opt(None, "an exported .onnx file to run with onnxruntime instead of a run")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto (a run only)")
+    overwrite: bool = opt(False, "replace outputs that exist already (never an input)")
+    skip_bad_images: bool = opt(
+        False, "skip images that cannot be decoded (every image is checked before any is translated)"
+    )
 
 
 REFERENCE_NORMS = ("instance", "batch")

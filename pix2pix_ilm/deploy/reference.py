@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 from pathlib import Path
 
 import torch
@@ -14,6 +13,7 @@ from torch import nn
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.deploy.options import ImportConfig
 from pix2pix_ilm.errors import UsageError, first_line
+from pix2pix_ilm.files import check_output_folder, replacing_folder
 
 # The reference's module names where ours differ (ResnetBlock.conv_block, PixelDiscriminator.net).
 _RENAMES = ((re.compile(r"\.conv_block\."), ".block."), (re.compile(r"^net\."), "model."))
@@ -32,6 +32,12 @@ def reference_state(path: Path, network: nn.Module, what: str) -> dict[str, torc
         raise UsageError(f"{path} cannot be loaded as a state dict of tensors: {first_line(err)}") from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f"{path} is not a state dict (a mapping of names to tensors)")
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise UsageError(
+            f"{path} holds NaN or infinite values in {len(non_finite)} tensor(s), e.g. {non_finite[0]}: the "
+            "model it saved is unusable; import a checkpoint saved before that happened"
+        )
     renamed = {}
     for key, value in state.items():
         key = key.removeprefix("module.")  # saved from DataParallel
@@ -79,6 +85,8 @@ def import_reference(options: ImportConfig) -> Path:
     check_train_config(dataclasses.replace(config, dataroot="-"))  # the data comes with train --continue
     if config.run_dir.exists() and not options.overwrite:
         raise UsageError(f"{config.run_dir} already exists; use --overwrite to replace it, or another --name")
+    sources = [Path(options.G), *([Path(options.D)] if options.D else [])]
+    check_output_folder(config.run_dir, "--name", sources, replaced=True)
     torch.manual_seed(0)
     model = Pix2PixModel(config, torch.device("cpu"))
     model.generator.load_state_dict(reference_state(Path(options.G), model.generator, "the generator"))
@@ -86,11 +94,11 @@ def import_reference(options: ImportConfig) -> Path:
         model.discriminator.load_state_dict(
             reference_state(Path(options.D), model.discriminator, "the discriminator")
         )
-    if options.overwrite and config.run_dir.exists():
-        shutil.rmtree(config.run_dir)
-    start_run_folder(config, resumed_at=None)
-    saver = CheckpointSaver(model, config, Distributed(rank=0, world=1, device=torch.device("cpu")))
-    saver.save_latest(Counters(epoch=options.epochs_done + 1))  # G, D, fresh Adam, counters, RNG: as train
+    with replacing_folder(config.run_dir, in_place=True):  # a failed import leaves no folder behind
+        start_run_folder(config, resumed_at=None)
+        saver = CheckpointSaver(model, config, Distributed(rank=0, world=1, device=torch.device("cpu")))
+        # G, D, fresh Adam, counters, RNG: as train writes them
+        saver.save_latest(Counters(epoch=options.epochs_done + 1))
     d_source = f"D from {options.D}" if options.D else "a new D"
     print(f"imported G from {options.G} and {d_source} -> {config.run_dir}")
     return config.run_dir

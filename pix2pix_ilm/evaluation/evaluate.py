@@ -14,11 +14,11 @@ import numpy as np
 
 from pix2pix_ilm.data.images import is_grey, load_rgb, natural_key
 from pix2pix_ilm.device import resolve_device
-from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.evaluation.lpips_alexnet import ALEXNET_OWT_URL, resolve_lpips_backbone
 from pix2pix_ilm.evaluation.metrics import SSIM_SETTINGS, EvalOptions, get_metric, parse_metric_names
 from pix2pix_ilm.evaluation.options import EvalConfig
-from pix2pix_ilm.files import atomic_write_text
+from pix2pix_ilm.files import atomic_write_text, check_folder, check_output_files
 from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
 from pix2pix_ilm.viz.plots import render_score_strips, save_png
 
@@ -40,7 +40,7 @@ def find_image_pairs(results_dir: str | Path) -> list[tuple[str, Path, Path]]:
     stems = sorted(found, key=natural_key)
     info = Path(results_dir) / TEST_INFO
     if info.is_file():
-        listed = json.loads(info.read_text())["images"]
+        listed = _listed_images(info)
         extra, missing = sorted(set(found) - set(listed)), sorted(set(listed) - set(found))
         if extra or missing:
             raise UsageError(
@@ -55,6 +55,19 @@ def find_image_pairs(results_dir: str | Path) -> list[tuple[str, Path, Path]]:
             raise UsageError(f"{fake} has no ground truth: {real} is missing")
         pairs.append((stem, fake, real))
     return pairs
+
+
+def _listed_images(info: Path) -> list[str]:
+    """The stems a ``test`` folder's ``test.json`` lists, or a :class:`UsageError` naming it."""
+    try:
+        listed = json.loads(info.read_text(encoding="utf-8"))["images"]
+    except (OSError, ValueError, KeyError, TypeError) as err:  # unreadable, not JSON, another document
+        raise UsageError(
+            f"{info} is unreadable or damaged ({first_line(err)}); run 'pix2pix-ilm test' again"
+        ) from err
+    if not isinstance(listed, list) or not all(isinstance(stem, str) for stem in listed):
+        raise UsageError(f"{info} is damaged: 'images' is not a list of names; run 'pix2pix-ilm test' again")
+    return listed
 
 
 GREY_NOTE = "every metric on the single channel (rmse_rgb then equals rmse), lpips on it replicated to RGB"
@@ -142,11 +155,22 @@ def score_to_json(
     json_path: str | Path | None = None,
     device: str = "auto",
     batch_size: int = 16,
+    overwrite: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """Score a test output folder, write its ``metrics.json`` (``null`` for non-finite scores), the score plot
     beside it and, in a ``test`` folder, its ``index.html``: the one code path of ``eval`` and ``table6``.
+    The folder's own ``metrics.json`` and plot are replaced; another ``json_path`` only with ``overwrite``.
     Returns (result, the JSON document, its path)."""
     metric_list = parse_metric_names(metrics)
+    target = Path(json_path) if json_path else Path(results_dir) / "metrics.json"
+    pairs = find_image_pairs(results_dir)
+    inputs = [Path(results_dir) / TEST_INFO, *(path for _, fake, real in pairs for path in (fake, real))]
+    own = overwrite or not json_path  # the folder's own scores are replaced by each eval
+    check_output_files([target, target.with_suffix(".png")], "--json", inputs, overwrite=own)
+    if target.suffix == ".png":
+        raise UsageError(f"--json {target}: its plot would take the same name; give a .json name")
+    if (Path(results_dir) / TEST_INFO).is_file():  # its page gets the scores
+        check_folder(results_dir, "--results-dir")
     device_name = str(resolve_device(device)) if "lpips" in metric_list else "cpu"
     result = evaluate_results_dir(results_dir, metric_list, lpips_backbone, device_name, batch_size)
     grey = result["channels"] == 1
@@ -181,7 +205,6 @@ def score_to_json(
         "higher_is_better": {name: get_metric(name).higher_is_better for name in metric_list},
         "settings": settings,
     }
-    target = Path(json_path) if json_path else Path(results_dir) / "metrics.json"
     atomic_write_text(target, json.dumps(document, indent=2, allow_nan=False) + "\n")
     save_png(
         render_score_strips(document["per_image"], metric_list, document["higher_is_better"]),
@@ -202,6 +225,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         config.json,
         config.device,
         config.batch_size,
+        config.overwrite,
     )
     print(format_table(result))
     listed = " (those test.json lists)" if (Path(config.results_dir) / TEST_INFO).is_file() else ""

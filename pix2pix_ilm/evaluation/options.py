@@ -76,6 +76,11 @@ class EvalConfig:
         "local ImageNet AlexNet weights for LPIPS (torchvision's alexnet-owt-*.pth or a features-only file); "
         "default: $PIX2PIX_ILM_LPIPS_BACKBONE, else lpips' own download",
     )
-    json: str | None = opt(None, "where to write the scores (default: <results-dir>/metrics.json)")
+    json: str | None = opt(
+        None,
+        "where to write the scores, and their plot with the suffix .png (default: <results-dir>/metrics.json, "
+        "replaced by each eval)",
+    )
     device: str = opt("auto", "device for LPIPS: cpu, cuda, cuda:N or auto")
     batch_size: int = opt(16, "images per LPIPS batch")
+    overwrite: bool = opt(False, "replace the --json file and its plot if they exist")

@@ -29,7 +29,7 @@ from pix2pix_ilm.evaluation.table6_report import (
     write_figure,
     write_sample_grids,
 )
-from pix2pix_ilm.files import atomic_write_text
+from pix2pix_ilm.files import atomic_write_text, check_output_folder
 from pix2pix_ilm.flags import parse_field_value
 from pix2pix_ilm.locks import held
 from pix2pix_ilm.stats import CONFIDENCE
@@ -124,6 +124,8 @@ def _resolve_dataroot(dataroot: str | None, dry_run: bool) -> Path:
 
     if dataroot and Path(dataroot).is_dir():
         return Path(dataroot)
+    if dry_run and dataroot and not Path(dataroot).exists():
+        raise UsageError(f"--dataroot {dataroot} not found (give the facades folder or facades.tar.gz)")
     if dry_run:
         return Path(dataroot or os.environ.get(FACADES_ENV) or "datasets/facades")
     return Path(ensure_facades(Path("datasets"), local=dataroot))
@@ -287,6 +289,7 @@ def _run_table6(config: Table6Config) -> dict[str, Any] | None:
         raise UsageError(f"--score-epochs must be epochs >= 1, got {list(config.score_epochs)}")
     config = _with_budget_plan(config)
     dataroot = _resolve_dataroot(config.dataroot, config.dry_run)
+    check_output_folder(config.out, "--out", [dataroot])
     splits = list(SPLITS) if config.eval_split == "both" else [config.eval_split]
     rows = [row for row in CONFIGURATIONS if row.slug in config.configs or "all" in config.configs]
     runs = [(row, train_config(config, row, seed, dataroot)) for row in rows for seed in config.seeds]

@@ -21,6 +21,18 @@ GENERATOR_HELP = "unet_<2^k> (unet_256, unet_128, ...), resnet_6blocks, resnet_9
 DISCRIMINATOR_HELP = "basic, n_layers, pixel"
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose mask is drawn in the contiguous layout, so one RNG state drops the same elements
+    whatever the input's memory format (a channels_last run and its contiguous continuation take the same
+    steps); on a contiguous CPU tensor the mask is ``nn.Dropout``'s."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)
+        return x * keep.div_(1 - self.p)
+
+
 class UnetBlock(nn.Module):
     """One level of the U-Net: down → (inner levels) → up, with the input concatenated to the output."""
 
@@ -54,7 +66,7 @@ class UnetBlock(nn.Module):
             layers = [nn.LeakyReLU(0.2, True), down_conv, norm(inner_nc), submodule, nn.ReLU(True), up_conv]
             layers.append(norm(outer_nc))
             if dropout:
-                layers.append(nn.Dropout(0.5))
+                layers.append(Dropout(0.5))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +120,7 @@ class ResnetBlock(nn.Module):
         bias = not norm.has_shift
         layers = _padded_conv_norm_relu(dim, dim, 3, norm, bias)
         if dropout:
-            layers.append(nn.Dropout(0.5))
+            layers.append(Dropout(0.5))
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, kernel_size=3, bias=bias), norm(dim)]
         self.block = nn.Sequential(*layers)
 
@@ -192,7 +204,7 @@ class PixelDiscriminator(nn.Module):
             nn.Conv2d(ndf, ndf * 2, kernel_size=1, bias=not norm.has_shift),
             norm(ndf * 2),
             nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf * 2, 1, kernel_size=1),
+            nn.Conv2d(ndf * 2, 1, kernel_size=1, bias=not norm.has_shift),  # as the reference's
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,13 +8,9 @@ and nothing is flipped.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import secrets
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +36,7 @@ from pix2pix_ilm.data.paired import PairedDataset, phase_items
 from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import autocast, resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
-from pix2pix_ilm.files import atomic_write_text, sync_to_disk
+from pix2pix_ilm.files import atomic_write_text, check_output_folder, data_folders, replacing_folder
 from pix2pix_ilm.models.networks import generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
 from pix2pix_ilm.viz.images import save_image, tensor_to_image
@@ -143,15 +139,17 @@ def run_test(options: TestConfig) -> Path:
     """
     _check_test_options(options)
     run_dir = Path(options.checkpoints_dir) / options.name
+    suffix = "_single" if options.single else ""
+    out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}{suffix}"
+    inputs = [*data_folders(options.dataroot, options.phase), run_dir]
+    check_output_folder(out_dir, "--results-dir", inputs, replaced=True)
     generator, config, counters = load_generator_for_inference(run_dir, options.epoch, options.device)
     if options.precision != "run":
         config = dataclasses.replace(config, precision=options.precision)
     loader, skipped, source = _test_loader(options, config)
-    suffix = "_single" if options.single else ""
-    out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}{suffix}"
     labels = ("fake_B",) if options.single else ("real_A", "fake_B", "real_B")
     start = time.time()
-    with _replacing(out_dir) as staging:
+    with replacing_folder(out_dir) as staging:
         if options.skip_bad_images:
             loader.dataset.bad_list = staging / BAD_IMAGES_FILE
             record_bad_images(loader.dataset.bad_list, skipped)
@@ -176,6 +174,8 @@ def run_test(options: TestConfig) -> Path:
 def _check_test_options(options: TestConfig) -> None:
     # --name and --phase name the output folder: they must not lead out of --results-dir.
     problems = [plain_name_problem("--name", options.name), plain_name_problem("--phase", options.phase)]
+    if options.num_test is not None and options.num_test < 1:
+        problems.append(f"--num-test must be >= 1, got {options.num_test}")
     if options.batch_size < 1:
         problems.append(f"--batch-size must be >= 1, got {options.batch_size}")
     if not options.progress_interval > 0:
@@ -261,21 +261,3 @@ def trained_counters(counters: dict[str, int], total_epochs: int) -> dict[str, i
         "batches_into_next_epoch": counters.get("batches_done", 0),
         "iteration": counters.get("iteration", 0),
     }
-
-
-@contextlib.contextmanager
-def _replacing(out_dir: Path) -> Iterator[Path]:
-    """A new folder beside ``out_dir`` that replaces it when the block succeeds; on failure the old one stays."""
-    staging = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.tmp")
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-        sync_to_disk()  # one flush for every image instead of one per file
-        old = staging.with_suffix(".old")
-        if out_dir.exists():
-            out_dir.rename(old)
-        staging.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

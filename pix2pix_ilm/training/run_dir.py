@@ -25,6 +25,7 @@ from pix2pix_ilm.config import (
     save_run_config,
 )
 from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.files import atomic_write_text, check_folder, check_output_folder, data_folders
 from pix2pix_ilm.locks import held
 from pix2pix_ilm.models.networks import discriminator_from_config, generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
@@ -51,8 +52,11 @@ def checked_run_config(config: TrainConfig, explicit: set[str] | None = None) ->
     """The options the run will use: its name checked first (``--continue`` reads its folder), then merged
     with the saved options (:func:`resolve_run_config`), then checked."""
     _raise_problems(_identity_problems(config))
+    check_folder(config.checkpoints_dir, "--checkpoints-dir")  # before --continue reads the run folder
     config = resolve_run_config(config, explicit)
     _raise_problems(_option_problems(config))
+    inputs = data_folders(config.dataroot, config.phase)
+    check_output_folder(config.run_dir, "--checkpoints-dir", inputs, replaced=True)
     return config
 
 
@@ -196,7 +200,7 @@ def _loss_log_truncate(path: Path, iteration: int) -> None:
     """On resume, drop loss-log lines written after the checkpoint (and a half-written last line)."""
     if path.is_file():
         kept = [entry for entry in read_loss_log(path) if entry.get("iteration", 0) <= iteration]
-        path.write_text("".join(json.dumps(entry) + "\n" for entry in kept))
+        atomic_write_text(path, "".join(json.dumps(entry) + "\n" for entry in kept))
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:

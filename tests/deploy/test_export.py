@@ -3,9 +3,12 @@ facades images in onnxruntime and in a torch-only process; the contract is in th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ import torch
 
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.training.inference import load_generator_for_inference, translate
+from tests.faults import cli_error
 from tests.helpers import require_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,3 +103,41 @@ def test_export_errors_are_one_line(runs, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err.endswith("pip install 'pix2pix-ilm[export]'") and "\n" not in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_checks_its_output_first_and_writes_it_atomically(runs, tmp_path, capsys, monkeypatch):
+    from pix2pix_ilm.deploy import export
+
+    _, ckpt = runs
+    run = ["export", "--name", "ilm", "--checkpoints-dir", str(ckpt), "--format", "torchscript"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    calls = []
+    monkeypatch.setattr(export, "load_generator_for_inference", lambda *a: calls.append(a))
+    assert "notes.txt exists; use --overwrite" in cli_error(capsys, *run, "--out", str(notes))
+    assert "is a folder" in cli_error(capsys, *run, "--out", str(tmp_path))
+    assert "which is a file" in cli_error(capsys, *run, "--out", str(notes / "model.pt"))
+    # A file of the run is an input: never replaced, not even with --overwrite.
+    latest = ckpt / "ilm" / "latest.pt"
+    digest = hashlib.sha256(latest.read_bytes()).hexdigest()
+    for victim in (latest, ckpt / "ilm" / "config.json"):
+        assert "is the input" in cli_error(capsys, *run, "--out", str(victim), "--overwrite")
+    assert hashlib.sha256(latest.read_bytes()).hexdigest() == digest
+    assert calls == [] and notes.read_text() == "mine"  # all refused before the model was loaded
+    monkeypatch.undo()
+
+    # A failing exporter leaves the previous file as it was and no temp file.
+    def half_written(generator, example, meta, out):
+        out.write_bytes(b"half")
+        raise RuntimeError("the exporter fails")
+
+    monkeypatch.setattr(export, "_export_torchscript", half_written)
+    with pytest.raises(RuntimeError):
+        main([*run, "--out", str(notes), "--overwrite"])
+    assert notes.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    monkeypatch.undo()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*run, "--out", str(notes), "--overwrite"]) == 0
+    assert [str(w.message) for w in caught] == []  # the tracer's known notes do not read like failures
+    assert zipfile.is_zipfile(notes) and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from pix2pix_ilm.cli import main
 from pix2pix_ilm.training.inference import load_generator_for_inference
+from tests.faults import cli_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NGF = NDF = 4
@@ -160,3 +161,49 @@ def test_mismatching_reference_files_are_refused_with_the_keys(tmp_path, capsys)
     assert main(args) == 2
     assert "g.pth" in capsys.readouterr().err
     assert not (ckpt / "bad").exists()
+
+
+def test_a_failed_import_leaves_no_run_folder_and_never_an_input_lost(tmp_path, capsys, monkeypatch):
+    ckpt = tmp_path / "ckpt"
+    args = [
+        "import",
+        "--name",
+        "ref",
+        "--checkpoints-dir",
+        str(ckpt),
+        *IMPORT,
+        "--G",
+        str(tmp_path / "g.pth"),
+    ]
+    g = reference_unet(NGF, DOWNS)
+    g["model.model.0.weight"][0, 0, 0, 0] = float("nan")  # the checkpoint of a diverged run
+    torch.save(g, tmp_path / "g.pth")
+    err = cli_error(capsys, *args)
+    assert "g.pth holds NaN or infinite values" in err and "model.model.0.weight" in err
+    assert "diverged" not in err and "--lr" not in err and "latest.pt" not in err
+    assert not ckpt.exists() or list(ckpt.iterdir()) == []
+    # A failure while the run folder is written leaves none (and a retry works).
+    torch.save(reference_unet(NGF, DOWNS), tmp_path / "g.pth")
+    from pix2pix_ilm.training import state
+
+    def disk_full(self, counters, also=()):
+        raise OSError(28, "No space left on device", str(self.config.run_dir / "latest.pt"))
+
+    monkeypatch.setattr(state.CheckpointSaver, "save_latest", disk_full)
+    assert "No space left on device" in cli_error(capsys, *args)
+    assert not (ckpt / "ref").exists()
+    monkeypatch.undo()
+    assert main(args) == 0
+    capsys.readouterr()
+    # --overwrite replaces the run only when the new one is complete, and never the files it imports from.
+    latest = (ckpt / "ref" / "latest.pt").read_bytes()
+    monkeypatch.setattr(state.CheckpointSaver, "save_latest", disk_full)
+    cli_error(capsys, *args, "--overwrite")
+    assert (ckpt / "ref" / "latest.pt").read_bytes() == latest
+    monkeypatch.undo()
+    inside = ckpt / "ref" / "g.pth"
+    inside.write_bytes((tmp_path / "g.pth").read_bytes())
+    args[args.index("--G") + 1] = str(inside)
+    assert "holds the input" in cli_error(capsys, *args, "--overwrite")
+    assert inside.is_file() and (ckpt / "ref" / "latest.pt").read_bytes() == latest
+    assert sorted(p.name for p in ckpt.iterdir()) == ["ref"]  # no temp or set-aside folder left

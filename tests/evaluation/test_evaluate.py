@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pix2pix_ilm.cli import main
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation import evaluate
 from pix2pix_ilm.evaluation.options import EvalConfig
@@ -144,3 +145,44 @@ def test_grey_images_are_scored_on_their_channel_and_lpips_on_it_replicated(
     mixed = tmp_path / "rgb" / "images" / "1_real_B.png"
     Image.open(tmp_path / "grey" / "images" / "1_real_B.png").save(mixed)  # one grey file among RGB ones
     assert evaluate.evaluate_results_dir(tmp_path / "rgb", "rmse")["channels"] == 3
+
+
+def test_eval_outputs_and_damaged_test_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.faults import cli_error
+
+    results = tmp_path / "results"
+    image = np.full((8, 8, 3), 7, np.uint8)
+    for stem in ("1", "2"):
+        _write_pair(results / "images", stem, image, image)
+    run = ["eval", "--results-dir", str(results), "--metrics", "rmse"]
+    for _ in range(2):  # the folder's own metrics.json and plot: replaced by each eval
+        assert main(run) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in results.iterdir()) == ["images", "metrics.json", "metrics.png"]
+    scores = tmp_path / "scores.json"
+    scores.write_text("mine")
+    assert "scores.json exists; use --overwrite" in cli_error(capsys, *run, "--json", str(scores))
+    (tmp_path / "fresh.png").write_text("mine too")  # the plot beside a new --json is an output too
+    fresh = str(tmp_path / "other" / ".." / "fresh.json")
+    assert "fresh.png exists; use --overwrite" in cli_error(capsys, *run, "--json", fresh)
+    assert "give a .json name" in cli_error(capsys, *run, "--json", str(tmp_path / "s.png"), "--overwrite")
+    assert (tmp_path / "fresh.png").read_text() == "mine too"
+    assert main([*run, "--json", str(scores), "--overwrite"]) == 0
+    assert json.loads(scores.read_text())["n"] == 2 and (tmp_path / "scores.png").is_file()
+    capsys.readouterr()
+    # Never an input (an image scored, or its plot's name), a folder, or a place below a file.
+    fake = results / "images" / "1_fake_B.png"
+    before = fake.read_bytes()
+    for target, expected in (
+        (fake, "is the input"),
+        (results / "images" / "1_fake_B.json", "is the input"),
+        (tmp_path, "is a folder"),
+        (scores / "x.json", "which is a file"),
+    ):
+        assert expected in cli_error(capsys, *run, "--json", str(target), "--overwrite")
+    assert fake.read_bytes() == before
+    # A damaged test.json is named, with what to do.
+    for content in ("{not json", '{"images": 3}', "[]", "\xff\xfe"):
+        (results / "test.json").write_bytes(content.encode("latin-1"))
+        msg = cli_error(capsys, *run)
+        assert "test.json" in msg and "pix2pix-ilm test" in msg, msg

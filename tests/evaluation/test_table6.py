@@ -23,6 +23,7 @@ from pix2pix_ilm.evaluation.options import TABLE6_PRESETS, TABLE6_ROWS
 from pix2pix_ilm.evaluation.table6 import CONFIGURATIONS, PAPER_TABLE6, PRESETS, parse_overrides
 from pix2pix_ilm.evaluation.table6_report import t_interval, verdict
 from pix2pix_ilm.flags import dataclass_from_args
+from tests.faults import cli_error
 
 TINY = [f"--set={option}" for option in ("netG=unet_32", "ngf=4", "ndf=4", "load_size=36", "crop_size=32")]
 TINY += ["--set", "n_epochs=1", "--set", "n_epochs_decay=0", "--set", "subset=0:3", "--no-progress"]
@@ -156,6 +157,9 @@ def test_dry_run_prints_the_paper_plan_and_writes_nothing(tmp_path: Path, capsys
     out, data = tmp_path / "table6_paper", tmp_path / "facades"
     command = ["table6", "--preset", "paper", "--device", "cuda", "--jobs", "9", "--seeds", "0", "1", "2"]
     command += ["--eval-split", "both", "--out", str(out), "--dataroot", str(data), "--dry-run"]
+    msg = cli_error(capsys, *command)  # a --dataroot that is not there: said now, not when the table runs
+    assert f"--dataroot {data} not found" in msg
+    (data / "train").mkdir(parents=True)
     assert main(command) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "table6 plan: preset paper, 9 runs, 9 at a time"
@@ -178,7 +182,7 @@ def test_dry_run_prints_the_paper_plan_and_writes_nothing(tmp_path: Path, capsys
         assert {key: getattr(config, key) for key in options} == options
         assert config.netG_norm == ("instance" if row == "in_in" else "ilm_in")
         assert not config.continue_train and not config.overwrite
-    assert not out.exists() and not data.exists()
+    assert not out.exists() and [p.name for p in data.rglob("*")] == ["train"]
 
 
 def test_a_failed_run_ends_the_command_and_stops_the_others(

@@ -10,6 +10,7 @@ import torch
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.models.networks import (
+    Dropout,
     build_discriminator,
     build_generator,
     count_ilm_layers,
@@ -139,3 +140,35 @@ def test_ilm_init_pix2pix_or_pytorch():
     assert 0.01 < std < 0.03 and 1.45 < low <= high < 1.55
     std, low, high = spreads["pytorch"]
     assert std > 0.1 and high - low > 0.1
+
+
+def test_the_pixel_discriminator_has_the_reference_parameter_count():
+    # The reference drops both biases after the first layer with batch norm: 448 + 8192 + 256 + 128.
+    assert count_parameters(build_discriminator("pixel", 6, 64, NormFactory("batch"))) == 9_024
+    # With instance norm (no affine) it keeps them: 448 + 8320 + 129.
+    assert count_parameters(build_discriminator("pixel", 6, 64, NormFactory("instance"))) == 8_897
+
+
+def test_dropout_masks_do_not_depend_on_the_memory_layout():
+    x = torch.randn(2, 16, 8, 8)
+    layer = Dropout(0.5).train()
+    outputs = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(3)
+        outputs.append(layer(x.contiguous(memory_format=memory_format)))
+    assert torch.equal(outputs[0], outputs[1])
+    kept = outputs[0] != 0
+    assert 0.3 < kept.float().mean() < 0.7 and torch.equal(outputs[0][kept], 2 * x[kept])
+    torch.manual_seed(3)  # on a contiguous CPU tensor, the very mask of torch's own dropout
+    assert torch.equal(torch.nn.Dropout(0.5)(x), outputs[0])
+    assert torch.equal(layer.eval()(x), x)
+    # A U-Net whose norm keeps channels_last (instance norm returns contiguous tensors): torch's dropout would
+    # make these differ by about 0.5.
+    g = build_generator("unet_64", 3, 3, 4, NormFactory("batch")).train()
+    x = torch.randn(2, 3, 64, 64)
+    results = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(5)
+        net = g.to(memory_format=memory_format)
+        results.append(net(x.contiguous(memory_format=memory_format)).detach())
+    assert torch.allclose(results[0], results[1], atol=1e-5)

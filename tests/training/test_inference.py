@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 from PIL import Image
 
 from pix2pix_ilm.cli import main
-from tests.faults import args_for_test
+from tests.faults import args_for_test, cli_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,3 +89,62 @@ def test_single_inputs_have_their_own_folder_and_keep_their_size(trained, tmp_pa
         "batches_into_next_epoch": 0,
         "iteration": 2,
     }
+
+
+def test_the_results_folder_is_checked_before_the_model_loads(trained, tmp_path, capsys, monkeypatch):
+    from pix2pix_ilm.training import inference
+
+    data, ckpt = trained
+    loads = []
+    monkeypatch.setattr(inference, "load_generator_for_inference", lambda *a: loads.append(a))
+    (tmp_path / "file").write_text("mine")
+    for results, expected in (
+        (tmp_path / "file", "is a file, not a folder"),
+        (tmp_path / "file" / "deeper", "which is a file"),
+    ):
+        assert expected in cli_error(capsys, *args_for_test(data, ckpt, results))
+    # The folder a test replaces must not hold its own inputs: the data, or the run.
+    results = tmp_path / "results"
+    inside = results / "base" / "test_latest" / "data"
+    shutil.copytree(data, inside)
+    assert "holds the input" in cli_error(capsys, *args_for_test(inside, ckpt, results))
+    assert (inside / "test").is_dir() and loads == []
+    assert (tmp_path / "file").read_text() == "mine"
+    msg = cli_error(capsys, *args_for_test(data, ckpt, tmp_path / "r", "--num-test", "0"))
+    assert "--num-test must be >= 1, got 0" in msg and "max-dataset-size" not in msg
+
+
+def test_a_damaged_config_json_is_one_line_naming_it(trained, tmp_path, capsys):
+    data, ckpt = trained
+    copy = tmp_path / "ckpt"
+    shutil.copytree(ckpt, copy)
+    config = copy / "base" / "config.json"
+    for content in (b'{"config": {"netG": ', b"\xff\xfe\x00garbage", b'{"environment": {}}', b"[1, 2]"):
+        config.write_bytes(content)
+        for args in (
+            args_for_test(data, copy, tmp_path / "results"),
+            [
+                "export",
+                "--name",
+                "base",
+                "--checkpoints-dir",
+                str(copy),
+                "--format",
+                "torchscript",
+                "--out",
+                str(tmp_path / "g.pt"),
+            ],
+            [
+                "train",
+                "--dataroot",
+                str(data),
+                "--name",
+                "base",
+                "--checkpoints-dir",
+                str(copy),
+                "--continue",
+            ],
+        ):
+            msg = cli_error(capsys, *args)
+            assert str(config) in msg and "not a valid run config" in msg, msg
+    assert not (tmp_path / "results").exists() and not (tmp_path / "g.pt").exists()

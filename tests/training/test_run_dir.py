@@ -215,3 +215,27 @@ def test_continue_needs_only_the_name_and_says_where_it_resumes(trained, tmp_pat
 def test_a_new_run_needs_a_dataroot(tmp_path, capsys):
     msg = cli_error(capsys, "train", "--name", "x", "--checkpoints-dir", str(tmp_path / "ckpt"))
     assert msg == "pix2pix-ilm train: error: --dataroot is required (a folder with <phase>/ subfolders)"
+
+
+def test_the_run_folder_is_checked_before_any_work_and_never_holds_the_data(trained, tmp_path, capsys):
+    data, ckpt = trained
+    (tmp_path / "file").write_text("mine")
+    for where, expected in (
+        (tmp_path / "file", "is a file, not a folder"),
+        (tmp_path / "file" / "ckpt", "which is a file"),
+    ):
+        msg = cli_error(capsys, *train_args(data, where, "new"))
+        assert "--checkpoints-dir" in msg and expected in msg, msg
+    assert (tmp_path / "file").read_text() == "mine"
+    # A run folder that holds its own data: --overwrite would delete it, training would write into it.
+    run = tmp_path / "ckpt" / "run"
+    shutil.copytree(data, run / "data")
+    before = {p.name: sha256(p) for p in (run / "data" / "train").iterdir()}
+    for extra in ([], ["--overwrite"], ["--continue"]):
+        msg = cli_error(capsys, *train_args(run / "data", tmp_path / "ckpt", "run", *extra))
+        assert "holds the input" in msg or "--continue: no checkpoint" in msg, msg
+    # A run folder that is the data's phase folder: nothing written into it.
+    msg = cli_error(capsys, *train_args(run / "data", run / "data", "train"))
+    assert "is the input" in msg and "train" in msg
+    assert {p.name: sha256(p) for p in (run / "data" / "train").iterdir()} == before
+    assert sorted(p.name for p in run.iterdir()) == ["data"]
