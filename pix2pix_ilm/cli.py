@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import logging
 import sys
 import warnings
@@ -289,6 +290,16 @@ def _one_line_warnings(command: str) -> Iterator[None]:
             package_logger.removeHandler(handler)
 
 
+def _refused(err: OSError) -> str:
+    """Why the system refused a file, and what to do."""
+    reason = err.strerror or first_line(err)
+    if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return f"{reason} (check the path and its permissions)"
+    from pix2pix_ilm.files import no_space_advice
+
+    return f"{reason}: {no_space_advice(err.filename)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pix2pix-ilm`` and ``python -m pix2pix_ilm``."""
     parser = build_parser()
@@ -311,12 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if err.filename is None:
             raise
         # A file the system refuses that no check foresaw (a permission, a full disk): the user's to fix.
-        reason = err.strerror or first_line(err)
-        print(
-            f"pix2pix-ilm {args.command}: error: {err.filename}: {reason} (check the path, its permissions and "
-            "the free space)",
-            file=sys.stderr,
-        )
+        print(f"pix2pix-ilm {args.command}: error: {err.filename}: {_refused(err)}", file=sys.stderr)
         return 2
     except Exception as err:
         from pix2pix_ilm.training.stopping import TrainingDiverged, TrainingStopped

@@ -5,6 +5,7 @@ see the old file or the new one), and the place is checked before any work."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
 import shutil
@@ -35,33 +36,28 @@ def create_temp_file(directory: Path, prefix: str, suffix: str) -> tuple[int, st
     raise FileExistsError(f"no unused temporary file name in {directory}")
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path | str, *, fsync: bool = True) -> Iterator[Path]:
-    """A temp file beside ``path`` for the block to write (by name: for writers that take a path); when the
-    block succeeds it replaces ``path`` in one rename, when it fails it is removed and ``path`` stays as it was.
-    ``fsync=False`` (for many small files) leaves the flush to one :func:`sync_to_disk` after the last."""
+def atomic_write_bytes(path: Path | str, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one: a temp file
+    beside it, renamed over it. A failed write removes the temp file, leaves ``path`` as it was and names
+    ``path``. ``fsync=False`` (for many small files) leaves the flush to one :func:`sync_to_disk` after the last."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = create_temp_file(path.parent, f".{path.name}.", ".tmp")
-    os.close(fd)
     try:
-        yield Path(tmp_name)
-        if fsync:
-            with open(tmp_name, "rb+") as handle:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if fsync:
+                handle.flush()
                 os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
+        if isinstance(err, OSError) and err.filename in (None, tmp_name):  # the user's file, not our temp one
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     if fsync:
         fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path | str, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
-    with atomic_path(path, fsync=fsync) as tmp:
-        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: Path | str, text: str, *, fsync: bool = True) -> None:
@@ -160,6 +156,8 @@ def replacing_folder(out_dir: Path, *, in_place: bool = False) -> Iterator[Path]
     token = secrets.token_hex(4)
     old = out_dir.with_name(f".{out_dir.name}.{token}.old")
     new = out_dir if in_place else out_dir.with_name(f".{out_dir.name}.{token}.tmp")
+    if not in_place:
+        _clear_leftovers(out_dir)
     try:
         if in_place and out_dir.exists():
             out_dir.rename(old)
@@ -170,9 +168,34 @@ def replacing_folder(out_dir: Path, *, in_place: bool = False) -> Iterator[Path]
             if out_dir.exists():
                 out_dir.rename(old)
             new.rename(out_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(new, ignore_errors=True)
         if old.exists() and not out_dir.exists():
             old.rename(out_dir)
+        staged = isinstance(err, OSError) and str(err.filename or "").startswith(f"{new}{os.sep}")
+        if staged and not in_place:  # name the file the user asked for, not its staging copy
+            raise OSError(err.errno, err.strerror, str(out_dir) + str(err.filename)[len(str(new)) :]) from err
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _clear_leftovers(out_dir: Path) -> None:
+    """What replacements of ``out_dir`` that were killed left beside it (the caller holds the folder): staging
+    folders go, and an old folder set aside comes back where ``out_dir`` itself is gone."""
+    pattern = f".{glob.escape(out_dir.name)}.*"
+    olds = sorted(out_dir.parent.glob(pattern + ".old"), key=lambda p: p.stat().st_mtime)
+    if olds and not out_dir.exists():
+        olds.pop().rename(out_dir)
+    for leftover in [*olds, *out_dir.parent.glob(pattern + ".tmp")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def no_space_advice(path: Path | str, needed_bytes: int | None = None) -> str:
+    """What to say when the disk refused ``path`` for want of space (ENOSPC, EDQUOT): the space left there,
+    what is needed where known, and what to do."""
+    folder = next((p for p in Path(path).absolute().parents if p.exists()), Path("/"))
+    free = shutil.disk_usage(folder).free / 2**20
+    needed = f", about {needed_bytes / 2**20:.1f} MiB needed" if needed_bytes else ""
+    return (
+        f"{free:.1f} MiB free there{needed}; free some space, or write elsewhere, and run the command again"
+    )

@@ -1,8 +1,9 @@
 """Helpers shared by several test modules: what to do when something a test needs is missing, closed and free
-ports, a visdom server in a subprocess."""
+ports, a visdom server in a subprocess, a small disk that fills up."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import socket
@@ -12,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
@@ -102,3 +104,32 @@ def stop_visdom_server(process: subprocess.Popen, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "4m") -> Iterator[Path]:
+    """A real file system of ``size`` (a tmpfs) mounted at ``path`` for the block: a disk that fills up. Needs
+    root, as CI has; elsewhere :func:`unavailable`."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    done = subprocess.run(mount, capture_output=True, text=True)
+    if done.returncode != 0:
+        unavailable(f"cannot mount a tmpfs at {path} (needs root): {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to its last byte with one file, ``disk/filler``; returns it."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for chunk in (2**20, 2**12, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
+    return filler

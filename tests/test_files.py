@@ -4,6 +4,7 @@ checked before any work; a read-only folder refused in one line by every command
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -16,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from pix2pix_ilm.cli import main
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.files import (
-    atomic_path,
     atomic_write_bytes,
     atomic_write_text,
     check_output_files,
@@ -26,8 +27,8 @@ from pix2pix_ilm.files import (
     replacing_folder,
 )
 from pix2pix_ilm.training.checkpoint import load_checkpoint
-from tests.faults import NET, QUICK, args_for_test
-from tests.helpers import unavailable
+from tests.faults import NET, QUICK, args_for_test, wait_for_file
+from tests.helpers import fill, small_disk, unavailable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,17 +108,18 @@ def test_a_replaced_folder_is_complete_or_untouched(tmp_path, in_place):
     assert not (tmp_path / "fresh").exists()
 
 
-def test_a_file_written_by_name_is_atomic(tmp_path):
-    path = tmp_path / "model.onnx"
-    path.write_bytes(b"previous")
-    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
-        tmp.write_bytes(b"half")
-        raise RuntimeError("the exporter fails")
-    assert path.read_bytes() == b"previous" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
-    with atomic_path(path) as tmp:
-        assert tmp.parent == tmp_path and tmp != path
-        tmp.write_bytes(b"new")
-    assert path.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+def test_a_write_the_disk_refuses_keeps_the_old_file_and_names_it(tmp_path):
+    with small_disk(tmp_path / "disk") as disk:
+        path = disk / "model.onnx"
+        atomic_write_bytes(path, b"previous")
+        fill(disk)
+        with pytest.raises(OSError) as refused:
+            atomic_write_bytes(path, b"new" * 2**16)
+        assert refused.value.errno == errno.ENOSPC and refused.value.filename == str(path)
+        assert path.read_bytes() == b"previous" and sorted(p.name for p in disk.iterdir()) == [
+            "filler",
+            "model.onnx",
+        ]
 
 
 _EVERY_COMMAND = """
@@ -244,3 +246,74 @@ def test_bench_checks_its_report_file_before_measuring(tmp_path, capsys, monkeyp
     assert "is a folder" in cli_error(capsys, "bench", "--json", str(tmp_path), "--overwrite")
     assert "which is a file" in cli_error(capsys, "bench", "--json", str(report / "b.json"))
     assert report.read_text() == "mine"
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_full_disk_ends_every_command_in_one_line_and_keeps_what_was_there(trained, tmp_path, capsys):
+    """On a real full disk (a tmpfs): test, eval, eval --json, export over an existing file (ONNX and
+    TorchScript) and translate each end in one line naming the file and the space left, exit 2; the results,
+    scores and models written before are untouched, no staging or temp file is left, and once there is room
+    again eval writes its plot and scores."""
+    from tests.faults import cli_error
+
+    data, ckpt = trained
+    run = ["--name", "base", "--checkpoints-dir", str(ckpt)]
+    with small_disk(tmp_path / "disk") as disk:
+        test = args_for_test(data, ckpt, disk / "results", "--no-progress")
+        folder = disk / "results" / "base" / "test_latest"
+        evaluate = ["eval", "--results-dir", str(folder), "--metrics", "rmse,ssim"]
+        models = {"onnx": disk / "g.onnx", "torchscript": disk / "g.pt"}
+        assert main(test) == 0 and main(evaluate) == 0
+        for fmt, model in models.items():
+            assert main(["export", *run, "--format", fmt, "--out", str(model)]) == 0
+        before = _files(disk)
+        filler = fill(disk)
+        commands = [
+            test,
+            evaluate,
+            [*evaluate, "--json", str(disk / "other.json")],
+            *(["export", *run, "--format", fmt, "--out", str(m), "--overwrite"] for fmt, m in models.items()),
+            ["translate", *run, str(data / "test"), "--out", str(disk / "translated")],
+        ]
+        for command in commands:
+            err = cli_error(capsys, *command)
+            assert "No space left on device" in err and "MiB free there" in err, err
+            assert str(disk) in err and ".tmp" not in err, err
+        assert {k: v for k, v in _files(disk).items() if k != "filler"} == before  # the lock file included
+        hidden = [p.name for p in disk.rglob(".*")]  # no staging folder, no temp file: the folder's lock only
+        assert hidden == [".test_latest.lock"]
+        filler.unlink()
+        (folder / "metrics.png").unlink()
+        assert main(evaluate) == 0 and (folder / "metrics.png").is_file()
+
+
+def test_training_on_a_disk_that_fills_up_tries_its_checkpoint_and_keeps_the_last(trained, tmp_path):
+    """The disk fills up while the run trains: its page and log stop with a warning each, the run trains on
+    to the epoch's end, tries its checkpoint and ends in one line (exit 2); the previous latest.pt is kept."""
+    from tests.faults import start_paused_training
+
+    data, ckpt = trained
+    with small_disk(tmp_path / "disk", "8m") as disk:
+        shutil.copytree(ckpt / "base", disk / "base")
+        latest = (disk / "base" / "latest.pt").read_bytes()
+        more = ["--checkpoints-dir", str(disk), "--continue", "--n-epochs", "2", "--display-freq", "1"]
+        flag = tmp_path / "flag"
+        training = start_paused_training(["train", "--dataroot", str(data), "--name", "base", *more], 3, flag)
+        wait_for_file(flag.with_suffix(".paused"), training)
+        fill(disk)
+        flag.with_suffix(".go").touch()
+        _, err = training.communicate(timeout=300)
+        lines = err.strip().splitlines()
+        assert training.returncode == 2 and "Traceback" not in err, err
+        assert any(
+            "warning: WebPage stopped:" in line and "No space left on device" in line for line in lines
+        )
+        assert (
+            "cannot write checkpoint" in lines[-1]
+            and "No space left on device: 0.0 MiB free there" in lines[-1]
+        )
+        assert "MiB needed" in lines[-1] and "the previous latest.pt, if any, is unchanged" in lines[-1]
+        assert (disk / "base" / "latest.pt").read_bytes() == latest

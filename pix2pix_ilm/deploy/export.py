@@ -4,6 +4,7 @@ preprocessing contract in its metadata (docs/deploy.md)."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import warnings
 from pathlib import Path
@@ -15,7 +16,7 @@ from torch import nn
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.deploy.options import ExportConfig
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.files import atomic_path, check_output_files
+from pix2pix_ilm.files import atomic_write_bytes, check_output_files
 from pix2pix_ilm.models.networks import unet_depth
 from pix2pix_ilm.models.norms import ILMNorm
 from pix2pix_ilm.training.inference import checkpoint_path, load_generator_for_inference, trained_counters
@@ -83,20 +84,17 @@ def export_generator(options: ExportConfig) -> Path:
     # A dynamic export is traced at two size steps: at one, a U-Net's innermost map is 1x1, which fixes the size.
     side = 2 * size_multiple(config.netG) if options.dynamic else config.crop_size
     example = torch.rand(1, config.input_nc, side, side) * 2 - 1
-    with atomic_path(out) as tmp:
-        if options.format == "onnx":
-            _export_onnx(generator, example, meta, tmp, options.dynamic)
-        else:
-            _export_torchscript(generator, example, meta, tmp)
+    # Serialised in memory, then written by Python: a full disk is an OSError, never a truncated file.
+    if options.format == "onnx":
+        data = _export_onnx(generator, example, meta, options.dynamic)
+    else:
+        data = _export_torchscript(generator, example, meta)
+    atomic_write_bytes(out, data)
     print(f"exported {options.name} ({meta['checkpoint']}) to {out} ({options.format})")
     return out
 
 
-def _export_onnx(
-    generator: nn.Module, example: torch.Tensor, meta: dict[str, Any], out: Path, dynamic: bool
-) -> None:
-    import onnx
-
+def _export_onnx(generator: nn.Module, example: torch.Tensor, meta: dict[str, Any], dynamic: bool) -> bytes:
     shapes = None
     if dynamic:
         step = meta["size_multiple"]
@@ -114,14 +112,16 @@ def _export_onnx(
     model = program.model_proto
     entry = model.metadata_props.add()
     entry.key, entry.value = CONTRACT_KEY, json.dumps(meta)
-    onnx.save(model, str(out))
+    return model.SerializeToString()
 
 
-def _export_torchscript(generator: nn.Module, example: torch.Tensor, meta: dict[str, Any], out: Path) -> None:
+def _export_torchscript(generator: nn.Module, example: torch.Tensor, meta: dict[str, Any]) -> bytes:
     with torch.no_grad(), warnings.catch_warnings():
         # Known and harmless: torch's notices that TorchScript is deprecated (it still loads everywhere), and
         # the tracer's note on the layers' channel checks, which hold for the one input size traced.
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
         warnings.filterwarnings("ignore", "Converting a tensor to a Python boolean", torch.jit.TracerWarning)
         traced = torch.jit.trace(generator, example, check_trace=False)
-        torch.jit.save(traced, str(out), _extra_files={f"{CONTRACT_KEY}.json": json.dumps(meta)})
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={f"{CONTRACT_KEY}.json": json.dumps(meta)})
+    return buffer.getvalue()

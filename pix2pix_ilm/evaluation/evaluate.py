@@ -19,6 +19,7 @@ from pix2pix_ilm.evaluation.lpips_alexnet import ALEXNET_OWT_URL, resolve_lpips_
 from pix2pix_ilm.evaluation.metrics import SSIM_SETTINGS, EvalOptions, get_metric, parse_metric_names
 from pix2pix_ilm.evaluation.options import EvalConfig
 from pix2pix_ilm.files import atomic_write_text, check_folder, check_output_files
+from pix2pix_ilm.locks import results_folder
 from pix2pix_ilm.viz.pages import TEST_INFO, write_test_page
 from pix2pix_ilm.viz.plots import render_score_strips, save_png
 
@@ -160,7 +161,20 @@ def score_to_json(
     """Score a test output folder, write its ``metrics.json`` (``null`` for non-finite scores), the score plot
     beside it and, in a ``test`` folder, its ``index.html``: the one code path of ``eval`` and ``table6``.
     The folder's own ``metrics.json`` and plot are replaced; another ``json_path`` only with ``overwrite``.
-    Returns (result, the JSON document, its path)."""
+    Returns (result, the JSON document, its path). No ``test`` replaces the folder meanwhile (its lock)."""
+    with results_folder(results_dir):
+        return _score_to_json(results_dir, metrics, lpips_backbone, json_path, device, batch_size, overwrite)
+
+
+def _score_to_json(
+    results_dir: str | Path,
+    metrics: str | Sequence[str],
+    lpips_backbone: str | Path | None,
+    json_path: str | Path | None,
+    device: str,
+    batch_size: int,
+    overwrite: bool,
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
     metric_list = parse_metric_names(metrics)
     target = Path(json_path) if json_path else Path(results_dir) / "metrics.json"
     pairs = find_image_pairs(results_dir)
@@ -196,8 +210,10 @@ def score_to_json(
     def finite(scores: dict[str, float]) -> dict[str, float | None]:
         return {k: v if math.isfinite(v) else None for k, v in scores.items()}
 
+    info = Path(results_dir) / TEST_INFO
     document = {
         "results_dir": str(results_dir),
+        **({"test_id": json.loads(info.read_text()).get("test_id")} if info.is_file() else {}),
         **{key: value for key, value in result.items() if key != "channels"},  # said in settings
         "mean": finite(result["mean"]),
         "std": finite(result["std"]),
@@ -205,11 +221,11 @@ def score_to_json(
         "higher_is_better": {name: get_metric(name).higher_is_better for name in metric_list},
         "settings": settings,
     }
-    atomic_write_text(target, json.dumps(document, indent=2, allow_nan=False) + "\n")
-    save_png(
+    save_png(  # the plot first: a metrics.json means its plot was written too
         render_score_strips(document["per_image"], metric_list, document["higher_is_better"]),
         target.with_suffix(".png"),
     )
+    atomic_write_text(target, json.dumps(document, indent=2, allow_nan=False) + "\n")
     if (Path(results_dir) / TEST_INFO).is_file():
         write_test_page(Path(results_dir), target)
     return result, document, target

@@ -6,6 +6,7 @@ dict of tensors also carries its own digest (``part_sha256``), so inference can 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from pix2pix_ilm.errors import UsageError, first_line
-from pix2pix_ilm.files import atomic_write_text, create_temp_file, fsync_dir
+from pix2pix_ilm.files import atomic_write_text, create_temp_file, fsync_dir, no_space_advice
 
 
 def _sidecar(path: Path) -> Path:
@@ -137,9 +138,12 @@ def save_checkpoint(state: dict[str, Any], path: Path | str, *, also: Sequence[P
             _place(tmp, other, digest, keep_source=True)
         _place(tmp, path, digest, keep_source=False)
     except OSError as err:
+        why = f"{err.strerror or err} (a file-size limit?)"
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # about the size of the previous one, once per file
+            previous = path.stat().st_size * (1 + len(also)) if path.is_file() else None
+            why = f"{err.strerror}: {no_space_advice(path, previous)}"
         raise UsageError(
-            f"cannot write checkpoint {path}: {err.strerror or err} (disk full or a file-size limit?); "
-            f"the previous {path.name}, if any, is unchanged"
+            f"cannot write checkpoint {path}: {why}; the previous {path.name}, if any, is unchanged"
         ) from err
     finally:
         with contextlib.suppress(OSError):

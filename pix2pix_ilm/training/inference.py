@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from pix2pix_ilm.data.transforms import TransformSpec
 from pix2pix_ilm.device import autocast, resolve_device, with_device_defaults
 from pix2pix_ilm.errors import UsageError, first_line
 from pix2pix_ilm.files import atomic_write_text, check_output_folder, data_folders, replacing_folder
+from pix2pix_ilm.locks import results_folder
 from pix2pix_ilm.models.networks import generator_from_config, unet_depth
 from pix2pix_ilm.training.checkpoint import load_checkpoint
 from pix2pix_ilm.viz.images import save_image, tensor_to_image
@@ -143,6 +145,11 @@ def run_test(options: TestConfig) -> Path:
     out_dir = Path(options.results_dir) / options.name / f"{options.phase}_{options.epoch}{suffix}"
     inputs = [*data_folders(options.dataroot, options.phase), run_dir]
     check_output_folder(out_dir, "--results-dir", inputs, replaced=True)
+    with results_folder(out_dir):
+        return _test_into(options, run_dir, out_dir)
+
+
+def _test_into(options: TestConfig, run_dir: Path, out_dir: Path) -> Path:
     generator, config, counters = load_generator_for_inference(run_dir, options.epoch, options.device)
     if options.precision != "run":
         config = dataclasses.replace(config, precision=options.precision)
@@ -164,6 +171,7 @@ def run_test(options: TestConfig) -> Path:
             "trained": trained_counters(counters, config.total_epochs),
             "labels": list(labels),
             "images": stems,
+            "test_id": secrets.token_hex(8),  # the scores of this test name it
         }
         atomic_write_text(staging / TEST_INFO, json.dumps(info, indent=2) + "\n", fsync=False)
         write_test_page(staging, fsync=False, final_dir=out_dir)

@@ -126,12 +126,11 @@ def test_export_checks_its_output_first_and_writes_it_atomically(runs, tmp_path,
     assert calls == [] and notes.read_text() == "mine"  # all refused before the model was loaded
     monkeypatch.undo()
 
-    # A failing exporter leaves the previous file as it was and no temp file.
-    def half_written(generator, example, meta, out):
-        out.write_bytes(b"half")
+    # A failing exporter leaves the previous file as it was and no temp file (a full disk: tests/test_files.py).
+    def failing(generator, example, meta):
         raise RuntimeError("the exporter fails")
 
-    monkeypatch.setattr(export, "_export_torchscript", half_written)
+    monkeypatch.setattr(export, "_export_torchscript", failing)
     with pytest.raises(RuntimeError):
         main([*run, "--out", str(notes), "--overwrite"])
     assert notes.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
