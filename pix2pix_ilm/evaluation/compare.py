@@ -16,7 +16,7 @@ from typing import Any
 
 from pix2pix_ilm.config import TestConfig, TrainConfig, config_to_dict, load_run_config
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation.options import StudyOptions
+from pix2pix_ilm.evaluation.options import CompareConfig, StudyOptions
 from pix2pix_ilm.evaluation.study import Row, Study, count_images, parse_overrides
 from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, check_disk_space, scoring_seconds
 from pix2pix_ilm.evaluation.table6_curves import epoch_tables, format_epochs, write_epoch_figure
@@ -346,3 +346,10 @@ def write_outputs(study: Study, summary: dict[str, Any], out: Path) -> None:
         write_epoch_figure(study, summary, out / f"{study.name}_epochs.png")
     write_sample_grids(out, summary["runs"])
     print(text)
+
+
+def run_compare(config: CompareConfig) -> dict[str, Any] | None:
+    """``pix2pix-ilm compare``: the rows of ``--row`` on ``--dataroot``, scored on every ``--eval-phase``."""
+    from pix2pix_ilm.evaluation.compare_rows import compare_study
+
+    return run_study(compare_study(config), config, Path(config.dataroot or ""))

@@ -82,6 +82,43 @@ class Table6Config(StudyOptions):
 
 
 @dataclass
+class CompareConfig(StudyOptions):
+    """Options of ``pix2pix-ilm compare``: rows of training options over seeds, on any paired data."""
+
+    dataroot: str | None = opt(
+        None,
+        "data folder in any layout train reads (<phase>/ of A|B images, or --set dataset_mode=paired)",
+        required=True,
+    )
+    out: str = opt("results/compare", "output folder")
+    preset: str = opt(
+        "none",
+        "every run's options before --set: none (train's defaults), quick (128², unet_128, ngf = ndf = 32, "
+        "10 + 10 epochs) or paper (256², unet_256, 64 / 64, 100 + 100)",
+        choices=("none", *TABLE6_PRESETS),
+    )
+    rows: tuple[str, ...] = opt(
+        (),
+        "a row: its name, then the training options that differ from every run's, e.g. "
+        "in:netG_norm=instance or ilm_gn16:netG_norm=ilm_gn,ilm_group_size=16 (repeatable; NAME: alone is the "
+        "shared options)",
+        flag="--row",
+        metavar="NAME:KEY=VALUE,...",
+        append=True,
+        required=True,
+    )
+    baseline: str | None = opt(None, "the row every other row is paired with (default: the first --row)")
+    eval_phases: tuple[str, ...] = opt(
+        ("test",),
+        "where every run is scored: a folder of --dataroot (test, val, ...), or a slice of one as "
+        "PHASE:START:END, e.g. train:200:400 for images 201-400 of train/",
+        flag="--eval-phase",
+        metavar="PHASE",
+    )
+    metrics: str = opt("rmse,rmse_rgb,lpips,ssim", "comma-separated metrics (see 'eval --help')")
+
+
+@dataclass
 class EvalConfig:
     """Options of ``pix2pix-ilm eval``."""
 
