@@ -67,7 +67,8 @@ def _check_rows_differ(runs: list[tuple[Row, TrainConfig]]) -> None:
         other = learned.setdefault(what, row)
         if other.slug != row.slug:
             raise UsageError(
-                f"rows {other.slug} and {row.slug} train with the same options; give one of them others"
+                f"rows {other.slug} and {row.slug} train with the same options, a comparison of nothing: "
+                "change or drop one"
             )
 
 
