@@ -22,7 +22,7 @@ from typing import Any
 from pix2pix_ilm.config import BenchConfig, ModelsConfig, TestConfig, TrainConfig, VisdomConfig
 from pix2pix_ilm.deploy.options import ExportConfig, ImportConfig, TranslateConfig
 from pix2pix_ilm.errors import UsageError, first_line
-from pix2pix_ilm.evaluation.options import EvalConfig, Table6Config
+from pix2pix_ilm.evaluation.options import CompareConfig, EvalConfig, Table6Config
 from pix2pix_ilm.flags import add_dataclass_arguments, dataclass_from_args
 from pix2pix_ilm.version import __version__
 
@@ -103,6 +103,14 @@ def _cmd_table6(config: Table6Config, explicit: set[str]) -> int:
 
     _retain_heap_on_cpu(config.device)
     run_table6(config)
+    return 0
+
+
+def _cmd_compare(config: CompareConfig, explicit: set[str]) -> int:
+    from pix2pix_ilm.evaluation.compare import run_compare
+
+    _retain_heap_on_cpu(config.device)
+    run_compare(config)
     return 0
 
 
@@ -205,6 +213,20 @@ COMMANDS: dict[str, Command] = {
         "reproduce the paper's Table 6 (train, test and eval three configurations)",
         "The paper's Table 6 protocol: train, test and score each configuration for every seed (resumable). "
         "Writes table6.md, table6.json, table6.png, sample grids, and the runs' folders and logs to --out.",
+    ),
+    "compare": Command(
+        _cmd_compare,
+        CompareConfig,
+        "compare training options (norms, ...) over seeds on any paired data, with paired intervals",
+        "Train every --row for every seed on --dataroot (any layout train reads), test and score each run on "
+        "every --eval-phase, and pair each row with the baseline row per seed: mean +- std, the paired "
+        "difference with its 95 % Student-t interval over seeds (n, df) and a verdict per metric. A row is a "
+        "name and the training options that differ from every run's (--preset, then --set):\n\n"
+        "  pix2pix-ilm compare --dataroot datasets/facades --out results/norms --seeds 0 1 2 --preset quick \\\n"
+        "      --set direction=BtoA --row in:netG_norm=instance --row gn:netG_norm=group,num_groups=8 \\\n"
+        "      --row ilm_gn16:netG_norm=ilm_gn,ilm_group_size=16 --eval-phase test val\n\n"
+        "Resumable (finished runs trained with the same options are reused). Writes compare.md, compare.json, "
+        "compare.png, sample grids, and the runs' folders and logs to --out (docs/table6.md).",
     ),
     "visdom": Command(
         _cmd_visdom,

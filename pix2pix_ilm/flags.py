@@ -109,4 +109,23 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str = "confi
     unknown = sorted(set(data) - names)
     if unknown:
         raise UsageError(f"{source}: unknown option(s) {', '.join(unknown)} (written by a newer version?)")
+    hints = get_type_hints(cls)
+    for name, value in data.items():
+        if problem := _value_problem(cls, name, hints[name], value):
+            raise UsageError(
+                f"{source}: {name} is {value!r}, {problem} (edited by hand? restore it from a backup)"
+            )
     return cls(**{**getattr(cls, "UNSAVED", {}), **data})
+
+
+def _value_problem(cls: type, name: str, hint: Any, value: Any) -> str | None:
+    """Why ``value`` cannot be field ``name`` of ``cls`` (its type, its choices), or None."""
+    base, optional = field_type(hint)
+    expected = {int: "an integer", float: "a number", str: "text", bool: "true or false"}.get(base)
+    if expected is None or (value is None and optional):
+        return None  # a type JSON does not hold (a tuple as a list, ...): the class itself checks it
+    kinds = (int, float) if base is float else (base,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and base is not bool):
+        return f"but it must be {expected}"
+    choices = next(f for f in fields(cls) if f.name == name).metadata.get("choices")
+    return f"not one of {', '.join(map(str, choices))}" if choices and value not in choices else None

@@ -12,7 +12,7 @@ from pix2pix_ilm.cli import main
 from pix2pix_ilm.training.checkpoint import load_checkpoint
 from tests.faults import trained_run
 
-COMMANDS = ("train", "test", "eval", "table6", "models", "visdom", "bench")
+COMMANDS = ("train", "test", "eval", "compare", "table6", "models", "visdom", "bench")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

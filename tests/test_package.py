@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pix2pix_ilm"
-COMMANDS = ("train", "test", "eval", "table6", "visdom", "bench", "models")
+COMMANDS = ("train", "test", "eval", "compare", "table6", "visdom", "bench", "models")
 
 
 def _module_name(path: Path) -> str:

@@ -1,5 +1,5 @@
-"""Table 6 along training (``--score-epochs``): per epoch, each row's mean ± std over seeds and its paired
-difference to IN / IN with a t interval, as Markdown and as one figure (docs/table6.md)."""
+"""A comparison along training (``--score-epochs``): per epoch, each row's mean ± std over seeds and its paired
+difference to the baseline row with a t interval, as Markdown and as one figure (docs/table6.md)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from pix2pix_ilm.evaluation.table6_report import BASELINE, COLUMNS, split_rows
+from pix2pix_ilm.evaluation.study import Study
+from pix2pix_ilm.evaluation.table6_report import column, split_rows
 from pix2pix_ilm.viz.plots import save_png
 
-CURVE_METRICS = ("lpips", "rmse_rgb")
 
-
-def epoch_tables(runs: list[dict[str, Any]], splits: list[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def epoch_tables(
+    study: Study, runs: list[dict[str, Any]], splits: list[str]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """``{split: {epoch: split_rows}}`` for every epoch scored in all runs."""
     epochs = [e for e in runs[0].get("epochs", {}) if all(e in r.get("epochs", {}) for r in runs)]
     return {
-        split: {e: split_rows([{**r, "splits": r["epochs"][e]} for r in runs], split) for e in epochs}
+        split: {e: split_rows(study, [{**r, "splits": r["epochs"][e]} for r in runs], split) for e in epochs}
         for split in splits
     }
 
@@ -28,58 +29,57 @@ def _cell(value: dict[str, Any], digits: int) -> str:
     return text + (f" [{value['ci'][0]:+.{digits}f}, {value['ci'][1]:+.{digits}f}]" if value["ci"] else "")
 
 
-def format_epochs(summary: dict[str, Any]) -> list[str]:
-    """Per split: the metrics of every row by epoch, then the differences to IN / IN by epoch."""
+def format_epochs(study: Study, summary: dict[str, Any]) -> list[str]:
+    """Per split: the metrics of every row by epoch, then the differences to the baseline by epoch."""
     tables = summary.get("epoch_tables") or {}
+    curves, digits = study.curve_metrics, {m: column(m)[1] for m in study.curve_metrics}
     lines = []
     for split, by_epoch in tables.items():
         if not by_epoch:
             continue
         rows = next(iter(by_epoch.values()))
-        names = [COLUMNS[m][0] for m in CURVE_METRICS]
+        names = [column(m)[0] for m in curves]
         lines += [f"### Along training, split `{split}`", "", "Mean ± std over seeds:", ""]
         lines += ["| epoch | " + " | ".join(f"{r['label']}: {' / '.join(names)}" for r in rows) + " |"]
         lines += ["|---:|" + "---|" * len(rows)]
         for epoch, epoch_rows in by_epoch.items():
             cells = [
                 " / ".join(
-                    f"{r['metrics'][m]['mean']:.{COLUMNS[m][1]}f} ± {r['metrics'][m]['std']:.{COLUMNS[m][1]}f}"
-                    for m in CURVE_METRICS
+                    f"{r['metrics'][m]['mean']:.{digits[m]}f} ± {r['metrics'][m]['std']:.{digits[m]}f}"
+                    for m in curves
                 )
                 for r in epoch_rows
             ]
             lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
-        others = [r for r in rows if r["config"] != BASELINE and r["paired"]]
+        others = [r for r in rows if r["config"] != study.baseline and r["paired"]]
         if others:
-            n = others[0]["paired"][CURVE_METRICS[0]]["n"]
-            lines += ["", f"Difference to IN / IN (n = {n} paired seeds, df = {n - 1}, 95 % t interval):", ""]
+            n, base = others[0]["paired"][curves[0]]["n"], study.baseline_label
+            lines += ["", f"Difference to {base} (n = {n} paired seeds, df = {n - 1}, 95 % t interval):", ""]
             lines += [
                 "| epoch | " + " | ".join(f"{r['label']}: Δ {' / Δ '.join(names)}" for r in others) + " |"
             ]
             lines += ["|---:|" + "---|" * len(others)]
             for epoch, epoch_rows in by_epoch.items():
                 paired = {r["config"]: r["paired"] for r in epoch_rows}
-                cells = [
-                    " / ".join(_cell(paired[r["config"]][m], COLUMNS[m][1]) for m in CURVE_METRICS)
-                    for r in others
-                ]
+                cells = [" / ".join(_cell(paired[r["config"]][m], digits[m]) for m in curves) for r in others]
                 lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
 
-def write_epoch_figure(summary: dict[str, Any], path: Path) -> None:
-    """Δ LPIPS and Δ RMSE_rgb to IN / IN by epoch, one line per row with its interval as a band."""
+def write_epoch_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
+    """Δ of the curve metrics to the baseline by epoch, one line per row with its interval as a band."""
     tables = {split: t for split, t in (summary.get("epoch_tables") or {}).items() if t}
-    fig = Figure(figsize=(4.2 * len(CURVE_METRICS), 3.0 * len(tables)), layout="constrained")
-    axes = fig.subplots(len(tables), len(CURVE_METRICS), squeeze=False)
+    curves = study.curve_metrics
+    fig = Figure(figsize=(4.2 * len(curves), 3.0 * len(tables)), layout="constrained")
+    axes = fig.subplots(len(tables), len(curves), squeeze=False)
     for i, (split, by_epoch) in enumerate(tables.items()):
         epochs = [int(e) for e in by_epoch]
-        for j, metric in enumerate(CURVE_METRICS):
+        for j, metric in enumerate(curves):
             ax = axes[i][j]
             ax.axhline(0, color="black", linewidth=0.8)
             for r in next(iter(by_epoch.values())):
-                if r["config"] == BASELINE or not r["paired"]:
+                if r["config"] == study.baseline or not r["paired"]:
                     continue
                 values = [
                     {x["config"]: x for x in rows}[r["config"]]["paired"][metric]
@@ -89,7 +89,8 @@ def write_epoch_figure(summary: dict[str, Any], path: Path) -> None:
                 if all(v["ci"] for v in values):
                     low, high = zip(*(v["ci"] for v in values), strict=True)
                     ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
-            ax.set(xlabel="epoch", title=f"Δ {COLUMNS[metric][0]} vs IN / IN, split {split}")
+            ax.set(xlabel="epoch", title=f"Δ {column(metric)[0]} vs {study.baseline_label}, split {split}")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
     save_png(fig, path)

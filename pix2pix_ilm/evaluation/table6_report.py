@@ -1,5 +1,5 @@
-"""Table 6 from the runs' records: mean ± std per row, paired differences to IN / IN with a t interval, the
-Markdown, the figure and sample grids (docs/table6.md)."""
+"""A comparison's table from the runs' records: mean ± std per row, paired differences to the baseline row with a t
+interval, the Markdown, the figure and sample grids (docs/table6.md)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,32 @@ from matplotlib.figure import Figure
 
 from pix2pix_ilm.data.images import load_rgb, natural_key
 from pix2pix_ilm.evaluation.metrics import get_metric
+from pix2pix_ilm.evaluation.study import Study
 from pix2pix_ilm.stats import CONFIDENCE, mean_std, t_interval
 from pix2pix_ilm.viz.plots import save_png
 
-# metric -> (column title, digits, higher is better, key of the paper's value in the same convention)
-COLUMNS: dict[str, tuple[str, int, bool, str | None]] = {
-    "rmse": ("RMSE", 2, False, None),
-    "rmse_rgb": ("RMSE_rgb", 2, False, "rmse_rgb"),
-    "lpips": ("LPIPS", 3, False, "lpips"),
-    "ssim": ("SSIM", 3, True, "ssim"),
+# metric -> (column title, digits)
+TITLES: dict[str, tuple[str, int]] = {
+    "rmse": ("RMSE", 2),
+    "rmse_rgb": ("RMSE_rgb", 2),
+    "lpips": ("LPIPS", 3),
+    "ssim": ("SSIM", 3),
+    "psnr": ("PSNR", 2),
+    "mae": ("MAE", 2),
 }
-BASELINE = "in_in"
+
+
+def column(metric: str) -> tuple[str, int]:
+    """(title, digits) of a metric's column."""
+    return TITLES.get(metric, (metric, 3))
+
+
+def _columns(study: Study) -> dict[str, tuple[str, int, bool, str | None]]:
+    """metric -> (title, digits, higher is better, the reference's key for it, if it has a reference value)."""
+    return {
+        m: (*column(m), get_metric(m).higher_is_better, m if m in study.reference_metrics else None)
+        for m in study.columns
+    }
 
 
 def verdict(interval: dict[str, Any], higher_is_better: bool) -> str:
@@ -35,23 +50,26 @@ def verdict(interval: dict[str, Any], higher_is_better: bool) -> str:
     return "gain" if (low > 0) == higher_is_better else "loss"
 
 
-def split_rows(runs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
-    """Per row: each metric's mean ± std over seeds and its per-seed differences to IN / IN (same images)."""
-    base = {r["seed"]: r["splits"][split] for r in runs if r["config"] == BASELINE}
+def split_rows(study: Study, runs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    """Per row: each metric's mean ± std over seeds and its per-seed differences to the baseline (same images)."""
+    base = {r["seed"]: r["splits"][split] for r in runs if r["config"] == study.baseline}
     rows = []
     for slug in dict.fromkeys(r["config"] for r in runs):
         mine = sorted((r for r in runs if r["config"] == slug), key=lambda r: r["seed"])
         row = {"config": slug, "label": mine[0]["label"], "seeds": [r["seed"] for r in mine]}
-        row |= {"n_images": mine[0]["splits"][split]["n"], "paper": mine[0]["paper"]}
+        row |= {"n_images": mine[0]["splits"][split]["n"]}
+        row |= {study.reference: mine[0][study.reference]} if study.reference else {}
         row |= {"metrics": {}, "paired": {}}
         for r in mine:  # paired on the same evaluation images, or not at all
             if r["seed"] in base and r["splits"][split]["images_digest"] != base[r["seed"]]["images_digest"]:
-                raise ValueError(f"{r['name']} was scored on other images than {BASELINE}_seed{r['seed']}")
+                raise ValueError(
+                    f"{r['name']} was scored on other images than {study.baseline}_seed{r['seed']}"
+                )
         for metric in mine[0]["splits"][split]["mean"]:
             per_seed = {r["seed"]: r["splits"][split]["mean"][metric] for r in mine}
             row["metrics"][metric] = mean_std(list(per_seed.values())) | {"per_seed": per_seed}
             paired = {s: v - base[s]["mean"][metric] for s, v in per_seed.items() if s in base}
-            if slug != BASELINE and paired:
+            if slug != study.baseline and paired:
                 interval = t_interval(list(paired.values()))
                 verdict_text = verdict(interval, get_metric(metric).higher_is_better)
                 row["paired"][metric] = interval | {"per_seed": paired, "verdict": verdict_text}
@@ -59,34 +77,36 @@ def split_rows(runs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
     return rows
 
 
-def format_split(split: str, rows: list[dict[str, Any]]) -> list[str]:
-    """One split: ours (mean ± std over seeds) beside the paper, then paired differences and verdicts."""
-    header = ["G / D"]
-    for title, _, higher, paper_key in COLUMNS.values():
-        header += [f"{title} {'↑' if higher else '↓'}"] + (["paper"] if paper_key else [])
+def format_split(study: Study, split: str, rows: list[dict[str, Any]]) -> list[str]:
+    """One split: ours (mean ± std over seeds) beside the reference, then paired differences and verdicts."""
+    columns, reference, base = _columns(study), study.reference, study.baseline_label
+    header = [study.row_title]
+    for title, _, higher, paper_key in columns.values():
+        header += [f"{title} {'↑' if higher else '↓'}"] + ([str(reference)] if paper_key else [])
     lines = [f"### Split `{split}`", "", "| " + " | ".join([*header, "seeds", "images"]) + " |"]
     lines.append("|---|" + "---:|" * (len(header) + 1))
     for row in rows:
         cells = [row["label"]]
-        for metric, (_, digits, _, paper_key) in COLUMNS.items():
+        for metric, (_, digits, _, paper_key) in columns.items():
             stats = row["metrics"][metric]
             cells.append(
                 f"{stats['mean']:.{digits}f}" + (f" ± {stats['std']:.{digits}f}" if stats["n"] > 1 else "")
             )
-            cells += [f"{row['paper'][paper_key]:.{digits}f}" if row["paper"] else "–"] if paper_key else []
+            value = row[str(reference)] if paper_key else None
+            cells += [f"{value[paper_key]:.{digits}f}" if value else "–"] if paper_key else []
         lines.append("| " + " | ".join([*cells, str(len(row["seeds"])), str(row["n_images"])]) + " |")
     paired = [row for row in rows if row["paired"]]
     if not paired:
         return [*lines, ""]
     title = (
-        f"Difference to IN / IN per seed (same images): mean [{CONFIDENCE:.0%} Student-t interval over n paired "
+        f"Difference to {base} per seed (same images): mean [{CONFIDENCE:.0%} Student-t interval over n paired "
         "seeds, n − 1 degrees of freedom]"
     )
-    lines += ["", title, "", "| vs IN / IN | " + " | ".join(f"Δ {COLUMNS[m][0]}" for m in COLUMNS) + " |"]
-    lines.append("|---|" + "---|" * len(COLUMNS))
+    lines += ["", title, "", f"| vs {base} | " + " | ".join(f"Δ {c[0]}" for c in columns.values()) + " |"]
+    lines.append("|---|" + "---|" * len(columns))
     for row in paired:
         cells = [row["label"]]
-        for metric, (_, digits, _, _) in COLUMNS.items():
+        for metric, (_, digits, _, _) in columns.items():
             p = row["paired"][metric]
             ci = f" [{p['ci'][0]:+.{digits}f}, {p['ci'][1]:+.{digits}f}]" if p["ci"] else ""
             seeds = ", ".join(f"{v:+.{digits}f}" for v in p["per_seed"].values())
@@ -95,23 +115,22 @@ def format_split(split: str, rows: list[dict[str, Any]]) -> list[str]:
     lines.append("")
     for row in paired:
         verdicts = {}
-        for metric, (title, *_) in COLUMNS.items():
+        for metric, (title, *_) in columns.items():
             verdicts.setdefault(row["paired"][metric]["verdict"], []).append(title)
         parts = [f"{' and '.join(titles)}: {v}" for v, titles in verdicts.items()]
-        n = row["paired"]["rmse"]["n"]
+        n = row["paired"][study.columns[0]]["n"]
         evidence = f"n = {n} paired seed{'s' * (n != 1)}, df = {n - 1}, {row['n_images']} images each"
-        lines.append(f"- {row['label']} vs IN / IN ({evidence}): " + "; ".join(parts) + ".")
+        lines.append(f"- {row['label']} vs {base} ({evidence}): " + "; ".join(parts) + ".")
     return [*lines, ""]
 
 
-def format_table(summary: dict[str, Any]) -> str:
+def format_table(study: Study, summary: dict[str, Any]) -> str:
     lines = [
-        f"# Table 6 — pix2pix on CMP Facades (preset `{summary['preset']}`"
+        f"# {study.title} (preset `{summary['preset']}`"
         + "".join(f", {k}={v}" for k, v in summary["overrides"].items())
         + f"; seeds {summary['seeds']}, test dropout {summary['test_dropout']})",
         "",
-        "Mean ± std over seeds (std with n − 1). The paper's RMSE is the per-pixel Euclidean colour distance,",
-        "our RMSE_rgb (= √3 × RMSE; docs/metrics.md). Split `paper`: train/201–400; `test`: the test/ images.",
+        *study.notes,
         "",
     ]
     if plan := summary.get("budget"):
@@ -132,31 +151,33 @@ def format_table(summary: dict[str, Any]) -> str:
             "",
         ]
     for split, rows in summary["tables"].items():
-        lines += format_split(split, rows)
+        lines += format_split(study, split, rows)
     if summary["missing"]:
         lines += [f"Not trained, so not in the table: {', '.join(summary['missing'])}.", ""]
     wall = f"Wall time: {summary['wall_seconds'] / 60:.1f} min ({summary['jobs']} training runs at a time)."
     return "\n".join([*lines, f"{wall} Options: `{json.dumps(summary['preset_options'])}`", ""])
 
 
-def write_figure(summary: dict[str, Any], path: Path) -> None:
-    """Per-seed values (dots) and means (bars) of each metric per row, the paper's values as red crosses."""
-    tables = summary["tables"]
-    fig = Figure(figsize=(2.6 * len(COLUMNS), 2.5 * len(tables)), layout="tight")
-    axes = fig.subplots(len(tables), len(COLUMNS), squeeze=False)
+def write_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
+    """Per-seed values (dots) and means (bars) of each metric per row, the reference values as red crosses."""
+    tables, columns = summary["tables"], _columns(study)
+    fig = Figure(figsize=(2.6 * len(columns), 2.5 * len(tables)), layout="tight")
+    axes = fig.subplots(len(tables), len(columns), squeeze=False)
     for i, (split, rows) in enumerate(tables.items()):
-        for j, (metric, (title, _, higher, paper_key)) in enumerate(COLUMNS.items()):
+        for j, (metric, (title, _, higher, paper_key)) in enumerate(columns.items()):
             ax = axes[i][j]
             for x, row in enumerate(rows):
                 values = list(row["metrics"][metric]["per_seed"].values())
                 ax.plot([x] * len(values), values, "o", ms=4, color="tab:blue", alpha=0.8)
                 ax.hlines(row["metrics"][metric]["mean"], x - 0.3, x + 0.3, color="tab:blue")
-                if paper_key and row["paper"]:
-                    ax.plot([x], [row["paper"][paper_key]], "x", ms=7, color="tab:red")
+                if paper_key and row[str(study.reference)]:
+                    ax.plot([x], [row[str(study.reference)][paper_key]], "x", ms=7, color="tab:red")
             ax.set_xticks(range(len(rows)), [r["config"] for r in rows], rotation=35, ha="right", fontsize=7)
             ax.set_title(f"{title} {'↑' if higher else '↓'} (split {split})", fontsize=8)
             ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle("dots: seeds, bar: mean, red x: paper", fontsize=8)
+    fig.suptitle(
+        "dots: seeds, bar: mean" + (f", red x: {study.reference}" if study.reference else ""), fontsize=8
+    )
     save_png(fig, path)
 
 
@@ -176,12 +197,11 @@ def _labelled_grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: P
 
 
 def saved_runs(
-    out: Path, settings: dict[str, Any], sizes: dict[str, int], epochs: list[str]
+    path: Path, settings: dict[str, Any], sizes: dict[str, int], epochs: list[str], metrics: tuple[str, ...]
 ) -> dict[str, dict[str, Any]]:
-    """The runs in ``out/table6.json`` made with ``settings`` and scored on every split of ``sizes`` (with that
-    many images), at the last epoch and at ``epochs``; by name, cut to those splits. ``--no-train`` reports
-    them when their checkpoints and results are gone."""
-    path = out / "table6.json"
+    """The runs in the summary ``path`` made with ``settings`` and scored with ``metrics`` on every split of
+    ``sizes`` (with that many images), at the last epoch and at ``epochs``; by name, cut to those splits.
+    ``--no-train`` reports them when their checkpoints and results are gone."""
     saved = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     if any(saved.get(key) != value for key, value in settings.items()):
         return {}
@@ -189,10 +209,18 @@ def saved_runs(
     for run in saved["runs"]:
         scored = {"last": run["splits"], **run.get("epochs", {})}
         wanted = ["last", *epochs]
-        if all(scored.get(e, {}).get(split, {}).get("n") == n for e in wanted for split, n in sizes.items()):
-            cut = {e: {split: scored[e][split] for split in sizes} for e in wanted}
+        if all(
+            scored.get(e, {}).get(split, {}).get("n") == n and set(metrics) <= set(scored[e][split]["mean"])
+            for e in wanted
+            for split, n in sizes.items()
+        ):
+            cut = {e: {split: _only(scored[e][split], metrics) for split in sizes} for e in wanted}
             found[run["name"]] = {**run, "splits": cut.pop("last"), "epochs": cut}
     return found
+
+
+def _only(scores: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any]:
+    return {**scores, "mean": {m: v for m, v in scores["mean"].items() if m in metrics}}
 
 
 def write_sample_grids(out: Path, runs: list[dict[str, Any]], count: int = 4) -> None:

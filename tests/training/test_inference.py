@@ -147,4 +147,26 @@ def test_a_damaged_config_json_is_one_line_naming_it(trained, tmp_path, capsys):
         ):
             msg = cli_error(capsys, *args)
             assert str(config) in msg and "not a valid run config" in msg, msg
+    # Well-formed JSON with values a run cannot have: named, with the value and what it must be.
+    saved = json.loads((ckpt / "base" / "config.json").read_text())
+    for key, value, why in (
+        ("ngf", "eight", "ngf is 'eight', but it must be an integer"),
+        ("no_dropout", 1, "no_dropout is 1, but it must be true or false"),
+        ("netG_norm", "fancy", "netG_norm is 'fancy', not one of none, batch"),
+        ("lr", None, "lr is None, but it must be a number"),
+    ):
+        config.write_text(json.dumps({**saved, "config": {**saved["config"], key: value}}))
+        train = [
+            "train",
+            "--dataroot",
+            str(data),
+            "--name",
+            "base",
+            "--checkpoints-dir",
+            str(copy),
+            "--continue",
+        ]
+        for args in (args_for_test(data, copy, tmp_path / "results"), train):
+            msg = cli_error(capsys, *args)
+            assert f"{config}: {why}" in msg, msg
     assert not (tmp_path / "results").exists() and not (tmp_path / "g.pt").exists()

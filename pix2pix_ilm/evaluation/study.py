@@ -1,0 +1,94 @@
+"""What a comparison of training settings is: its rows, baseline, evaluation splits, metrics and the options every
+run shares; ``--set`` / ``--row`` options typed as ``train``'s (docs/table6.md). No torch."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pix2pix_ilm.config import TrainConfig
+from pix2pix_ilm.errors import UsageError
+from pix2pix_ilm.flags import parse_field_value
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's setting: 256², unet_256 (8 downsamplings), 100 + 100 epochs.
+    "paper": dict(
+        netG="unet_256", ngf=64, ndf=64, load_size=286, crop_size=256, n_epochs=100, n_epochs_decay=100
+    ),
+    # A real comparison small enough for a CPU: 128², a U-Net at half width, 10 + 10 epochs (docs/table6.md).
+    "quick": dict(
+        netG="unet_128", ngf=32, ndf=32, load_size=142, crop_size=128, n_epochs=10, n_epochs_decay=10
+    ),
+}
+# Set by the command for every run (--dataroot, --out, --seeds, --device, ...), never by --set or --row.
+COMMAND_OPTIONS = frozenset(
+    {"name", "checkpoints_dir", "dataroot", "seed", "device", "continue_train", "overwrite", "no_progress"}
+    | {"progress_interval"}
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row: its runs ``<slug>_seed<seed>`` train with the study's options and ``options`` on top."""
+
+    slug: str
+    label: str
+    options: dict[str, Any]
+    record: dict[str, Any] = field(
+        default_factory=dict
+    )  # written into each run's record (the paper's values)
+
+
+@dataclass(frozen=True)
+class Study:
+    """Rows compared over seeds, each paired with ``baseline`` on the same images of every split."""
+
+    name: str  # the output files <name>.md / .json / .png, the plan's first word
+    title: str  # the Markdown's heading, before the preset and seeds
+    notes: tuple[str, ...]  # the lines under it
+    rows: tuple[Row, ...]
+    baseline: str
+    splits: dict[str, tuple[str, str | None]]  # split -> (phase folder, subset START:END or None)
+    metrics: tuple[str, ...]  # scored and recorded for every run
+    columns: tuple[str, ...]  # shown in the tables and the figure
+    curve_metrics: tuple[str, ...]  # shown along training (--score-epochs)
+    base: dict[str, Any]  # every run's training options, before --set
+    row_title: str = "row"
+    reference: str | None = None  # the record key of reference values per metric, shown beside ours
+    reference_metrics: tuple[str, ...] = ()  # the metrics it has values of
+    describe: dict[str, Any] = field(default_factory=dict)  # more keys of the summary
+
+    @property
+    def baseline_label(self) -> str:
+        return next((row.label for row in self.rows if row.slug == self.baseline), self.baseline)
+
+
+def parse_overrides(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
+    """``("n_epochs=2", "precision=bf16")`` → typed values of :class:`TrainConfig` fields."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            raise UsageError(f"{flag} expects KEY=VALUE with a training option as KEY, got {pair!r}")
+        if key in COMMAND_OPTIONS:
+            raise UsageError(f"{flag} {pair!r}: {key} is the command's own option, the same for every run")
+        try:
+            out[key] = parse_field_value(TrainConfig, key, value)
+        except UsageError as err:
+            raise UsageError(f"{flag} {err}") from err
+    return out
+
+
+def count_images(
+    dataroot: Path, phase: str, subset: str | None, paired: bool, limit: int | None = None
+) -> int:
+    """How many items of ``<phase>/`` (or ``<phase>_A/`` and ``_B/``) the slice ``subset`` holds."""
+    from pix2pix_ilm.config import parse_subset
+    from pix2pix_ilm.data.images import select_files
+    from pix2pix_ilm.data.paired import phase_items
+
+    return len(select_files(phase_items(dataroot, phase, paired)[1], parse_subset(subset), limit))
