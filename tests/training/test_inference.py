@@ -119,32 +119,13 @@ def test_a_damaged_config_json_is_one_line_naming_it(trained, tmp_path, capsys):
     copy = tmp_path / "ckpt"
     shutil.copytree(ckpt, copy)
     config = copy / "base" / "config.json"
+    run = ["--name", "base", "--checkpoints-dir", str(copy)]
+    test = args_for_test(data, copy, tmp_path / "results")
+    train = ["train", "--dataroot", str(data), *run, "--continue"]
+    export = ["export", *run, "--format", "torchscript", "--out", str(tmp_path / "g.pt")]
     for content in (b'{"config": {"netG": ', b"\xff\xfe\x00garbage", b'{"environment": {}}', b"[1, 2]"):
         config.write_bytes(content)
-        for args in (
-            args_for_test(data, copy, tmp_path / "results"),
-            [
-                "export",
-                "--name",
-                "base",
-                "--checkpoints-dir",
-                str(copy),
-                "--format",
-                "torchscript",
-                "--out",
-                str(tmp_path / "g.pt"),
-            ],
-            [
-                "train",
-                "--dataroot",
-                str(data),
-                "--name",
-                "base",
-                "--checkpoints-dir",
-                str(copy),
-                "--continue",
-            ],
-        ):
+        for args in (test, export, train):
             msg = cli_error(capsys, *args)
             assert str(config) in msg and "not a valid run config" in msg, msg
     # Well-formed JSON with values a run cannot have: named, with the value and what it must be.
@@ -156,17 +137,7 @@ def test_a_damaged_config_json_is_one_line_naming_it(trained, tmp_path, capsys):
         ("lr", None, "lr is None, but it must be a number"),
     ):
         config.write_text(json.dumps({**saved, "config": {**saved["config"], key: value}}))
-        train = [
-            "train",
-            "--dataroot",
-            str(data),
-            "--name",
-            "base",
-            "--checkpoints-dir",
-            str(copy),
-            "--continue",
-        ]
-        for args in (args_for_test(data, copy, tmp_path / "results"), train):
+        for args in (test, train):
             msg = cli_error(capsys, *args)
             assert f"{config}: {why}" in msg, msg
     assert not (tmp_path / "results").exists() and not (tmp_path / "g.pt").exists()
