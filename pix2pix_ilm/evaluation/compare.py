@@ -20,7 +20,14 @@ from pix2pix_ilm.evaluation.options import CompareConfig, StudyOptions
 from pix2pix_ilm.evaluation.study import Row, Study, count_images, parse_overrides
 from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, check_disk_space, scoring_seconds
 from pix2pix_ilm.evaluation.table6_curves import epoch_tables, format_epochs, write_epoch_figure
-from pix2pix_ilm.evaluation.table6_jobs import child_env, run_finished, say, train_command, train_runs
+from pix2pix_ilm.evaluation.table6_jobs import (
+    COMMAND,
+    child_env,
+    run_finished,
+    say,
+    train_command,
+    train_runs,
+)
 from pix2pix_ilm.evaluation.table6_report import (
     format_table,
     saved_runs,
@@ -205,11 +212,13 @@ def run_study(study: Study, config: StudyOptions, dataroot: Path) -> dict[str, A
     check_output_folder(config.out, "--out", [dataroot])
     if config.dry_run:
         return _run_study(study, config, dataroot)
-    busy = (
-        f"--out {config.out} is in use by another {study.name} (pid " + "{pid}); wait for it to end, or use "
-    )
-    with held(Path(config.out) / f".{study.name}.lock", busy + "another --out"):
-        return _run_study(study, config, dataroot)
+    busy = f"--out {config.out} is in use by another {study.name} (pid " + "{pid}); wait for it to end"
+    command = COMMAND.set(study.name)  # its progress lines
+    try:
+        with held(Path(config.out) / f".{study.name}.lock", busy + ", or use another --out"):
+            return _run_study(study, config, dataroot)
+    finally:
+        COMMAND.reset(command)
 
 
 def _run_study(study: Study, config: StudyOptions, dataroot: Path) -> dict[str, Any] | None:

@@ -112,5 +112,11 @@ def table6_study(config: Table6Config) -> Study:
 def run_table6(config: Table6Config) -> dict[str, Any] | None:
     """Train, test and score the chosen rows for every seed; write the table to ``--out`` (or print the plan)."""
     check_options(config)
+    if norm := next(
+        (key for key in ("netG_norm", "netD_norm") if key in parse_overrides(config.overrides)), None
+    ):
+        raise UsageError(
+            f"--set {norm}: table6's rows set the norms (--configs); compare takes rows of your own"
+        )
     dataroot = _resolve_dataroot(config.dataroot, config.dry_run)
     return run_study(table6_study(config), config, dataroot)

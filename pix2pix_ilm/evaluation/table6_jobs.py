@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import dataclasses
 import json
@@ -44,9 +45,13 @@ def child_env(jobs: int) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
+COMMAND: contextvars.ContextVar[str] = contextvars.ContextVar("command", default="table6")
+"""The command whose progress lines :func:`say` prints (``compare`` or ``table6``)."""
+
+
 def say(message: str) -> None:
     """A progress line of the command (the runs' own output goes to their logs)."""
-    print(f"[table6] {message}", file=sys.stderr, flush=True)
+    print(f"[{COMMAND.get()}] {message}", file=sys.stderr, flush=True)
 
 
 Monitor = Callable[[list[tuple[TrainConfig, float]], float], "list[TrainConfig] | None"]

@@ -117,9 +117,11 @@ def test_the_readme_command_pairs_rows_per_seed_and_no_train_rebuilds_it(
         "samples_ilm_gn16.png",
     }
 
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert progress and all(line.startswith("[compare] ") for line in progress)  # its own progress lines
+
     # The run folders gone, --no-train rebuilds the same tables from compare.json alone.
     shutil.rmtree(out / "checkpoints")
-    capsys.readouterr()
     assert main([*_readme_command(), *TINY, "--no-train"]) == 0
     again = json.loads((out / "compare.json").read_text())
     assert (again["tables"], again["epoch_tables"], again["runs"]) == (

@@ -263,6 +263,16 @@ def test_overrides_are_typed_and_checked():
         parse_overrides(("precision=fp16",))
 
 
+def test_the_rows_norms_are_not_set_for_every_row(tmp_path, capsys):
+    args = ["table6", "--dry-run", "--dataroot", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert main([*args, "--set", "netD_norm=batch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "pix2pix-ilm table6: error: --set netD_norm: table6's rows set the norms (--configs); compare takes rows "
+        "of your own"
+    )
+
+
 def test_scores_along_training_and_rebuilt_from_saved_scores_alone(
     facades_dir: Path, lpips_backbone: Path, tmp_path: Path, capsys
 ):
