@@ -6,7 +6,8 @@
 # gpu_throughput/); docs/gpu.md reads them.
 #
 # The tests and the training run read five facades pairs from .gpu_kit/ (git-ignored), copied there from
-# ../shared/data/facades on a machine that has it: run the script once there (any DEVICE), then carry .gpu_kit.
+# ../shared/data/facades on a machine that has it: run the script once there (any DEVICE), then copy .gpu_kit/
+# to the GPU machine with the checkout.
 # Knobs: PYTHON (python3), DEVICE (cuda), MIN_TIME (5 s per timed part), RUNS (9), SETTINGS (bf16,bf16+cuda_graph);
 # BENCH_ARGS and TRAIN_ARGS add options, e.g. to try the script on a CPU: SETTINGS=fp32
 # BENCH_ARGS="--size 32 --netG unet_32 --ngf 4 --ndf 4" TRAIN_ARGS="--netG unet_32 --ngf 4 --ndf 4 --load-size 40
@@ -25,7 +26,7 @@ if [ ! -d "$kit/train" ] && [ -d ../shared/data/facades/train ]; then
     for n in 1 2 3 4 5; do cp "../shared/data/facades/train/$n.jpg" "$kit/train/"; done
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PIX2PIX_ILM_SHARED="$PWD/.gpu_kit/shared"
-{  # at most 8 files come back from a lent machine: these, bench.log, 3 bench JSONs, tests.log, train.log
+{  # eight files in all: this one, bench.log, 3 bench JSONs, tests.log, train.log, train_config.json
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
     "$py" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"
     git rev-parse HEAD 2>/dev/null || echo "commit: ${COMMIT:-unknown}"
