@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Training throughput on one GPU, eager against the step captured as one CUDA graph, for one run alone and for
 # nine runs at once (Table 6's 3 rows x 3 seeds; nine processes, then nine graphs on nine streams of one process),
-# at the paper's networks: unet_256 + basic D, 256², batch 1, bf16; then the tests that need CUDA (the captured step against the eager one, the device data against the
-# DataLoader) and a short training run with both on. Every report and log goes to $OUT (default
-# gpu_throughput/); docs/gpu.md reads them.
+# at the paper's networks: unet_256 + basic D, 256², batch 1, bf16; then the tests that need CUDA (the captured
+# step against the eager one, the device data against the DataLoader) and a short training run with both on.
+# Every report and log goes to $OUT (default gpu_throughput/); docs/gpu.md reads them.
 #
 # The tests and the training run read five facades pairs from .gpu_kit/ (git-ignored), copied there from
 # ../shared/data/facades on a machine that has it: run the script once there (any DEVICE), then copy .gpu_kit/
