@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,15 +28,22 @@ from tests.faults import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_sigint_finishes_the_step_saves_and_exits_cleanly(pairs, tmp_path):
-    """SIGINT lands while step 3 is in progress (the child holds still after logging it): the step is finished,
-    saved, and the run exits."""
+def _interrupted_at_step_3(pairs, tmp_path: Path, *extra: str) -> tuple[Path, Path, subprocess.Popen]:
+    """A training child holding still after logging step 3, which has taken one SIGINT: (checkpoints, the
+    pause flag, the child)."""
     root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1", "train2", "train3", "train4"))
     ckpt, flag = tmp_path / "ckpt", tmp_path / "pause"
-    proc = start_paused_training(train_args(root, ckpt, "run", "--n-epochs", "40"), 3, flag)
+    proc = start_paused_training(train_args(root, ckpt, "run", *extra), 3, flag)
     wait_for_file(flag.with_suffix(".paused"), proc)
     proc.send_signal(signal.SIGINT)
     wait_for_file(flag.with_suffix(".signalled"), proc)
+    return ckpt, flag, proc
+
+
+def test_sigint_finishes_the_step_saves_and_exits_cleanly(pairs, tmp_path):
+    """SIGINT lands while step 3 is in progress (the child holds still after logging it): the step is finished,
+    saved, and the run exits."""
+    ckpt, flag, proc = _interrupted_at_step_3(pairs, tmp_path, "--n-epochs", "40")
     flag.with_suffix(".go").touch()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT, err  # the shell's convention for "ended by SIGINT"
@@ -47,12 +56,7 @@ def test_sigint_finishes_the_step_saves_and_exits_cleanly(pairs, tmp_path):
 def test_a_second_sigint_aborts_at_once_without_saving(pairs, tmp_path):
     """The child holds still after logging step 3, before saving it: the first SIGINT asks for a stop at the end
     of the step; the second aborts there and then, without finishing the step or saving."""
-    root = write_folder(tmp_path / "data", "train", good_pairs(pairs, "train1", "train2", "train3", "train4"))
-    ckpt, flag = tmp_path / "ckpt", tmp_path / "pause"
-    proc = start_paused_training(train_args(root, ckpt, "run", "--save-latest-freq", "1"), 3, flag)
-    wait_for_file(flag.with_suffix(".paused"), proc)
-    proc.send_signal(signal.SIGINT)
-    wait_for_file(flag.with_suffix(".signalled"), proc)
+    ckpt, _, proc = _interrupted_at_step_3(pairs, tmp_path, "--save-latest-freq", "1")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)  # never told to go on: it must end by itself
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "pix2pix-ilm train: interrupted", err
