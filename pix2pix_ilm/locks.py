@@ -13,9 +13,9 @@ from pix2pix_ilm.errors import UsageError
 
 
 @contextlib.contextmanager
-def held(path: Path, busy: str) -> Iterator[None]:
-    """Hold the lock file ``path`` for the ``with`` block, writing this process's pid into it;
-    :class:`UsageError` with ``busy`` (``{pid}``: the holder's) if another process holds it. A folder made
+def held(path: Path, in_use: str, advice: str) -> Iterator[None]:
+    """Hold the lock file ``path`` for the ``with`` block, writing this process's pid into it; if another
+    process holds it, :class:`UsageError` "``in_use`` (pid of the holder); ``advice``". A folder made
     for it (and its parents) is removed again, with the file, when the block fails (if nothing else was put
     there)."""
     made = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
@@ -27,7 +27,7 @@ def held(path: Path, busy: str) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-                raise UsageError(busy.replace("{pid}", holder)) from None
+                raise UsageError(f"{in_use} (pid {holder}); {advice}") from None
             # The pid only informs a second process: a full disk may refuse it.
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
@@ -53,5 +53,5 @@ def results_folder(folder: Path | str) -> contextlib.AbstractContextManager:
     parent = folder.absolute().parent
     if parent.is_dir() and not os.access(parent, os.W_OK):
         return contextlib.nullcontext()
-    busy = f"results folder {folder} is in use by another test or eval (pid {{pid}}); wait for it to end"
-    return held(parent / f".{folder.name}.lock", busy)
+    in_use = f"results folder {folder} is in use by another test or eval"
+    return held(parent / f".{folder.name}.lock", in_use, "wait for it to end")

@@ -212,10 +212,12 @@ def run_study(study: Study, config: StudyOptions, dataroot: Path) -> dict[str, A
     check_output_folder(config.out, "--out", [dataroot])
     if config.dry_run:
         return _run_study(study, config, dataroot)
-    busy = f"--out {config.out} is in use by another {study.name} (pid " + "{pid}); wait for it to end"
+    in_use = f"--out {config.out} is in use by another {study.name}"
     command = COMMAND.set(study.name)  # its progress lines
     try:
-        with held(Path(config.out) / f".{study.name}.lock", busy + ", or use another --out"):
+        with held(
+            Path(config.out) / f".{study.name}.lock", in_use, "wait for it to end, or use another --out"
+        ):
             return _run_study(study, config, dataroot)
     finally:
         COMMAND.reset(command)

@@ -41,10 +41,8 @@ def run_lock(config: TrainConfig) -> Iterator[None]:
         yield
         return
     path = Path(config.checkpoints_dir) / f".{config.name}.lock"
-    busy = (
-        f"run folder {config.run_dir} is in use by another training process (pid " + "{pid}); wait for it to "
-    )
-    with held(path, busy + "end, or use another --name"):
+    in_use = f"run folder {config.run_dir} is in use by another training process"
+    with held(path, in_use, "wait for it to end, or use another --name"):
         yield
 
 
