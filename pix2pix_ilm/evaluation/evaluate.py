@@ -61,7 +61,7 @@ def find_image_pairs(results_dir: str | Path) -> list[tuple[str, Path, Path]]:
 def _listed_images(info: Path) -> list[str]:
     """The stems a ``test`` folder's ``test.json`` lists, or a :class:`UsageError` naming it."""
     try:
-        listed = json.loads(info.read_text(encoding="utf-8"))["images"]
+        listed = _test_info(info)["images"]
     except (OSError, ValueError, KeyError, TypeError) as err:  # unreadable, not JSON, another document
         raise UsageError(
             f"{info} is unreadable or damaged ({first_line(err)}); run 'pix2pix-ilm test' again"
@@ -69,6 +69,10 @@ def _listed_images(info: Path) -> list[str]:
     if not isinstance(listed, list) or not all(isinstance(stem, str) for stem in listed):
         raise UsageError(f"{info} is damaged: 'images' is not a list of names; run 'pix2pix-ilm test' again")
     return listed
+
+
+def _test_info(info: Path) -> dict[str, Any]:
+    return json.loads(info.read_text(encoding="utf-8"))
 
 
 GREY_NOTE = "every metric on the single channel (rmse_rgb then equals rmse), lpips on it replicated to RGB"
@@ -183,7 +187,10 @@ def _score_to_json(
     check_output_files([target, target.with_suffix(".png")], "--json", inputs, overwrite=own)
     if target.suffix == ".png":
         raise UsageError(f"--json {target}: its plot would take the same name; give a .json name")
-    if (Path(results_dir) / TEST_INFO).is_file():  # its page gets the scores
+    info = Path(results_dir) / TEST_INFO
+    is_test = info.is_file()  # a test's folder: its page gets the scores, and they name the test
+    test_id = _test_info(info).get("test_id") if is_test else None
+    if is_test:
         check_folder(results_dir, "--results-dir")
     device_name = str(resolve_device(device)) if "lpips" in metric_list else "cpu"
     result = evaluate_results_dir(results_dir, metric_list, lpips_backbone, device_name, batch_size)
@@ -210,10 +217,9 @@ def _score_to_json(
     def finite(scores: dict[str, float]) -> dict[str, float | None]:
         return {k: v if math.isfinite(v) else None for k, v in scores.items()}
 
-    info = Path(results_dir) / TEST_INFO
     document = {
         "results_dir": str(results_dir),
-        **({"test_id": json.loads(info.read_text()).get("test_id")} if info.is_file() else {}),
+        **({"test_id": test_id} if is_test else {}),
         **{key: value for key, value in result.items() if key != "channels"},  # said in settings
         "mean": finite(result["mean"]),
         "std": finite(result["std"]),
@@ -226,7 +232,7 @@ def _score_to_json(
         target.with_suffix(".png"),
     )
     atomic_write_text(target, json.dumps(document, indent=2, allow_nan=False) + "\n")
-    if (Path(results_dir) / TEST_INFO).is_file():
+    if is_test:
         write_test_page(Path(results_dir), target)
     return result, document, target
 
