@@ -4,7 +4,6 @@ seed, then pair each row with the baseline per seed; ``compare`` and its preset 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import shlex
@@ -14,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pix2pix_ilm.config import TestConfig, TrainConfig, config_to_dict, load_run_config
+from pix2pix_ilm.config import TrainConfig, config_to_dict, load_run_config
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.options import CompareConfig, StudyOptions
+from pix2pix_ilm.evaluation.scoring import score_run
 from pix2pix_ilm.evaluation.study import Row, Study, count_images, parse_overrides
 from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, check_disk_space, scoring_seconds
 from pix2pix_ilm.evaluation.table6_curves import epoch_tables, format_epochs, write_epoch_figure
@@ -117,52 +117,6 @@ def train_config(study: Study, config: StudyOptions, row: Row, seed: int, dataro
         | {"checkpoints_dir": str(Path(config.out) / "checkpoints"), "no_progress": config.no_progress}
         | {"progress_interval": config.progress_interval}
     )
-
-
-def score_run(
-    study: Study, config: StudyOptions, run: TrainConfig, split: str, epoch: int | None = None
-) -> dict[str, Any]:
-    """Test and score one run's ``latest.pt`` (or ``epoch_<epoch>.pt``) on ``split`` as ``eval`` does, unless
-    its scores are complete and newer than the checkpoint (or the checkpoint is gone)."""
-    from pix2pix_ilm.evaluation.evaluate import score_to_json
-    from pix2pix_ilm.training.inference import checkpoint_path, run_test
-
-    phase, subset = study.splits[split]
-    out, which = Path(config.out), "latest" if epoch is None else str(epoch)
-    result_dir = out / "results" / run.name / f"{phase}_{which}"
-    metrics_path = result_dir / "metrics.json"
-    document = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    complete = set(study.metrics) <= set(document.get("metrics", [])) and "settings" in document
-    checkpoint = checkpoint_path(run.run_dir, which)
-    if not complete and not checkpoint.is_file():
-        raise UsageError(f"{run.name}: {checkpoint.name} is gone and {metrics_path} holds no complete scores")
-    if not complete or (checkpoint.is_file() and metrics_path.stat().st_mtime < checkpoint.stat().st_mtime):
-        run_test(
-            TestConfig(
-                name=run.name,
-                epoch=which,
-                dataroot=run.dataroot,
-                checkpoints_dir=run.checkpoints_dir,
-                phase=phase,
-                subset=subset,
-                num_test=config.eval_limit,
-                results_dir=str(out / "results"),
-                train_mode_dropout=config.test_dropout == "on",
-                device=config.device,
-                seed=run.seed,
-                progress_interval=config.progress_interval,
-            )
-        )
-        _, document, _ = score_to_json(
-            result_dir, study.metrics, lpips_backbone=config.lpips_backbone, device=config.device
-        )
-    stems = "\n".join(document["per_image"]).encode()
-    return {
-        "n": document["n"],
-        "mean": {metric: value for metric, value in document["mean"].items() if metric in study.metrics},
-        "images_digest": hashlib.sha256(stems).hexdigest()[:16],
-        "result_dir": str(result_dir),
-    }
 
 
 def print_plan(

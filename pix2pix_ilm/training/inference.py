@@ -9,6 +9,7 @@ and nothing is flipped.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import secrets
 import time
@@ -154,6 +155,7 @@ def _test_into(options: TestConfig, run_dir: Path, out_dir: Path) -> Path:
     if options.precision != "run":
         config = dataclasses.replace(config, precision=options.precision)
     loader, skipped, source = _test_loader(options, config)
+    record = test_record(options, config)  # before translating: a later change of the inputs shows
     labels = ("fake_B",) if options.single else ("real_A", "fake_B", "real_B")
     start = time.time()
     with replacing_folder(out_dir) as staging:
@@ -172,6 +174,7 @@ def _test_into(options: TestConfig, run_dir: Path, out_dir: Path) -> Path:
             "labels": list(labels),
             "images": stems,
             "test_id": secrets.token_hex(8),  # the scores of this test name it
+            **record,
         }
         atomic_write_text(staging / TEST_INFO, json.dumps(info, indent=2) + "\n", fsync=False)
         write_test_page(staging, fsync=False, final_dir=out_dir)
@@ -192,14 +195,34 @@ def _check_test_options(options: TestConfig) -> None:
         raise UsageError("; ".join(p for p in problems if p))
 
 
-def _test_loader(options: TestConfig, config: TrainConfig) -> tuple[DataLoader, list[str], str]:
-    """The checked images of ``--phase`` as batches, preprocessed as in training but without randomness, the
-    reasons for the files skipped as bad, and where they were read (``--single``: a plain folder of inputs)."""
+def test_inputs(options: TestConfig, config: TrainConfig) -> tuple[str, list[Path] | list[tuple[Path, Path]]]:
+    """Where ``--phase`` is read from and the files (or pairs) ``--subset`` and ``--num-test`` select there."""
     paired = config.dataset_mode == "paired" and not options.single
     source, items = phase_items(options.dataroot, options.phase, paired)
     files = select_files(items, parse_subset(options.subset), options.num_test)
     if not files:
         raise UsageError(f"no images in {source}")
+    return source, files
+
+
+def test_record(options: TestConfig, config: TrainConfig) -> dict[str, Any]:
+    """What a test's outputs depend on besides its checkpoint, as its test.json records it: its options (not how
+    progress is shown) and a digest of its inputs' names, sizes and modification times."""
+    digest = hashlib.sha256()
+    for item in test_inputs(options, config)[1]:
+        for path in item if isinstance(item, tuple) else (item,):
+            stat = path.stat()
+            digest.update(f"{path.name}/{stat.st_size}/{stat.st_mtime_ns}\n".encode())
+    shown = {"no_progress", "progress_interval"}
+    options_dict = {key: value for key, value in dataclasses.asdict(options).items() if key not in shown}
+    return {"options": options_dict, "inputs": digest.hexdigest()[:16]}
+
+
+def _test_loader(options: TestConfig, config: TrainConfig) -> tuple[DataLoader, list[str], str]:
+    """The checked images of ``--phase`` as batches, preprocessed as in training but without randomness, the
+    reasons for the files skipped as bad, and where they were read (``--single``: a plain folder of inputs)."""
+    source, files = test_inputs(options, config)
+    paired = config.dataset_mode == "paired" and not options.single
     transform = TransformSpec(config.preprocess, config.load_size, config.crop_size, flip=False, train=False)
     depth = unet_depth(config.netG)
     files, skipped = validate_images(

@@ -33,7 +33,7 @@ TINY += [
     "1",
     "--no-progress",
 ]
-T_975_1DF = 12.7062  # Student-t quantile for a 95 % interval with one degree of freedom
+T_975_1DF = math.tan(0.475 * math.pi)  # Student-t quantile t(0.975, 1 dof): 1 dof is the Cauchy distribution
 
 
 def _readme_command() -> list[str]:

@@ -100,7 +100,7 @@ def test_tiny_table6_two_jobs_seeds_both_splits_paired_statistics_and_resume(
                 for s in "01"
             ]
             assert list(paired["per_seed"].values()) == pytest.approx(diffs)
-            half = 12.7062 * abs(diffs[0] - diffs[1]) / 2  # t(0.975, 1 dof) * s / sqrt(2)
+            half = math.tan(0.475 * math.pi) * abs(diffs[0] - diffs[1]) / 2  # t(0.975, 1 dof) * s / sqrt(2)
             assert paired["ci"] == pytest.approx([sum(diffs) / 2 - half, sum(diffs) / 2 + half], rel=1e-4)
             inside = paired["ci"][0] <= 0 <= paired["ci"][1]
             assert (paired["verdict"] == "within seed noise") == inside
@@ -117,7 +117,7 @@ def test_tiny_table6_two_jobs_seeds_both_splits_paired_statistics_and_resume(
     assert (out / "table6.png").is_file()
 
     # One format, one code path: table6's metrics.json is the one `eval` writes, LPIPS on --device.
-    result_dir = out / "results" / "in_in_seed0" / "train_latest"
+    result_dir = out / "results_train_200-400" / "in_in_seed0" / "train_latest"
     mine = json.loads((result_dir / "metrics.json").read_text())
     assert "auto" in devices and mine["settings"]["lpips"]["device"] == str(real_resolve("auto"))
     scores = ["eval", "--results-dir", str(result_dir), "--metrics", ",".join(mine["metrics"])]
@@ -284,7 +284,7 @@ def test_scores_along_training_and_rebuilt_from_saved_scores_alone(
     assert main(args) == 0
     run = out / "checkpoints" / "in_ilmin_seed1"
     assert {p.name for p in run.glob("epoch_*.pt")} == {"epoch_1.pt", "epoch_2.pt", "epoch_3.pt"}
-    results = out / "results" / "in_ilmin_seed1"
+    results = out / "results_train_200-400" / "in_ilmin_seed1"
     assert {p.name for p in results.iterdir() if p.suffix != ".lock"} == {
         "train_1",
         "train_2",
@@ -301,11 +301,12 @@ def test_scores_along_training_and_rebuilt_from_saved_scores_alone(
             for s in ("0", "1")
         ]
         assert list(ilm["paired"]["lpips"]["per_seed"].values()) == pytest.approx(diffs)
-        half = 12.7062 * abs(diffs[0] - diffs[1]) / 2
+        half = math.tan(0.475 * math.pi) * abs(diffs[0] - diffs[1]) / 2  # t(0.975, 1)
         assert ilm["paired"]["lpips"]["ci"] == pytest.approx(
             [sum(diffs) / 2 - half, sum(diffs) / 2 + half], rel=1e-4
         )
-    epoch2 = json.loads((out / "results" / "in_ilmin_seed0" / "train_2" / "metrics.json").read_text())
+    epoch2 = out / "results_train_200-400" / "in_ilmin_seed0" / "train_2" / "metrics.json"
+    epoch2 = json.loads(epoch2.read_text())
     assert by_epoch["2"][1]["metrics"]["lpips"]["per_seed"]["0"] == epoch2["mean"]["lpips"]
     table = (out / "table6.md").read_text()
     assert "### Along training, split `paper`" in table and "| 2 | " in table
