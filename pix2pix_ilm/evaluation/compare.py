@@ -17,7 +17,7 @@ from typing import Any
 from pix2pix_ilm.config import TestConfig, TrainConfig, config_to_dict, load_run_config
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.options import CompareConfig, StudyOptions
-from pix2pix_ilm.evaluation.study import Row, Study, count_images, parse_overrides
+from pix2pix_ilm.evaluation.study import Row, Study, count_images, option_key, parse_overrides
 from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, check_disk_space, scoring_seconds
 from pix2pix_ilm.evaluation.table6_curves import epoch_tables, format_epochs, write_epoch_figure
 from pix2pix_ilm.evaluation.table6_jobs import (
@@ -97,7 +97,8 @@ def _with_budget_plan(study: Study, config: StudyOptions) -> StudyOptions:
     if plan is None or plan["epochs"] == plan["requested_epochs"]:
         return config
     fitted = (f"n_epochs={plan['epochs'][0]}", f"n_epochs_decay={plan['epochs'][1]}")
-    return dataclasses.replace(config, overrides=(*config.overrides, *fitted))
+    kept = tuple(o for o in config.overrides if option_key(o) not in ("n_epochs", "n_epochs_decay"))
+    return dataclasses.replace(config, overrides=(*kept, *fitted))
 
 
 def split_size(study: Study, config: StudyOptions, dataroot: Path, split: str) -> int:

@@ -4,6 +4,7 @@ run shares; ``--set`` / ``--row`` options typed as ``train``'s (docs/table6.md).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,19 +66,27 @@ class Study:
         return next((row.label for row in self.rows if row.slug == self.baseline), self.baseline)
 
 
+def option_key(pair: str) -> str:
+    """The option a ``KEY=VALUE`` pair sets: ``" netG-norm = x"`` → ``"netG_norm"``."""
+    return pair.partition("=")[0].strip().replace("-", "_")
+
+
 def parse_overrides(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
-    """``("n_epochs=2", "precision=bf16")`` → typed values of :class:`TrainConfig` fields."""
+    """``("n_epochs=2", "precision=bf16")`` → typed values of :class:`TrainConfig` fields; a key once."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
+    keys = [option_key(pair) for pair in pairs]
+    if twice := sorted({key for key in keys if keys.count(key) > 1}):
+        raise UsageError(f"{flag}: {', '.join(twice)} given twice")
     out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in names:
-            raise UsageError(f"{flag} expects KEY=VALUE with a training option as KEY, got {pair!r}")
+    for pair, key in zip(pairs, keys, strict=True):
+        if "=" not in pair or key not in names:
+            close = [] if key in names else difflib.get_close_matches(key, names - COMMAND_OPTIONS, 1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UsageError(f"{flag} expects KEY=VALUE with a training option as KEY, got {pair!r}{hint}")
         if key in COMMAND_OPTIONS:
             raise UsageError(f"{flag} {pair!r}: {key} is the command's own option, the same for every run")
         try:
-            out[key] = parse_field_value(TrainConfig, key, value)
+            out[key] = parse_field_value(TrainConfig, key, pair.partition("=")[2].strip())
         except UsageError as err:
             raise UsageError(f"{flag} {err}") from err
     return out

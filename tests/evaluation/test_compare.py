@@ -16,7 +16,7 @@ import pytest
 from pix2pix_ilm.cli import build_parser, main
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation.compare_rows import parse_split
+from pix2pix_ilm.evaluation.compare_rows import parse_row, parse_split
 from pix2pix_ilm.flags import dataclass_from_args
 from tests.deploy.test_readme_examples import readme_blocks
 from tests.faults import good_pairs, write_folder, write_paired
@@ -106,7 +106,9 @@ def test_the_readme_command_pairs_rows_per_seed_and_no_train_rebuilds_it(
     )
     assert "| vs in | Δ RMSE | Δ RMSE_rgb | Δ LPIPS | Δ SSIM |" in table
     assert "- ilm_gn16 vs in (n = 2 paired seeds, df = 1, 2 images each): " in table
-    assert "`ilm_gn16`: netG_norm=ilm_gn, ilm_group_size=16" in table
+    assert (
+        "`ilm_gn16`: netG_norm=ilm_gn, ilm_group_size=16" in table and "`test`: test_A/ and test_B/." in table
+    )
     assert list(summary["epoch_tables"]["test"]) == ["1"] and "### Along training, split `test`" in table
     figures = {p.name for p in out.glob("*.png")}
     assert figures == {
@@ -210,6 +212,7 @@ def tiny_aligned(pairs, tmp_path) -> Path:
             ["--row", "in:norm=instance"],
             "--row in expects KEY=VALUE with a training option as KEY, got 'norm=instance'",
         ),
+        (["--row", "in:netg_norm=instance"], "got 'netg_norm=instance'; did you mean netG_norm?"),
         (["--row", "in:ngf"], "--row in expects KEY=VALUE with a training option as KEY, got 'ngf'"),
         (["--row", "in:ngf=wide"], "--row in ngf: invalid literal for int() with base 10: 'wide'"),
         (["--row", "in:netG_norm=fancy"], "--row in netG_norm: expected one of"),
@@ -219,6 +222,7 @@ def tiny_aligned(pairs, tmp_path) -> Path:
         ),
         (["--row", "a/b:ngf=8"], "--row 'a/b:ngf=8': the name must be letters, digits and _ . + -"),
         (["--row", "in:ngf=8,ngf=16"], "--row in: ngf given twice"),
+        (["--row", "a:", "--set", "ngf=8", "--set", "ngf=16"], "--set: ngf given twice"),
         (["--row", "a:ngf=8", "--row", "a:ngf=16"], "--row a: two rows of the same name"),
         (
             ["--row", "a:ngf=8", "--row", "b:ngf=16", "--baseline", "c"],
@@ -247,7 +251,11 @@ def test_missing_rows_and_data_folder_are_refused(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "the following arguments are required: --row" in capsys.readouterr().err
     assert main(["compare", "--dataroot", str(tmp_path / "none"), "--row", "a:"]) == 2
-    assert f"--row a: --dataroot {tmp_path / 'none'} is not a folder" in capsys.readouterr().err
+    assert f"error: --dataroot {tmp_path / 'none'} is not a folder\n" in capsys.readouterr().err
+
+
+def test_keys_and_values_are_stripped():
+    assert parse_row("b: netG_norm = ilm_in , ngf= 8 ").options == {"netG_norm": "ilm_in", "ngf": 8}
 
 
 def test_an_eval_phase_is_a_folder_or_a_slice_of_one():
