@@ -142,7 +142,8 @@ def format_table(study: Study, summary: dict[str, Any]) -> str:
             f"{plan['projected_min']} min projected.",
             "",
         ]
-    seeds, images = len(summary["seeds"]), min(r["n_images"] for t in summary["tables"].values() for r in t)
+    rows = [row for table in summary["tables"].values() for row in table]
+    seeds, images = min(len(r["seeds"]) for r in rows), min(r["n_images"] for r in rows)
     if seeds < 3 or images < 100:
         lines += [
             f"**Little evidence: {seeds} seed(s) × {images} images.** Intervals over fewer than 3 seeds are "
@@ -152,9 +153,19 @@ def format_table(study: Study, summary: dict[str, Any]) -> str:
         ]
     for split, rows in summary["tables"].items():
         lines += format_split(study, split, rows)
-    if summary["missing"]:
-        lines += [f"Not trained, so not in the table: {', '.join(summary['missing'])}.", ""]
-    wall = f"Wall time: {summary['wall_seconds'] / 60:.1f} min ({summary['jobs']} training runs at a time)."
+    lacking = summary.get("lacking", {})
+    if untrained := [name for name in summary["missing"] if name not in lacking]:
+        names = ", ".join(untrained)
+        lines += [f"Not trained, nor saved with these options and images, so not in the table: {names}.", ""]
+    if lacking:
+        names = ", ".join(f"{name} ({', '.join(metrics)})" for name, metrics in lacking.items())
+        lines += [
+            f"Not in the table, their saved scores lack a metric asked for and no trained run is left to score "
+            f"it: {names}; train them again, or leave the metric out of --metrics.",
+            "",
+        ]
+    jobs = f"{summary['jobs']} training run{'s' * (summary['jobs'] != 1)} at a time"
+    wall = f"Wall time: {summary['wall_seconds'] / 60:.1f} min ({jobs})."
     return "\n".join([*lines, f"{wall} Options: `{json.dumps(summary['preset_options'])}`", ""])
 
 
@@ -197,26 +208,33 @@ def _labelled_grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: P
 
 
 def saved_runs(
-    path: Path, settings: dict[str, Any], sizes: dict[str, int], epochs: list[str], metrics: tuple[str, ...]
-) -> dict[str, dict[str, Any]]:
-    """The runs in the summary ``path`` made with ``settings`` and scored with ``metrics`` on every split of
-    ``sizes`` (with that many images), at the last epoch and at ``epochs``; by name, cut to those splits.
-    ``--no-train`` reports them when their checkpoints and results are gone."""
+    path: Path, study: Study, settings: dict[str, Any], sizes: dict[str, int], epochs: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """The runs of ``study``'s rows as they are now in the summary ``path`` made with ``settings`` and scored
+    with its metrics on every split of ``sizes`` (with that many images), at the last epoch and at ``epochs``;
+    by name, cut to those splits. ``--no-train`` reports them when their checkpoints and results are gone.
+    Also by name, the metrics that the other runs scored on those images lack."""
     saved = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     if any(saved.get(key) != value for key, value in settings.items()):
-        return {}
-    found = {}
-    for run in saved["runs"]:
-        scored = {"last": run["splits"], **run.get("epochs", {})}
-        wanted = ["last", *epochs]
-        if all(
-            scored.get(e, {}).get(split, {}).get("n") == n and set(metrics) <= set(scored[e][split]["mean"])
-            for e in wanted
-            for split, n in sizes.items()
-        ):
-            cut = {e: {split: _only(scored[e][split], metrics) for split in sizes} for e in wanted}
-            found[run["name"]] = {**run, "splits": cut.pop("last"), "epochs": cut}
-    return found
+        return {}, {}
+    found, lacking = {}, {}
+    for run in (run for run in saved["runs"] if _same_row(study, run)):
+        scored, wanted = {"last": run["splits"], **run.get("epochs", {})}, ["last", *epochs]
+        cells = [(scored.get(e, {}).get(split, {}), n) for e in wanted for split, n in sizes.items()]
+        if any(cell.get("n") != n for cell, n in cells):
+            continue
+        if absent := [m for m in study.metrics if any(m not in cell["mean"] for cell, _ in cells)]:
+            lacking[run["name"]] = absent
+            continue
+        cut = {e: {split: _only(scored[e][split], study.metrics) for split in sizes} for e in wanted}
+        found[run["name"]] = {**run, "splits": cut.pop("last"), "epochs": cut}
+    return found, lacking
+
+
+def _same_row(study: Study, record: dict[str, Any]) -> bool:
+    """Whether a saved run's record belongs to the row of that name as it is now."""
+    row = next((row for row in study.rows if row.slug == record["config"]), None)
+    return row is not None and all(record.get(key) == value for key, value in row.record.items())
 
 
 def _only(scores: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any]:

@@ -109,7 +109,8 @@ def test_the_readme_command_pairs_rows_per_seed_and_no_train_rebuilds_it(
     assert (
         "`ilm_gn16`: netG_norm=ilm_gn, ilm_group_size=16" in table and "`test`: test_A/ and test_B/." in table
     )
-    assert list(summary["epoch_tables"]["test"]) == ["1"] and "### Along training, split `test`" in table
+    assert "(1 training run at a time)" in table
+    assert list(summary["epoch_tables"]["test"]) == ["1"] and "`\n\n### Along training, split `test`" in table
     figures = {p.name for p in out.glob("*.png")}
     assert figures == {
         "compare.png",
@@ -121,6 +122,10 @@ def test_the_readme_command_pairs_rows_per_seed_and_no_train_rebuilds_it(
 
     progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
     assert progress and all(line.startswith("[compare] ") for line in progress)  # its own progress lines
+
+    # --no-train scores the trained runs, saying nothing of training.
+    assert main([*_readme_command(), *TINY, "--no-train"]) == 0
+    assert "training" not in capsys.readouterr().err
 
     # The run folders gone, --no-train rebuilds the same tables from compare.json alone.
     shutil.rmtree(out / "checkpoints")
@@ -136,10 +141,26 @@ def test_the_readme_command_pairs_rows_per_seed_and_no_train_rebuilds_it(
         return re.sub(r"Wall time: .* min", "", text)
 
     assert without_wall_time((out / "compare.md").read_text()) == without_wall_time(table)
+    # A saved run without a metric asked for is named as such; the table's evidence is the seeds it holds.
+    for run in again["runs"]:
+        if run["name"] == "ilm_gn16_seed0":
+            del run["splits"]["test"]["mean"]["lpips"]
+    (out / "compare.json").write_text(json.dumps(again))
+    assert main([*_readme_command(), *TINY, "--no-train"]) == 0
+    lacking = json.loads((out / "compare.json").read_text())
+    assert (lacking["missing"], lacking["lacking"]) == (["ilm_gn16_seed0"], {"ilm_gn16_seed0": ["lpips"]})
+    table = (out / "compare.md").read_text()
+    assert "**Little evidence: 1 seed(s) × 2 images.**" in table and "Not trained" not in table
+    assert "their saved scores lack a metric asked for and no trained run is left to score it: " in table
+    assert "ilm_gn16_seed0 (lpips); train them again, or leave the metric out of --metrics." in table
     # A row whose options changed under the same name is not taken from the saved scores.
     changed = [a.replace("ilm_group_size=16", "ilm_group_size=8") for a in _readme_command()]
     assert main([*changed, *TINY, "--no-train"]) == 0
     assert json.loads((out / "compare.json").read_text())["missing"] == ["ilm_gn16_seed0", "ilm_gn16_seed1"]
+    assert (
+        "Not trained, nor saved with these options and images, so not in the table: ilm_gn16_seed0, "
+        in (out / "compare.md").read_text()
+    )
 
 
 STUDY = (
