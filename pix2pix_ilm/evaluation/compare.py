@@ -17,7 +17,7 @@ from typing import Any
 from pix2pix_ilm.config import TestConfig, TrainConfig, config_to_dict, load_run_config
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.options import CompareConfig, StudyOptions
-from pix2pix_ilm.evaluation.study import Row, Study, count_images, option_key, parse_overrides
+from pix2pix_ilm.evaluation.study import Row, Study, count_images, not_held_out, option_key, parse_overrides
 from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, check_disk_space, scoring_seconds
 from pix2pix_ilm.evaluation.table6_curves import epoch_tables, format_epochs, write_epoch_figure
 from pix2pix_ilm.evaluation.table6_jobs import (
@@ -176,6 +176,8 @@ def print_plan(
         f"test dropout {config.test_dropout}"
     )
     print(f"output: {config.out}; options of every run: {json.dumps(run_options(study, config))}")
+    for line in not_held_out(study, [run for _, run in runs], config.eval_limit):
+        print(line)
     for row, run in runs:
         state = "trained" if run_finished(run) else "not trained, left out" if config.no_train else ""
         print(f"- {run.name}: {row.label} {json.dumps(row.options)}: {state or 'to train'}")
@@ -240,6 +242,8 @@ def _run_study(study: Study, config: StudyOptions, dataroot: Path) -> dict[str, 
     if config.dry_run:
         print_plan(study, config, runs, splits)
         return None
+    for line in not_held_out(study, [run for _, run in runs], config.eval_limit):
+        say(line)
     started = time.time()
     lpips_model = None  # fail now, not after hours of training
     if "lpips" in study.metrics or config.budget_min > 0:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pix2pix_ilm.config import TrainConfig
+from pix2pix_ilm.config import TrainConfig, parse_subset
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.flags import parse_field_value
 
@@ -96,8 +96,36 @@ def count_images(
     dataroot: Path, phase: str, subset: str | None, paired: bool, limit: int | None = None
 ) -> int:
     """How many items of ``<phase>/`` (or ``<phase>_A/`` and ``_B/``) the slice ``subset`` holds."""
-    from pix2pix_ilm.config import parse_subset
+    return len(_positions(dataroot, phase, subset, paired, limit))
+
+
+def _positions(dataroot: Path, phase: str, subset: str | None, paired: bool, limit: int | None) -> list[int]:
+    """The positions in the naturally sorted items of ``phase`` that ``subset`` and ``limit`` select."""
     from pix2pix_ilm.data.images import select_files
     from pix2pix_ilm.data.paired import phase_items
 
-    return len(select_files(phase_items(dataroot, phase, paired)[1], parse_subset(subset), limit))
+    count = len(phase_items(dataroot, phase, paired)[1])
+    return select_files(list(range(count)), parse_subset(subset), limit)
+
+
+def not_held_out(study: Study, runs: list[TrainConfig], limit: int | None) -> list[str]:
+    """A warning per split whose images some run trains on, with the ``--set subset`` that holds them out."""
+    warnings = []
+    for split, (phase, subset) in study.splits.items():
+        trained = [run for run in runs if run.phase == phase]
+        if not trained:
+            continue
+        dataroot, paired = Path(trained[0].dataroot), trained[0].dataset_mode == "paired"
+        scored = _positions(dataroot, phase, subset, paired, limit)
+        taken = [set(_positions(dataroot, phase, r.subset, paired, r.max_dataset_size)) for r in trained]
+        if not (overlap := max(len(taken_by_run.intersection(scored)) for taken_by_run in taken)):
+            continue
+        start, end = scored[0], scored[-1] + 1
+        advice = "score on a slice that --set subset=START:END leaves out, or on another folder"
+        if start or end < count_images(dataroot, phase, None, paired):
+            advice = f"hold it out with --set subset={f'0:{start}' if start else f'{end}:'}"
+        warnings.append(
+            f"warning: {overlap} of the {len(scored)} images of split {split} are training images, so the "
+            f"split is not held out: {advice}"
+        )
+    return warnings

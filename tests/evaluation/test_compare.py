@@ -279,6 +279,44 @@ def test_keys_and_values_are_stripped():
     assert parse_row("b: netG_norm = ilm_in , ngf= 8 ").options == {"netG_norm": "ilm_in", "ngf": 8}
 
 
+NOT_HELD_OUT = "of split {} are training images, so the split is not held out: "
+
+
+@pytest.mark.parametrize(
+    ("args", "warning"),
+    [
+        (
+            ["train:1:2"],
+            "1 of the 1 images " + NOT_HELD_OUT.format("train:1:2") + "hold it out with --set subset=0:1",
+        ),
+        (
+            ["train::1", "--set", "subset=0:2"],
+            "1 of the 1 images " + NOT_HELD_OUT.format("train::1") + "hold it out with --set subset=1:",
+        ),
+        (
+            ["train"],
+            "2 of the 2 images "
+            + NOT_HELD_OUT.format("train")
+            + "score on a slice that --set subset=START:END leaves out, or on another folder",
+        ),
+        (["train:1:2", "--set", "subset=0:1"], None),
+        (["test:1:2", "train", "--set", "phase=test", "--set", "subset=:1"], None),
+    ],
+)
+def test_an_eval_phase_of_training_images_is_warned_of_in_the_plan_and_at_the_start(
+    tiny_aligned, tmp_path, capsys, args, warning
+):
+    command = ["compare", "--dataroot", str(tiny_aligned), "--out", str(tmp_path / "out"), "--row", "a:"]
+    command += ["--metrics", "rmse", "--eval-phase", *args]
+    assert main([*command, "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert main([*command, "--no-train"]) == 2  # nothing trained: it ends after its start
+    started = capsys.readouterr().err
+    for said, prefix in ((plan, ""), (started, "[compare] ")):
+        lines = [line for line in said.splitlines() if "warning" in line]
+        assert lines == ([f"{prefix}warning: {warning}"] if warning else []), said
+
+
 def test_an_eval_phase_is_a_folder_or_a_slice_of_one():
     assert parse_split("test") == ("test", None)
     assert parse_split("train:200:400") == ("train", "200:400")
