@@ -170,26 +170,53 @@ def format_table(study: Study, summary: dict[str, Any]) -> str:
 
 
 def write_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
-    """Per-seed values (dots) and means (bars) of each metric per row, the reference values as red crosses."""
-    tables, columns = summary["tables"], _columns(study)
-    fig = Figure(figsize=(2.6 * len(columns), 2.5 * len(tables)), layout="tight")
-    axes = fig.subplots(len(tables), len(columns), squeeze=False)
+    """Per split, each metric's values per row (seeds as dots, mean as a bar, the baseline in orange, the reference
+    as red crosses) over the answer: each row's paired difference to the baseline with its interval."""
+    tables, columns, base = summary["tables"], _columns(study), study.baseline_label
+    fig = Figure(figsize=(max(2.6 * len(columns), 5.2), 4.8 * len(tables)), layout="tight")
+    axes = fig.subplots(2 * len(tables), len(columns), squeeze=False)
     for i, (split, rows) in enumerate(tables.items()):
         for j, (metric, (title, _, higher, paper_key)) in enumerate(columns.items()):
-            ax = axes[i][j]
+            top, bottom = axes[2 * i][j], axes[2 * i + 1][j]
             for x, row in enumerate(rows):
+                colour = "tab:orange" if row["config"] == study.baseline else "tab:blue"
                 values = list(row["metrics"][metric]["per_seed"].values())
-                ax.plot([x] * len(values), values, "o", ms=4, color="tab:blue", alpha=0.8)
-                ax.hlines(row["metrics"][metric]["mean"], x - 0.3, x + 0.3, color="tab:blue")
+                top.plot([x] * len(values), values, "o", ms=4, color=colour, alpha=0.8)
+                top.hlines(row["metrics"][metric]["mean"], x - 0.3, x + 0.3, color=colour)
                 if paper_key and row[str(study.reference)]:
-                    ax.plot([x], [row[str(study.reference)][paper_key]], "x", ms=7, color="tab:red")
-            ax.set_xticks(range(len(rows)), [r["config"] for r in rows], rotation=35, ha="right", fontsize=7)
-            ax.set_title(f"{title} {'↑' if higher else '↓'} (split {split})", fontsize=8)
-            ax.tick_params(axis="y", labelsize=7)
+                    top.plot([x], [row[str(study.reference)][paper_key]], "x", ms=7, color="tab:red")
+                if paired := row["paired"].get(metric):
+                    _draw_difference(bottom, x, paired)
+            bottom.axhline(0, color="black", linewidth=0.8)
+            top.set_title(f"{title} {'↑' if higher else '↓'} (split {split})", fontsize=8)
+            bottom.set_title(f"Δ {title} vs {base} (split {split})", fontsize=8)
+            for ax in (top, bottom):
+                ax.set_xlim(-0.5, len(rows) - 0.5)
+                ax.set_xticks(
+                    range(len(rows)), [r["config"] for r in rows], rotation=35, ha="right", fontsize=7
+                )
+                ax.tick_params(axis="y", labelsize=7)
+    reference = f", red x: {study.reference}" if study.reference else ""
     fig.suptitle(
-        "dots: seeds, bar: mean" + (f", red x: {study.reference}" if study.reference else ""), fontsize=8
+        f"Values: dots seeds, bar mean, orange the baseline {base}{reference}.\nΔ to {base}: dots seeds, "
+        f"square the mean with its {CONFIDENCE:.0%} t interval; green gain, red loss, grey within seed noise",
+        fontsize=8,
     )
     save_png(fig, path)
+
+
+_VERDICT_COLOURS = {"gain": "tab:green", "loss": "tab:red"}  # else grey: within seed noise, or one seed
+
+
+def _draw_difference(ax: Any, x: int, paired: dict[str, Any]) -> None:
+    """One row's per-seed differences (dots) and their mean with its interval, coloured by the verdict."""
+    colour = _VERDICT_COLOURS.get(paired["verdict"], "tab:gray")
+    seeds = list(paired["per_seed"].values())
+    ax.plot([x] * len(seeds), seeds, "o", ms=3, color=colour, alpha=0.4)
+    mean, ci = paired["mean"], paired["ci"]
+    ax.errorbar(
+        [x], [mean], [[mean - ci[0]], [ci[1] - mean]] if ci else None, fmt="s", ms=5, color=colour, capsize=3
+    )
 
 
 def _labelled_grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: Path) -> None:
