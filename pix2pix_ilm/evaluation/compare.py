@@ -17,7 +17,7 @@ from pix2pix_ilm.config import TrainConfig, config_to_dict, load_run_config
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.evaluation.options import CompareConfig, StudyOptions
 from pix2pix_ilm.evaluation.scoring import score_run
-from pix2pix_ilm.evaluation.study import Row, Study, count_images, parse_overrides
+from pix2pix_ilm.evaluation.study import Row, Study, count_images, not_held_out, option_key, parse_overrides
 from pix2pix_ilm.evaluation.table6_budget import PLAN_FILE, BudgetPlanner, check_disk_space, scoring_seconds
 from pix2pix_ilm.evaluation.table6_curves import epoch_tables, format_epochs, write_epoch_figure
 from pix2pix_ilm.evaluation.table6_jobs import (
@@ -97,7 +97,8 @@ def _with_budget_plan(study: Study, config: StudyOptions) -> StudyOptions:
     if plan is None or plan["epochs"] == plan["requested_epochs"]:
         return config
     fitted = (f"n_epochs={plan['epochs'][0]}", f"n_epochs_decay={plan['epochs'][1]}")
-    return dataclasses.replace(config, overrides=(*config.overrides, *fitted))
+    kept = tuple(o for o in config.overrides if option_key(o) not in ("n_epochs", "n_epochs_decay"))
+    return dataclasses.replace(config, overrides=(*kept, *fitted))
 
 
 def split_size(study: Study, config: StudyOptions, dataroot: Path, split: str) -> int:
@@ -129,6 +130,8 @@ def print_plan(
         f"test dropout {config.test_dropout}"
     )
     print(f"output: {config.out}; options of every run: {json.dumps(run_options(study, config))}")
+    for line in not_held_out(study, [run for _, run in runs], config.eval_limit):
+        print(line)
     for row, run in runs:
         state = "trained" if run_finished(run) else "not trained, left out" if config.no_train else ""
         print(f"- {run.name}: {row.label} {json.dumps(row.options)}: {state or 'to train'}")
@@ -193,6 +196,8 @@ def _run_study(study: Study, config: StudyOptions, dataroot: Path) -> dict[str, 
     if config.dry_run:
         print_plan(study, config, runs, splits)
         return None
+    for line in not_held_out(study, [run for _, run in runs], config.eval_limit):
+        say(line)
     started = time.time()
     lpips_model = None  # fail now, not after hours of training
     if "lpips" in study.metrics or config.budget_min > 0:
@@ -202,28 +207,31 @@ def _run_study(study: Study, config: StudyOptions, dataroot: Path) -> dict[str, 
         if run.name in differing:
             say(f"{run.name}: trained with other options, training again")
             shutil.rmtree(run.run_dir)
-        elif run_finished(run):
+        elif run_finished(run) and not config.no_train:
             say(f"{run.name}: trained already, skipping training")
     to_train = [run for _, run in runs if not run_finished(run)]
     if to_train and not config.no_train:
         config = _train(study, config, dataroot, runs, to_train, lpips_model, started, lpips_seconds)
         runs = [(row, train_config(study, config, row, run.seed, dataroot)) for row, run in runs]
-    saved = {}
+    saved, lacking = {}, {}
     if config.no_train:
         settings = {"preset_options": run_options(study, config), "test_dropout": config.test_dropout}
         sizes = {split: split_size(study, config, dataroot, split) for split in splits}
         epochs = [str(e) for e in config.score_epochs if e <= runs[0][1].total_epochs]
-        saved = saved_runs(Path(config.out) / f"{study.name}.json", settings, sizes, epochs, study.metrics)
-        saved = {name: r for name, r in saved.items() if _same_row(study, r)}
+        saved, lacking = saved_runs(Path(config.out) / f"{study.name}.json", study, settings, sizes, epochs)
     records = [
         _record(study, config, row, run) if run_finished(run) else saved[run.name]
         for row, run in runs
         if run_finished(run) or run.name in saved
     ]
     missing = [run.name for _, run in runs if not run_finished(run) and run.name not in saved]
+    lacking = {name: metrics for name, metrics in lacking.items() if name in missing}
     if not records:
-        raise UsageError(f"no trained run to score in {config.out} (missing: {', '.join(missing)})")
+        lack = ", ".join(dict.fromkeys(m for metrics in lacking.values() for m in metrics))
+        lack = f"; their saved scores lack {lack}" if lack else ""
+        raise UsageError(f"no trained run to score in {config.out} (missing: {', '.join(missing)}{lack})")
     summary = summarize(study, config, records, missing, dataroot, time.time() - started)
+    summary["lacking"] = lacking
     write_outputs(study, summary, Path(config.out))
     return summary
 
@@ -253,12 +261,6 @@ def _train(
         atomic_write_text(Path(config.out) / PLAN_FILE, json.dumps(planner.plan, indent=2) + "\n")
         config = _with_budget_plan(study, config)
     return config
-
-
-def _same_row(study: Study, record: dict[str, Any]) -> bool:
-    """Whether a saved run's record belongs to the row of that name as it is now."""
-    row = next((row for row in study.rows if row.slug == record["config"]), None)
-    return row is not None and all(record.get(key) == value for key, value in row.record.items())
 
 
 def _record(study: Study, config: StudyOptions, row: Row, run: TrainConfig) -> dict[str, Any]:
@@ -317,7 +319,7 @@ def summarize(
 def write_outputs(study: Study, summary: dict[str, Any], out: Path) -> None:
     """<name>.json, <name>.md, <name>.png (and <name>_epochs.png), the sample grids; prints the table."""
     out.mkdir(parents=True, exist_ok=True)
-    text = format_table(study, summary) + "\n".join(format_epochs(study, summary))
+    text = "\n".join([format_table(study, summary), *format_epochs(study, summary)])
     atomic_write_text(out / f"{study.name}.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out / f"{study.name}.md", text)
     write_figure(study, summary, out / f"{study.name}.png")

@@ -22,11 +22,7 @@ def parse_row(text: str) -> Row:
         raise UsageError(f"--row expects NAME:KEY=VALUE,... ({ROW_EXAMPLE}), got {text!r}")
     if not _NAME.fullmatch(name):
         raise UsageError(f"--row {text!r}: the name must be letters, digits and _ . + - ({ROW_EXAMPLE})")
-    pairs = tuple(pair for pair in rest.split(",") if pair.strip())
-    keys = [pair.partition("=")[0].strip().replace("-", "_") for pair in pairs]
-    if twice := sorted({key for key in keys if keys.count(key) > 1}):
-        raise UsageError(f"--row {name}: {', '.join(twice)} given twice")
-    options = parse_overrides(pairs, flag=f"--row {name}")
+    options = parse_overrides(tuple(pair for pair in rest.split(",") if pair.strip()), flag=f"--row {name}")
     return Row(name, name, options, {"options": options})
 
 
@@ -71,6 +67,8 @@ def compare_study(config: CompareConfig) -> Study:
     base = PRESETS.get(config.preset, {})
     shared = {**base, **parse_overrides(config.overrides)}
     dataroot = Path(config.dataroot or "")
+    if not dataroot.is_dir():
+        raise UsageError(f"--dataroot {dataroot} is not a folder")
     for row in rows:  # the training images of every row, and where each row's runs are scored
         options = {**shared, **row.options}
         paired = options.get("dataset_mode") == "paired"
@@ -87,7 +85,8 @@ def compare_study(config: CompareConfig) -> Study:
             + "; ".join(f"`{row.slug}`: {_options_text(row.options)}" for row in rows)
             + ". Splits: "
             + "; ".join(
-                f"`{text}`: {phase}/" + (f" [{s}]" if s else "") for text, (phase, s) in splits.items()
+                f"`{text}`: {_folders(phase, shared)}" + (f" [{s}]" if s else "")
+                for text, (phase, s) in splits.items()
             )
             + ".",
         ),
@@ -108,3 +107,8 @@ def compare_study(config: CompareConfig) -> Study:
 
 def _options_text(options: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in options.items()) or "none"
+
+
+def _folders(phase: str, options: dict) -> str:
+    """Where a phase's images are: ``test/``, or ``test_A/ and test_B/`` with ``dataset_mode=paired``."""
+    return f"{phase}_A/ and {phase}_B/" if options.get("dataset_mode") == "paired" else f"{phase}/"

@@ -111,7 +111,7 @@ class CompareConfig(StudyOptions):
     eval_phases: tuple[str, ...] = opt(
         ("test",),
         "where every run is scored: a folder of --dataroot (test, val, ...), or a slice of one as "
-        "PHASE:START:END, e.g. train:200:400 for images 201-400 of train/",
+        "PHASE:START:END, e.g. train:200:400 for images 201-400 of train/ (held out with --set subset=0:200)",
         flag="--eval-phase",
         metavar="PHASE",
     )

@@ -4,11 +4,12 @@ run shares; ``--set`` / ``--row`` options typed as ``train``'s (docs/table6.md).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pix2pix_ilm.config import TrainConfig
+from pix2pix_ilm.config import TrainConfig, parse_subset
 from pix2pix_ilm.errors import UsageError
 from pix2pix_ilm.flags import parse_field_value
 
@@ -65,19 +66,27 @@ class Study:
         return next((row.label for row in self.rows if row.slug == self.baseline), self.baseline)
 
 
+def option_key(pair: str) -> str:
+    """The option a ``KEY=VALUE`` pair sets: ``" netG-norm = x"`` → ``"netG_norm"``."""
+    return pair.partition("=")[0].strip().replace("-", "_")
+
+
 def parse_overrides(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
-    """``("n_epochs=2", "precision=bf16")`` → typed values of :class:`TrainConfig` fields."""
+    """``("n_epochs=2", "precision=bf16")`` → typed values of :class:`TrainConfig` fields; a key once."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
+    keys = [option_key(pair) for pair in pairs]
+    if twice := sorted({key for key in keys if keys.count(key) > 1}):
+        raise UsageError(f"{flag}: {', '.join(twice)} given twice")
     out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in names:
-            raise UsageError(f"{flag} expects KEY=VALUE with a training option as KEY, got {pair!r}")
+    for pair, key in zip(pairs, keys, strict=True):
+        if "=" not in pair or key not in names:
+            close = [] if key in names else difflib.get_close_matches(key, names - COMMAND_OPTIONS, 1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UsageError(f"{flag} expects KEY=VALUE with a training option as KEY, got {pair!r}{hint}")
         if key in COMMAND_OPTIONS:
             raise UsageError(f"{flag} {pair!r}: {key} is the command's own option, the same for every run")
         try:
-            out[key] = parse_field_value(TrainConfig, key, value)
+            out[key] = parse_field_value(TrainConfig, key, pair.partition("=")[2].strip())
         except UsageError as err:
             raise UsageError(f"{flag} {err}") from err
     return out
@@ -87,8 +96,36 @@ def count_images(
     dataroot: Path, phase: str, subset: str | None, paired: bool, limit: int | None = None
 ) -> int:
     """How many items of ``<phase>/`` (or ``<phase>_A/`` and ``_B/``) the slice ``subset`` holds."""
-    from pix2pix_ilm.config import parse_subset
+    return len(_positions(dataroot, phase, subset, paired, limit))
+
+
+def _positions(dataroot: Path, phase: str, subset: str | None, paired: bool, limit: int | None) -> list[int]:
+    """The positions in the naturally sorted items of ``phase`` that ``subset`` and ``limit`` select."""
     from pix2pix_ilm.data.images import select_files
     from pix2pix_ilm.data.paired import phase_items
 
-    return len(select_files(phase_items(dataroot, phase, paired)[1], parse_subset(subset), limit))
+    count = len(phase_items(dataroot, phase, paired)[1])
+    return select_files(list(range(count)), parse_subset(subset), limit)
+
+
+def not_held_out(study: Study, runs: list[TrainConfig], limit: int | None) -> list[str]:
+    """A warning per split whose images some run trains on, with the ``--set subset`` that holds them out."""
+    warnings = []
+    for split, (phase, subset) in study.splits.items():
+        trained = [run for run in runs if run.phase == phase]
+        if not trained:
+            continue
+        dataroot, paired = Path(trained[0].dataroot), trained[0].dataset_mode == "paired"
+        scored = _positions(dataroot, phase, subset, paired, limit)
+        taken = [set(_positions(dataroot, phase, r.subset, paired, r.max_dataset_size)) for r in trained]
+        if not (overlap := max(len(taken_by_run.intersection(scored)) for taken_by_run in taken)):
+            continue
+        start, end = scored[0], scored[-1] + 1
+        advice = "score on a slice that --set subset=START:END leaves out, or on another folder"
+        if start or end < count_images(dataroot, phase, None, paired):
+            advice = f"hold it out with --set subset={f'0:{start}' if start else f'{end}:'}"
+        warnings.append(
+            f"warning: {overlap} of the {len(scored)} images of split {split} are training images, so the "
+            f"split is not held out: {advice}"
+        )
+    return warnings

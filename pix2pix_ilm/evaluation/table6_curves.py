@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pix2pix_ilm.evaluation.study import Study
 from pix2pix_ilm.evaluation.table6_report import column, split_rows
@@ -90,6 +91,7 @@ def write_epoch_figure(study: Study, summary: dict[str, Any], path: Path) -> Non
                     low, high = zip(*(v["ci"] for v in values), strict=True)
                     ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
             ax.set(xlabel="epoch", title=f"Δ {column(metric)[0]} vs {study.baseline_label}, split {split}")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)

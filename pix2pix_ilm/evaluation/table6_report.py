@@ -142,7 +142,8 @@ def format_table(study: Study, summary: dict[str, Any]) -> str:
             f"{plan['projected_min']} min projected.",
             "",
         ]
-    seeds, images = len(summary["seeds"]), min(r["n_images"] for t in summary["tables"].values() for r in t)
+    rows = [row for table in summary["tables"].values() for row in table]
+    seeds, images = min(len(r["seeds"]) for r in rows), min(r["n_images"] for r in rows)
     if seeds < 3 or images < 100:
         lines += [
             f"**Little evidence: {seeds} seed(s) × {images} images.** Intervals over fewer than 3 seeds are "
@@ -152,33 +153,70 @@ def format_table(study: Study, summary: dict[str, Any]) -> str:
         ]
     for split, rows in summary["tables"].items():
         lines += format_split(study, split, rows)
-    if summary["missing"]:
-        lines += [f"Not trained, so not in the table: {', '.join(summary['missing'])}.", ""]
-    wall = f"Wall time: {summary['wall_seconds'] / 60:.1f} min ({summary['jobs']} training runs at a time)."
+    lacking = summary.get("lacking", {})
+    if untrained := [name for name in summary["missing"] if name not in lacking]:
+        names = ", ".join(untrained)
+        lines += [f"Not trained, nor saved with these options and images, so not in the table: {names}.", ""]
+    if lacking:
+        names = ", ".join(f"{name} ({', '.join(metrics)})" for name, metrics in lacking.items())
+        lines += [
+            f"Not in the table, their saved scores lack a metric asked for and no trained run is left to score "
+            f"it: {names}; train them again, or leave the metric out of --metrics.",
+            "",
+        ]
+    jobs = f"{summary['jobs']} training run{'s' * (summary['jobs'] != 1)} at a time"
+    wall = f"Wall time: {summary['wall_seconds'] / 60:.1f} min ({jobs})."
     return "\n".join([*lines, f"{wall} Options: `{json.dumps(summary['preset_options'])}`", ""])
 
 
 def write_figure(study: Study, summary: dict[str, Any], path: Path) -> None:
-    """Per-seed values (dots) and means (bars) of each metric per row, the reference values as red crosses."""
-    tables, columns = summary["tables"], _columns(study)
-    fig = Figure(figsize=(2.6 * len(columns), 2.5 * len(tables)), layout="tight")
-    axes = fig.subplots(len(tables), len(columns), squeeze=False)
+    """Per split, each metric's values per row (seeds as dots, mean as a bar, the baseline in orange, the reference
+    as red crosses) over the answer: each row's paired difference to the baseline with its interval."""
+    tables, columns, base = summary["tables"], _columns(study), study.baseline_label
+    fig = Figure(figsize=(max(2.6 * len(columns), 5.2), 4.8 * len(tables)), layout="tight")
+    axes = fig.subplots(2 * len(tables), len(columns), squeeze=False)
     for i, (split, rows) in enumerate(tables.items()):
         for j, (metric, (title, _, higher, paper_key)) in enumerate(columns.items()):
-            ax = axes[i][j]
+            top, bottom = axes[2 * i][j], axes[2 * i + 1][j]
             for x, row in enumerate(rows):
+                colour = "tab:orange" if row["config"] == study.baseline else "tab:blue"
                 values = list(row["metrics"][metric]["per_seed"].values())
-                ax.plot([x] * len(values), values, "o", ms=4, color="tab:blue", alpha=0.8)
-                ax.hlines(row["metrics"][metric]["mean"], x - 0.3, x + 0.3, color="tab:blue")
+                top.plot([x] * len(values), values, "o", ms=4, color=colour, alpha=0.8)
+                top.hlines(row["metrics"][metric]["mean"], x - 0.3, x + 0.3, color=colour)
                 if paper_key and row[str(study.reference)]:
-                    ax.plot([x], [row[str(study.reference)][paper_key]], "x", ms=7, color="tab:red")
-            ax.set_xticks(range(len(rows)), [r["config"] for r in rows], rotation=35, ha="right", fontsize=7)
-            ax.set_title(f"{title} {'↑' if higher else '↓'} (split {split})", fontsize=8)
-            ax.tick_params(axis="y", labelsize=7)
+                    top.plot([x], [row[str(study.reference)][paper_key]], "x", ms=7, color="tab:red")
+                if paired := row["paired"].get(metric):
+                    _draw_difference(bottom, x, paired)
+            bottom.axhline(0, color="black", linewidth=0.8)
+            top.set_title(f"{title} {'↑' if higher else '↓'} (split {split})", fontsize=8)
+            bottom.set_title(f"Δ {title} vs {base} (split {split})", fontsize=8)
+            for ax in (top, bottom):
+                ax.set_xlim(-0.5, len(rows) - 0.5)
+                ax.set_xticks(
+                    range(len(rows)), [r["config"] for r in rows], rotation=35, ha="right", fontsize=7
+                )
+                ax.tick_params(axis="y", labelsize=7)
+    reference = f", red x: {study.reference}" if study.reference else ""
     fig.suptitle(
-        "dots: seeds, bar: mean" + (f", red x: {study.reference}" if study.reference else ""), fontsize=8
+        f"Values: dots seeds, bar mean, orange the baseline {base}{reference}.\nΔ to {base}: dots seeds, "
+        f"square the mean with its {CONFIDENCE:.0%} t interval; green gain, red loss, grey within seed noise",
+        fontsize=8,
     )
     save_png(fig, path)
+
+
+_VERDICT_COLOURS = {"gain": "tab:green", "loss": "tab:red"}  # else grey: within seed noise, or one seed
+
+
+def _draw_difference(ax: Any, x: int, paired: dict[str, Any]) -> None:
+    """One row's per-seed differences (dots) and their mean with its interval, coloured by the verdict."""
+    colour = _VERDICT_COLOURS.get(paired["verdict"], "tab:gray")
+    seeds = list(paired["per_seed"].values())
+    ax.plot([x] * len(seeds), seeds, "o", ms=3, color=colour, alpha=0.4)
+    mean, ci = paired["mean"], paired["ci"]
+    ax.errorbar(
+        [x], [mean], [[mean - ci[0]], [ci[1] - mean]] if ci else None, fmt="s", ms=5, color=colour, capsize=3
+    )
 
 
 def _labelled_grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: Path) -> None:
@@ -197,26 +235,33 @@ def _labelled_grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: P
 
 
 def saved_runs(
-    path: Path, settings: dict[str, Any], sizes: dict[str, int], epochs: list[str], metrics: tuple[str, ...]
-) -> dict[str, dict[str, Any]]:
-    """The runs in the summary ``path`` made with ``settings`` and scored with ``metrics`` on every split of
-    ``sizes`` (with that many images), at the last epoch and at ``epochs``; by name, cut to those splits.
-    ``--no-train`` reports them when their checkpoints and results are gone."""
+    path: Path, study: Study, settings: dict[str, Any], sizes: dict[str, int], epochs: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """The runs of ``study``'s rows as they are now in the summary ``path`` made with ``settings`` and scored
+    with its metrics on every split of ``sizes`` (with that many images), at the last epoch and at ``epochs``;
+    by name, cut to those splits. ``--no-train`` reports them when their checkpoints and results are gone.
+    Also by name, the metrics that the other runs scored on those images lack."""
     saved = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     if any(saved.get(key) != value for key, value in settings.items()):
-        return {}
-    found = {}
-    for run in saved["runs"]:
-        scored = {"last": run["splits"], **run.get("epochs", {})}
-        wanted = ["last", *epochs]
-        if all(
-            scored.get(e, {}).get(split, {}).get("n") == n and set(metrics) <= set(scored[e][split]["mean"])
-            for e in wanted
-            for split, n in sizes.items()
-        ):
-            cut = {e: {split: _only(scored[e][split], metrics) for split in sizes} for e in wanted}
-            found[run["name"]] = {**run, "splits": cut.pop("last"), "epochs": cut}
-    return found
+        return {}, {}
+    found, lacking = {}, {}
+    for run in (run for run in saved["runs"] if _same_row(study, run)):
+        scored, wanted = {"last": run["splits"], **run.get("epochs", {})}, ["last", *epochs]
+        cells = [(scored.get(e, {}).get(split, {}), n) for e in wanted for split, n in sizes.items()]
+        if any(cell.get("n") != n for cell, n in cells):
+            continue
+        if absent := [m for m in study.metrics if any(m not in cell["mean"] for cell, _ in cells)]:
+            lacking[run["name"]] = absent
+            continue
+        cut = {e: {split: _only(scored[e][split], study.metrics) for split in sizes} for e in wanted}
+        found[run["name"]] = {**run, "splits": cut.pop("last"), "epochs": cut}
+    return found, lacking
+
+
+def _same_row(study: Study, record: dict[str, Any]) -> bool:
+    """Whether a saved run's record belongs to the row of that name as it is now."""
+    row = next((row for row in study.rows if row.slug == record["config"]), None)
+    return row is not None and all(record.get(key) == value for key, value in row.record.items())
 
 
 def _only(scores: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pytest
 from pix2pix_ilm.cli import build_parser, main
 from pix2pix_ilm.config import TrainConfig
 from pix2pix_ilm.errors import UsageError
-from pix2pix_ilm.evaluation.compare_rows import parse_split
+from pix2pix_ilm.evaluation.compare_rows import parse_row, parse_split
 from pix2pix_ilm.flags import dataclass_from_args
 from tests.deploy.test_readme_examples import readme_blocks
 from tests.faults import good_pairs, write_folder, write_paired
@@ -106,8 +106,11 @@ def test_the_readme_command_pairs_rows_per_seed_and_no_train_rebuilds_it(
     )
     assert "| vs in | Δ RMSE | Δ RMSE_rgb | Δ LPIPS | Δ SSIM |" in table
     assert "- ilm_gn16 vs in (n = 2 paired seeds, df = 1, 2 images each): " in table
-    assert "`ilm_gn16`: netG_norm=ilm_gn, ilm_group_size=16" in table
-    assert list(summary["epoch_tables"]["test"]) == ["1"] and "### Along training, split `test`" in table
+    assert (
+        "`ilm_gn16`: netG_norm=ilm_gn, ilm_group_size=16" in table and "`test`: test_A/ and test_B/." in table
+    )
+    assert "(1 training run at a time)" in table
+    assert list(summary["epoch_tables"]["test"]) == ["1"] and "`\n\n### Along training, split `test`" in table
     figures = {p.name for p in out.glob("*.png")}
     assert figures == {
         "compare.png",
@@ -119,6 +122,10 @@ def test_the_readme_command_pairs_rows_per_seed_and_no_train_rebuilds_it(
 
     progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
     assert progress and all(line.startswith("[compare] ") for line in progress)  # its own progress lines
+
+    # --no-train scores the trained runs, saying nothing of training.
+    assert main([*_readme_command(), *TINY, "--no-train"]) == 0
+    assert "training" not in capsys.readouterr().err
 
     # The run folders gone, --no-train rebuilds the same tables from compare.json alone.
     shutil.rmtree(out / "checkpoints")
@@ -134,10 +141,26 @@ def test_the_readme_command_pairs_rows_per_seed_and_no_train_rebuilds_it(
         return re.sub(r"Wall time: .* min", "", text)
 
     assert without_wall_time((out / "compare.md").read_text()) == without_wall_time(table)
+    # A saved run without a metric asked for is named as such; the table's evidence is the seeds it holds.
+    for run in again["runs"]:
+        if run["name"] == "ilm_gn16_seed0":
+            del run["splits"]["test"]["mean"]["lpips"]
+    (out / "compare.json").write_text(json.dumps(again))
+    assert main([*_readme_command(), *TINY, "--no-train"]) == 0
+    lacking = json.loads((out / "compare.json").read_text())
+    assert (lacking["missing"], lacking["lacking"]) == (["ilm_gn16_seed0"], {"ilm_gn16_seed0": ["lpips"]})
+    table = (out / "compare.md").read_text()
+    assert "**Little evidence: 1 seed(s) × 2 images.**" in table and "Not trained" not in table
+    assert "their saved scores lack a metric asked for and no trained run is left to score it: " in table
+    assert "ilm_gn16_seed0 (lpips); train them again, or leave the metric out of --metrics." in table
     # A row whose options changed under the same name is not taken from the saved scores.
     changed = [a.replace("ilm_group_size=16", "ilm_group_size=8") for a in _readme_command()]
     assert main([*changed, *TINY, "--no-train"]) == 0
     assert json.loads((out / "compare.json").read_text())["missing"] == ["ilm_gn16_seed0", "ilm_gn16_seed1"]
+    assert (
+        "Not trained, nor saved with these options and images, so not in the table: ilm_gn16_seed0, "
+        in (out / "compare.md").read_text()
+    )
 
 
 STUDY = (
@@ -210,6 +233,7 @@ def tiny_aligned(pairs, tmp_path) -> Path:
             ["--row", "in:norm=instance"],
             "--row in expects KEY=VALUE with a training option as KEY, got 'norm=instance'",
         ),
+        (["--row", "in:netg_norm=instance"], "got 'netg_norm=instance'; did you mean netG_norm?"),
         (["--row", "in:ngf"], "--row in expects KEY=VALUE with a training option as KEY, got 'ngf'"),
         (["--row", "in:ngf=wide"], "--row in ngf: invalid literal for int() with base 10: 'wide'"),
         (["--row", "in:netG_norm=fancy"], "--row in netG_norm: expected one of"),
@@ -219,6 +243,7 @@ def tiny_aligned(pairs, tmp_path) -> Path:
         ),
         (["--row", "a/b:ngf=8"], "--row 'a/b:ngf=8': the name must be letters, digits and _ . + -"),
         (["--row", "in:ngf=8,ngf=16"], "--row in: ngf given twice"),
+        (["--row", "a:", "--set", "ngf=8", "--set", "ngf=16"], "--set: ngf given twice"),
         (["--row", "a:ngf=8", "--row", "a:ngf=16"], "--row a: two rows of the same name"),
         (
             ["--row", "a:ngf=8", "--row", "b:ngf=16", "--baseline", "c"],
@@ -247,7 +272,49 @@ def test_missing_rows_and_data_folder_are_refused(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "the following arguments are required: --row" in capsys.readouterr().err
     assert main(["compare", "--dataroot", str(tmp_path / "none"), "--row", "a:"]) == 2
-    assert f"--row a: --dataroot {tmp_path / 'none'} is not a folder" in capsys.readouterr().err
+    assert f"error: --dataroot {tmp_path / 'none'} is not a folder\n" in capsys.readouterr().err
+
+
+def test_keys_and_values_are_stripped():
+    assert parse_row("b: netG_norm = ilm_in , ngf= 8 ").options == {"netG_norm": "ilm_in", "ngf": 8}
+
+
+NOT_HELD_OUT = "of split {} are training images, so the split is not held out: "
+
+
+@pytest.mark.parametrize(
+    ("args", "warning"),
+    [
+        (
+            ["train:1:2"],
+            "1 of the 1 images " + NOT_HELD_OUT.format("train:1:2") + "hold it out with --set subset=0:1",
+        ),
+        (
+            ["train::1", "--set", "subset=0:2"],
+            "1 of the 1 images " + NOT_HELD_OUT.format("train::1") + "hold it out with --set subset=1:",
+        ),
+        (
+            ["train"],
+            "2 of the 2 images "
+            + NOT_HELD_OUT.format("train")
+            + "score on a slice that --set subset=START:END leaves out, or on another folder",
+        ),
+        (["train:1:2", "--set", "subset=0:1"], None),
+        (["test:1:2", "train", "--set", "phase=test", "--set", "subset=:1"], None),
+    ],
+)
+def test_an_eval_phase_of_training_images_is_warned_of_in_the_plan_and_at_the_start(
+    tiny_aligned, tmp_path, capsys, args, warning
+):
+    command = ["compare", "--dataroot", str(tiny_aligned), "--out", str(tmp_path / "out"), "--row", "a:"]
+    command += ["--metrics", "rmse", "--eval-phase", *args]
+    assert main([*command, "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert main([*command, "--no-train"]) == 2  # nothing trained: it ends after its start
+    started = capsys.readouterr().err
+    for said, prefix in ((plan, ""), (started, "[compare] ")):
+        lines = [line for line in said.splitlines() if "warning" in line]
+        assert lines == ([f"{prefix}warning: {warning}"] if warning else []), said
 
 
 def test_an_eval_phase_is_a_folder_or_a_slice_of_one():

@@ -25,9 +25,16 @@ from pix2pix_ilm.evaluation.table6_report import t_interval, verdict
 from pix2pix_ilm.flags import dataclass_from_args
 from tests.faults import cli_error
 
-TINY = [f"--set={option}" for option in ("netG=unet_32", "ngf=4", "ndf=4", "load_size=36", "crop_size=32")]
-TINY += ["--set", "n_epochs=1", "--set", "n_epochs_decay=0", "--set", "subset=0:3", "--no-progress"]
-LONG = [*TINY, "--set", "n_epochs=2000"]  # runs that are still training when the test stops them
+
+def tiny(**changes: object) -> list[str]:
+    """Tiny runs on train/1-3 as ``--set`` flags, each option once, with ``changes``."""
+    options = dict(netG="unet_32", ngf=4, ndf=4, load_size=36, crop_size=32, n_epochs=1, n_epochs_decay=0)
+    options |= {"subset": "0:3", **changes}
+    return [*(f"--set={key}={value}" for key, value in options.items()), "--no-progress"]
+
+
+TINY = tiny()
+LONG = tiny(n_epochs=2000)  # runs that are still training when the test stops them
 
 
 def tiny_facades(facades_dir: Path, root: Path) -> Path:
@@ -141,7 +148,7 @@ def test_tiny_table6_two_jobs_seeds_both_splits_paired_statistics_and_resume(
     assert not (out / "checkpoints" / "in_in_seed2").exists() and len(children) == 5
 
     # A finished run is reused only under the options it was trained with.
-    wider = [*args, "--seeds", "0", *TINY, "--set", "ngf=8"]
+    wider = [*args, "--seeds", "0", *tiny(ngf=8)]
     assert main(wider) == 2
     assert "ngf: requested 8, trained 4; use --retrain" in capsys.readouterr().err and len(children) == 5
     assert main([*wider, "--retrain"]) == 0
@@ -250,13 +257,15 @@ def test_overrides_are_typed_and_checked():
         "no_flip": True,
         "subset": None,
     }
-    assert parse_overrides(("channels_last=auto", "channels_last=false")) == {"channels_last": False}
+    assert parse_overrides(("channels_last=false",)) == {"channels_last": False}
     assert parse_overrides(("channels_last=auto", "precision=auto")) == {
         "channels_last": None,
         "precision": "auto",
     }
-    with pytest.raises(UsageError, match="KEY=VALUE"):
+    with pytest.raises(UsageError, match="KEY=VALUE .*; did you mean n_epochs"):
         parse_overrides(("epochs=3",))
+    with pytest.raises(UsageError, match="--set: channels_last given twice"):
+        parse_overrides(("channels_last=auto", "channels_last=false"))
     with pytest.raises(UsageError, match="--set n_epochs"):
         parse_overrides(("n_epochs=many",))
     with pytest.raises(UsageError, match="--set precision: expected one of auto, fp32, bf16"):
@@ -280,7 +289,7 @@ def test_scores_along_training_and_rebuilt_from_saved_scores_alone(
     out = tmp_path / "table6"
     args = ["table6", "--dataroot", str(data), "--out", str(out), "--eval-limit", "2", "--jobs", "2"]
     args += ["--configs", "in_in", "in_ilmin", "--seeds", "0", "1", "--lpips-backbone", str(lpips_backbone)]
-    args += [*TINY, "--set", "n_epochs=2", "--set", "n_epochs_decay=1", "--score-epochs", "1", "2", "3"]
+    args += [*tiny(n_epochs=2, n_epochs_decay=1), "--score-epochs", "1", "2", "3"]
     assert main(args) == 0
     run = out / "checkpoints" / "in_ilmin_seed1"
     assert {p.name for p in run.glob("epoch_*.pt")} == {"epoch_1.pt", "epoch_2.pt", "epoch_3.pt"}
@@ -334,7 +343,8 @@ def test_scores_along_training_and_rebuilt_from_saved_scores_alone(
     assert rebuilt["missing"] == [] and (kept / "table6_epochs.png").is_file()
     assert not list(kept.glob("samples*.png"))  # images are drawn only from this --out's run folders
     # Saved scores of other training options, test dropout or image counts are not taken for these.
-    for other in (["--set", "n_epochs=3"], ["--test-dropout", "off"], ["--eval-limit", "1"]):
+    longer = [a.replace("--set=n_epochs=2", "--set=n_epochs=3") for a in rebuild]
+    for other in (longer, [*rebuild, "--test-dropout", "off"], [*rebuild, "--eval-limit", "1"]):
         capsys.readouterr()
-        assert main([*rebuild, *other]) == 2, other
+        assert main(other) == 2, other
         assert "error: no trained run to score" in capsys.readouterr().err
