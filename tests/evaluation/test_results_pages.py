@@ -1,5 +1,5 @@
-"""The committed results pages: each ``docs/<page>/**/table6.json`` is rebuilt, every table, by the
-``--no-train`` command its page ``docs/<page>.md`` gives; every interval and mean ± std that README.md and
+"""The committed results pages: each ``docs/<page>/**/table6.json`` or ``compare.json`` is rebuilt, every table,
+by the ``--no-train`` command its page ``docs/<page>.md`` gives; every interval and mean ± std that README.md and
 docs/ quote is in one of them (or on a page that names the earlier code it came from)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from pix2pix_ilm.cli import main
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-SAVED = sorted(DOCS.glob("*/**/table6.json"))
+SAVED = sorted([*DOCS.glob("*/**/table6.json"), *DOCS.glob("*/**/compare.json")])
 
 
 @pytest.mark.parametrize("saved", SAVED, ids=[str(p.parent.relative_to(DOCS)) for p in SAVED])
@@ -29,24 +29,24 @@ def test_a_results_page_is_rebuilt_by_its_command(saved, facades_dir, lpips_back
     (tmp_path / "out").mkdir()
     shutil.copy(saved, tmp_path / "out")
     assert main(args) == 0
-    rebuilt = json.loads((tmp_path / "out" / "table6.json").read_text())
+    rebuilt = json.loads((tmp_path / "out" / saved.name).read_text())
     assert rebuilt["missing"] == [] and len(rebuilt["runs"]) == len(summary["runs"])
     assert rebuilt["tables"] == summary["tables"]
     assert rebuilt.get("epoch_tables") == summary.get("epoch_tables", {})
     assert "Wall time" in capsys.readouterr().out
 
 
-# -- every interval and mean ± std that README.md and docs/ quote is in a committed table6.json --------
+# -- every interval and mean ± std that README.md and docs/ quote is in a committed JSON of scores -----------
 NUMBER = r"[+−-]?\d+\.\d+"
 QUOTE = re.compile(rf"(?:({NUMBER})\**\s+)?\[({NUMBER}), ({NUMBER})\]|({NUMBER}) ± ({NUMBER})")
-# A page whose numbers were made by earlier code, with no committed table6.json, says so in a quote block that
+# A page whose numbers were made by earlier code, with no committed JSON of scores, says so in a quote block that
 # names the commits and the option: "> Earlier code: ... `<commit>` ... `--<option> <value>` ...".
 EARLIER = re.compile(r"^> Earlier code:.*`[0-9a-f]{7,40}`.*`--[a-z-]+ [^`]+`", re.M)
 PAGES = [DOCS.parent / "README.md", *sorted(DOCS.rglob("*.md"))]
 
 
 def _committed_values() -> tuple[list[tuple[float, ...]], list[tuple[float, ...]]]:
-    """(mean, low, high) of every interval and (mean, std) of every statistic in the committed table6.json files."""
+    """(mean, low, high) of every interval and (mean, std) of every statistic in the committed JSON files."""
     intervals, spreads = [], []
 
     def walk(node: object) -> None:
@@ -100,7 +100,7 @@ def test_every_quoted_interval_and_spread_is_in_a_committed_result():
                 src.name in paragraph and quoted in [q for _, q in _quotes(texts[src])] for src in earlier
             ):
                 unmatched.append(f"{page.relative_to(DOCS.parent)}: {' '.join(map(str, quoted))}")
-    assert not unmatched, "quoted, but in no committed table6.json:\n" + "\n".join(sorted(unmatched))
+    assert not unmatched, "quoted, but in no committed JSON of scores:\n" + "\n".join(sorted(unmatched))
 
 
 def test_the_quote_check_finds_the_numbers_it_checks():
