@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from tests.helpers import unavailable
 # the variable reaches the subprocesses the tests start (torchrun, killed training runs, visdom).
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+# A shell starts its background jobs with SIGINT ignored, and ignored it stays in every process they start: the
+# Ctrl+C tests need Python's handler here, and in the processes the tests start.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
