@@ -96,15 +96,19 @@ def count_images(
     dataroot: Path, phase: str, subset: str | None, paired: bool, limit: int | None = None
 ) -> int:
     """How many items of ``<phase>/`` (or ``<phase>_A/`` and ``_B/``) the slice ``subset`` holds."""
-    return len(_positions(dataroot, phase, subset, paired, limit))
+    return len(_positions(_count(dataroot, phase, paired), subset, limit))
 
 
-def _positions(dataroot: Path, phase: str, subset: str | None, paired: bool, limit: int | None) -> list[int]:
-    """The positions in the naturally sorted items of ``phase`` that ``subset`` and ``limit`` select."""
-    from pix2pix_ilm.data.images import select_files
+def _count(dataroot: Path, phase: str, paired: bool) -> int:
     from pix2pix_ilm.data.paired import phase_items
 
-    count = len(phase_items(dataroot, phase, paired)[1])
+    return len(phase_items(dataroot, phase, paired)[1])
+
+
+def _positions(count: int, subset: str | None, limit: int | None) -> list[int]:
+    """The positions among ``count`` naturally sorted items that ``subset`` and ``limit`` select."""
+    from pix2pix_ilm.data.images import select_files
+
     return select_files(list(range(count)), parse_subset(subset), limit)
 
 
@@ -115,14 +119,14 @@ def not_held_out(study: Study, runs: list[TrainConfig], limit: int | None) -> li
         trained = [run for run in runs if run.phase == phase]
         if not trained:
             continue
-        dataroot, paired = Path(trained[0].dataroot), trained[0].dataset_mode == "paired"
-        scored = _positions(dataroot, phase, subset, paired, limit)
-        taken = [set(_positions(dataroot, phase, r.subset, paired, r.max_dataset_size)) for r in trained]
-        if not (overlap := max(len(taken_by_run.intersection(scored)) for taken_by_run in taken)):
+        count = _count(Path(trained[0].dataroot), phase, trained[0].dataset_mode == "paired")
+        scored = _positions(count, subset, limit)
+        slices = {(run.subset, run.max_dataset_size) for run in trained}
+        if not (overlap := max(len(set(_positions(count, *s)).intersection(scored)) for s in slices)):
             continue
         start, end = scored[0], scored[-1] + 1
         advice = "score on a slice that --set subset=START:END leaves out, or on another folder"
-        if start or end < count_images(dataroot, phase, None, paired):
+        if start or end < count:
             advice = f"hold it out with --set subset={f'0:{start}' if start else f'{end}:'}"
         warnings.append(
             f"warning: {overlap} of the {len(scored)} images of split {split} are training images, so the "
